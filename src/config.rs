@@ -1,0 +1,419 @@
+//! The configuration file (TOML, kebab-case keys, unknown keys rejected).
+//!
+//! Every field has a default that works on a fresh board, so an empty file is
+//! a valid config. Errors carry the line and column of the offending key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// `sysexits.h` EX_CONFIG: systemd is told not to restart on it.
+pub const EXIT_CONFIG: i32 = 78;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub signaling: SignalingConfig,
+    pub camera: CameraConfig,
+    pub audio: AudioConfig,
+    pub webrtc: WebRtcConfig,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolChoice {
+    /// Engine.IO 4 first, Engine.IO 3 when the server turns out to be socket.io 2.x.
+    #[default]
+    Auto,
+    Eio3,
+    Eio4,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SignalingConfig {
+    /// http(s):// or ws(s):// URL of the socket.io server.
+    pub server: String,
+    pub room: String,
+    pub token: Option<String>,
+    pub protocol: ProtocolChoice,
+    /// Extra CA certificate (PEM) trusted for wss:// besides the system roots.
+    pub extra_ca: Option<PathBuf>,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        SignalingConfig {
+            server: "http://127.0.0.1:8080".into(),
+            room: "roomcam".into(),
+            token: None,
+            protocol: ProtocolChoice::Auto,
+            extra_ca: None,
+        }
+    }
+}
+
+/// Width x height, written `"640x480"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl std::str::FromStr for FrameSize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a size like \"640x480\"");
+        let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+        let width: u32 = w.trim().parse().map_err(|_| bad())?;
+        let height: u32 = h.trim().parse().map_err(|_| bad())?;
+        if !(16..=3840).contains(&width) || !(16..=2160).contains(&height) {
+            return Err(format!("{text:?}: width must be 16..3840 and height 16..2160"));
+        }
+        if width % 2 != 0 || height % 2 != 0 {
+            return Err(format!("{text:?}: width and height must be even (I420)"));
+        }
+        Ok(FrameSize { width, height })
+    }
+}
+
+impl<'de> Deserialize<'de> for FrameSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CameraConfig {
+    /// `test` (moving test pattern) or a V4L2 device path.
+    pub device: String,
+    pub size: FrameSize,
+    pub fps: u32,
+    /// H.264 target bitrate in kbit/s.
+    pub bitrate: u32,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig {
+            device: "test".into(),
+            size: FrameSize { width: 640, height: 480 },
+            fps: 25,
+            bitrate: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AudioConfig {
+    /// `test` (440 Hz tone), `none`, or an ALSA PCM name.
+    pub microphone: String,
+    /// `null` (discard, measure) or an ALSA PCM name.
+    pub speaker: String,
+    /// Opus bitrate in kbit/s.
+    pub bitrate: u32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig { microphone: "test".into(), speaker: "null".into(), bitrate: 32 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IceServerConfig {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoopbackChoice {
+    /// Only when the machine has no other interface up.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebRtcConfig {
+    pub ice_servers: Vec<IceServerConfig>,
+    pub loopback_candidates: LoopbackChoice,
+    /// Seconds a viewer may stay disconnected before its peer is closed.
+    pub disconnect_timeout: u64,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        WebRtcConfig {
+            ice_servers: Vec::new(),
+            loopback_candidates: LoopbackChoice::Auto,
+            disconnect_timeout: 10,
+        }
+    }
+}
+
+impl WebRtcConfig {
+    pub fn disconnect_timeout(&self) -> Duration {
+        Duration::from_secs(self.disconnect_timeout)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Members per room when the room has no entry of its own (2 = classic).
+    pub capacity: usize,
+    /// ICE servers handed to viewer pages (`/config.json`).
+    pub viewer_ice_servers: Vec<IceServerConfig>,
+    pub rooms: Vec<RoomConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            capacity: 2,
+            viewer_ice_servers: Vec::new(),
+            rooms: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RoomConfig {
+    pub name: String,
+    pub token: Option<String>,
+    pub capacity: Option<usize>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    /// Checks that hold across fields, after overrides were applied too.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.signaling;
+        let scheme_ok = ["http://", "https://", "ws://", "wss://"]
+            .iter()
+            .any(|scheme| s.server.starts_with(scheme));
+        if !scheme_ok || url::Url::parse(&s.server).is_err() {
+            return Err(format!(
+                "signaling.server {:?} must be an http://, https://, ws:// or wss:// URL",
+                s.server
+            ));
+        }
+        if s.room.trim().is_empty() {
+            return Err("signaling.room must not be empty".into());
+        }
+        if !(1..=60).contains(&self.camera.fps) {
+            return Err(format!("camera.fps {} must be 1..60", self.camera.fps));
+        }
+        if !(50..=20_000).contains(&self.camera.bitrate) {
+            return Err(format!("camera.bitrate {} kbit/s must be 50..20000", self.camera.bitrate));
+        }
+        if !(6..=510).contains(&self.audio.bitrate) {
+            return Err(format!("audio.bitrate {} kbit/s must be 6..510", self.audio.bitrate));
+        }
+        for server in self.webrtc.ice_servers.iter().chain(&self.server.viewer_ice_servers) {
+            validate_ice_server(server)?;
+        }
+        if self.server.capacity < 2 {
+            return Err("server.capacity must be at least 2".into());
+        }
+        for room in &self.server.rooms {
+            if room.capacity.is_some_and(|c| c < 2) {
+                return Err(format!("server.rooms {:?}: capacity must be at least 2", room.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn validate_ice_server(server: &IceServerConfig) -> Result<(), String> {
+    if server.urls.is_empty() {
+        return Err("an ICE server needs at least one URL".into());
+    }
+    for url in &server.urls {
+        let is_turn = url.starts_with("turn:") || url.starts_with("turns:");
+        if !(is_turn || url.starts_with("stun:") || url.starts_with("stuns:")) {
+            return Err(format!("ICE server URL {url:?} must start with stun:, stuns:, turn: or turns:"));
+        }
+        if is_turn && (server.username.is_none() || server.credential.is_none()) {
+            return Err(format!("TURN server {url:?} needs a username and a credential"));
+        }
+    }
+    Ok(())
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("roomcam.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_working_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.camera.size, FrameSize { width: 640, height: 480 });
+        assert_eq!(config.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../roomcam.example.toml");
+        let config = parse(text).unwrap();
+        assert_eq!(config.signaling.room, "nursery");
+    }
+
+    #[test]
+    fn kebab_case_keys_and_rooms() {
+        let config = parse(
+            r#"
+[signaling]
+server = "wss://example.org"
+room = "door"
+token = "t"
+protocol = "eio3"
+extra-ca = "/etc/ca.pem"
+
+[webrtc]
+loopback-candidates = "always"
+ice-servers = [{ urls = ["turn:turn.example.org:3478"], username = "u", credential = "c" }]
+
+[[server.rooms]]
+name = "door"
+token = "t"
+capacity = 4
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.signaling.protocol, ProtocolChoice::Eio3);
+        assert_eq!(config.signaling.extra_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(config.webrtc.loopback_candidates, LoopbackChoice::Always);
+        assert_eq!(config.server.rooms[0].capacity, Some(4));
+    }
+
+    fn syntax_error(text: &str) -> (usize, usize, String) {
+        match parse(text) {
+            Err(ConfigError::Syntax { line, column, message, .. }) => (line, column, message),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_column() {
+        let (line, column, message) = syntax_error("[camera]\nfps = 25\n  colour = \"red\"\n");
+        assert_eq!((line, column), (3, 3));
+        assert!(message.contains("unknown field `colour`"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_size_are_located() {
+        let (line, column, message) = syntax_error("[camera]\nfps = \"fast\"\n");
+        assert_eq!((line, column), (2, 7));
+        assert!(message.contains("invalid type"), "{message}");
+        let (line, _, message) = syntax_error("[camera]\n\nsize = \"big\"\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("640x480"), "{message}");
+        let (line, column, _) = syntax_error("[signaling\nroom = 1");
+        assert_eq!((line, column), (1, 11));
+    }
+
+    #[test]
+    fn error_display_is_path_line_column() {
+        let err = parse("[audio]\nspeaker = 3\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("roomcam.toml:2:11: "), "{text}");
+    }
+
+    #[test]
+    fn cross_field_checks() {
+        assert!(matches!(
+            parse("[signaling]\nserver = \"ftp://x\"\n"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(parse("[camera]\nfps = 0\n"), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(
+            parse("[webrtc]\nice-servers = [{ urls = [\"turn:x\"] }]\n"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(parse("[server]\ncapacity = 1\n"), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!("1280x720".parse::<FrameSize>().unwrap(), FrameSize { width: 1280, height: 720 });
+        assert!("641x480".parse::<FrameSize>().is_err());
+        assert!("0x0".parse::<FrameSize>().is_err());
+        assert!("640".parse::<FrameSize>().is_err());
+    }
+}

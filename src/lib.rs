@@ -1,0 +1,15 @@
+//! roomcam: a camera + microphone daemon that joins a socket.io signaling room
+//! and streams H.264/Opus over WebRTC to whoever joins the room.
+//!
+//! - `session`: the room/peer state machine (no I/O; events in, actions out)
+//! - `signaling`: socket.io codec, the device's client, roomcam's own server
+//! - `peer`: one WebRTC peer connection per viewer
+//! - `media`: camera/microphone sources, H.264/Opus encoders, speaker sinks
+//! - `daemon`: wires the edges to the session
+//! - `config`: the TOML configuration file
+
+pub mod config;
+pub mod media;
+pub mod peer;
+pub mod session;
+pub mod signaling;

@@ -1,0 +1,111 @@
+//! Media edges: sources (camera, microphone), encoders, sinks (speaker).
+//!
+//! Everything here is synchronous and runs on its own threads: capture and
+//! encode must never wait on the network, and the network must never wait on
+//! a slow encoder ("latest frame wins" between capture and encode).
+
+use std::time::{Duration, SystemTime};
+
+pub mod audio;
+pub mod pipeline;
+pub mod test_sources;
+pub mod video;
+
+// RE-EXPORTS
+
+/// Audio everywhere inside roomcam: 48 kHz, mono, 16-bit, 20 ms frames.
+pub const AUDIO_SAMPLE_RATE: u32 = 48_000;
+pub const AUDIO_FRAME_SAMPLES: usize = 960;
+pub const AUDIO_FRAME_DURATION: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("{0} is not supported yet")]
+    Unsupported(String),
+    #[error("device {device}: {reason}")]
+    Device { device: String, reason: String },
+    #[error("encoder: {0}")]
+    Encoder(String),
+    #[error("decoder: {0}")]
+    Decoder(String),
+    #[error("source ended")]
+    Ended,
+}
+
+/// One picture in planar I420 (Y, then U, then V; chroma at half resolution).
+#[derive(Clone, Debug)]
+pub struct I420Frame {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+    /// Wall-clock capture time (the test pattern also stamps it into the picture).
+    pub captured_at: SystemTime,
+}
+
+impl I420Frame {
+    /// Bytes an I420 picture of this size occupies, or `None` for sizes I420
+    /// cannot describe (odd or zero dimensions: chroma is subsampled 2x2).
+    pub fn expected_len(width: u32, height: u32) -> Option<usize> {
+        if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+            return None;
+        }
+        let luma = (width as usize).checked_mul(height as usize)?;
+        luma.checked_add(luma / 2)
+    }
+
+    /// A black picture (video range: Y = 16, U = V = 128).
+    pub fn black(width: u32, height: u32, captured_at: SystemTime) -> Option<Self> {
+        let len = Self::expected_len(width, height)?;
+        let luma = width as usize * height as usize;
+        let mut data = vec![128u8; len];
+        data[..luma].fill(16);
+        Some(Self { width, height, data, captured_at })
+    }
+
+    /// The Y, U and V planes, or `None` when `data` does not match the size
+    /// (frames can come from outside, so callers must not index blindly).
+    pub fn planes(&self) -> Option<(&[u8], &[u8], &[u8])> {
+        let len = Self::expected_len(self.width, self.height)?;
+        if self.data.len() != len {
+            return None;
+        }
+        let luma = self.width as usize * self.height as usize;
+        let (y, uv) = self.data.split_at(luma);
+        let (u, v) = uv.split_at(luma / 4);
+        Some((y, u, v))
+    }
+}
+
+/// An encoded access unit in Annex-B form, ready for RTP packetization.
+#[derive(Clone, Debug)]
+pub struct EncodedVideo {
+    pub data: bytes::Bytes,
+    pub keyframe: bool,
+    pub duration: Duration,
+}
+
+/// One Opus packet (20 ms).
+#[derive(Clone, Debug)]
+pub struct EncodedAudio {
+    pub data: bytes::Bytes,
+    pub duration: Duration,
+}
+
+/// A camera. `next_frame` blocks until the source's next frame is due.
+pub trait VideoSource: Send {
+    fn next_frame(&mut self) -> Result<I420Frame, MediaError>;
+}
+
+/// A microphone. `read_frame` blocks until 20 ms of mono 48 kHz audio is ready.
+pub trait AudioSource: Send {
+    fn read_frame(&mut self, pcm: &mut [i16; AUDIO_FRAME_SAMPLES]) -> Result<(), MediaError>;
+}
+
+/// A speaker. Receives decoded talk-back audio, mono 48 kHz.
+pub trait AudioSink: Send {
+    fn write(&mut self, pcm: &[i16]) -> Result<(), MediaError>;
+}
+
+pub trait VideoEncoder: Send {
+    fn encode(&mut self, frame: &I420Frame, force_keyframe: bool) -> Result<Option<EncodedVideo>, MediaError>;
+}

@@ -1,0 +1,783 @@
+//! `Peer`: one webrtc-rs 0.21 peer connection, its tracks and its tasks.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use log::{debug, error, info, warn};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCOfferOptions;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{PayloadType, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType,
+    RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::rtcp::is_keyframe_request;
+use super::setup;
+use super::{
+    ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, SdpKind,
+};
+
+/// Remote candidates that arrive before the remote description are held
+/// (signaling may reorder them); beyond this many something is wrong.
+const MAX_EARLY_CANDIDATES: usize = 64;
+/// A new subscriber first waits for an IDR, since P-frames without their
+/// reference only make the browser's decoder complain. If the encoder never
+/// marks one (a bug elsewhere), send everything rather than nothing.
+const KEYFRAME_WAIT_LIMIT: Duration = Duration::from_secs(2);
+
+/// One viewer's WebRTC connection: sends H.264 + Opus, receives Opus talk-back.
+pub struct Peer {
+    id: PeerId,
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+    taps: MediaTaps,
+    video: LocalTrack,
+    audio: LocalTrack,
+    /// Whether the transceivers exist; they are added at the first offer or
+    /// remote offer because their direction depends on who offers.
+    transceivers_added: tokio::sync::Mutex<bool>,
+    early_candidates: StdMutex<Vec<IceCandidate>>,
+}
+
+struct LocalTrack {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+}
+
+/// State shared between `Peer` and the event handler that runs on the
+/// webrtc driver. It must not own the connection: the driver owns the
+/// handler, and a handler owning the connection would keep it alive forever.
+struct Shared {
+    id: PeerId,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    signal: StdMutex<SignalState>,
+    connected: watch::Sender<bool>,
+    last_state: StdMutex<Option<ConnectionState>>,
+    closed: AtomicBool,
+    tasks: StdMutex<Vec<JoinHandle<()>>>,
+    talkback: Arc<dyn Fn(bytes::Bytes) + Send + Sync>,
+}
+
+/// Local candidates can be gathered before `LocalDescription` is emitted
+/// (set_local_description starts gathering); the viewer cannot use a
+/// candidate before the description, so they wait here until it is out.
+#[derive(Default)]
+struct SignalState {
+    description_sent: bool,
+    pending: Vec<IceCandidate>,
+    /// mid of the first m-line: with BUNDLE every candidate belongs to it.
+    bundle_mid: Option<String>,
+}
+
+fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the peer down with a poisoned lock.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn emit(&self, event: PeerEvent) {
+        if self.events.send(event).is_err() {
+            debug!("peer {}: event receiver is gone", self.id);
+        }
+    }
+
+    fn emit_state(&self, state: ConnectionState) {
+        let mut last = lock(&self.last_state);
+        if *last == Some(state) {
+            return;
+        }
+        *last = Some(state);
+        drop(last);
+        self.emit(PeerEvent::ConnectionState {
+            peer: self.id.clone(),
+            state,
+        });
+    }
+
+    fn keyframe_requested(&self) {
+        self.emit(PeerEvent::KeyframeRequested {
+            peer: self.id.clone(),
+        });
+    }
+
+    fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = lock(&self.tasks);
+        // Checked under the lock that `close` takes to abort, so no task can
+        // slip in after the abort.
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(tokio::spawn(fut));
+    }
+
+    fn abort_tasks(&self) {
+        let tasks = {
+            let mut tasks = lock(&self.tasks);
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *tasks)
+        };
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    fn local_candidate(&self, candidate: String) {
+        let mut signal = lock(&self.signal);
+        let candidate = IceCandidate {
+            candidate,
+            sdp_mid: signal.bundle_mid.clone(),
+            sdp_mline_index: Some(0),
+        };
+        if signal.description_sent {
+            drop(signal);
+            self.emit(PeerEvent::LocalCandidate {
+                peer: self.id.clone(),
+                candidate,
+            });
+        } else {
+            signal.pending.push(candidate);
+        }
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                debug!("peer {}: local candidate {}", self.shared.id, init.candidate);
+                self.shared.local_candidate(init.candidate);
+            }
+            Err(e) => warn!("peer {}: unserializable local candidate: {e}", self.shared.id),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        debug!("peer {}: ICE gathering {state}", self.shared.id);
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let mapped = match state {
+            RTCPeerConnectionState::New => ConnectionState::New,
+            RTCPeerConnectionState::Connecting => ConnectionState::Connecting,
+            RTCPeerConnectionState::Connected => ConnectionState::Connected,
+            RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+            RTCPeerConnectionState::Failed => ConnectionState::Failed,
+            RTCPeerConnectionState::Closed => ConnectionState::Closed,
+            _ => return,
+        };
+        info!("peer {}: connection {state}", self.shared.id);
+        if mapped == ConnectionState::Connected {
+            self.shared.connected.send_replace(true);
+        }
+        self.shared.emit_state(mapped);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // Runs on the driver: hand the track to a task and return at once.
+        let shared = Arc::clone(&self.shared);
+        self.shared.spawn(read_remote_track(shared, track));
+    }
+}
+
+impl Peer {
+    pub async fn create(
+        id: PeerId,
+        settings: &PeerSettings,
+        taps: MediaTaps,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> Result<Peer, PeerError> {
+        let (media_engine, registry) = setup::media_engine_and_interceptors()?;
+        let (connected, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id: id.clone(),
+            events,
+            signal: StdMutex::new(SignalState::default()),
+            connected,
+            last_state: StdMutex::new(None),
+            closed: AtomicBool::new(false),
+            tasks: StdMutex::new(Vec::new()),
+            talkback: Arc::clone(&taps.talkback),
+        });
+        let udp_addrs = setup::udp_bind_addrs(settings.include_loopback);
+        debug!("peer {id}: binding UDP {udp_addrs:?}");
+
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(setup::configuration(settings))
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(setup::setting_engine(settings))
+            .with_handler(Arc::new(Handler {
+                shared: Arc::clone(&shared),
+            }))
+            .with_udp_addrs(udp_addrs)
+            .build()
+            .await
+            .map_err(|e| PeerError::WebRtc(format!("peer connection: {e}")))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let video = new_local_track(&id, RtpCodecKind::Video, setup::h264_codec())?;
+        let audio = new_local_track(&id, RtpCodecKind::Audio, setup::opus_codec())?;
+        info!("peer {id}: created");
+        Ok(Peer {
+            id,
+            pc,
+            shared,
+            taps,
+            video,
+            audio,
+            transceivers_added: tokio::sync::Mutex::new(false),
+            early_candidates: StdMutex::new(Vec::new()),
+        })
+    }
+
+    pub fn id(&self) -> &PeerId {
+        &self.id
+    }
+
+    /// Creates an offer (optionally an ICE restart), sets it locally, emits
+    /// `PeerEvent::LocalDescription`.
+    pub async fn create_offer(&self, ice_restart: bool) -> Result<(), PeerError> {
+        self.ensure_open()?;
+        self.add_transceivers(false).await?;
+        let options = RTCOfferOptions {
+            ice_restart,
+            ..Default::default()
+        };
+        let offer = self
+            .pc
+            .create_offer(Some(options))
+            .await
+            .map_err(|e| PeerError::WebRtc(format!("create offer: {e}")))?;
+        info!("peer {}: offering (ice restart: {ice_restart})", self.id);
+        self.apply_local(offer).await
+    }
+
+    /// Applies the remote SDP; for an offer also creates + sets the answer and
+    /// emits `LocalDescription`.
+    pub async fn set_remote_description(&self, kind: SdpKind, sdp: String) -> Result<(), PeerError> {
+        self.ensure_open()?;
+        // The SDP parser is third-party code fed with remote input: contain
+        // a panic there as a rejected description rather than a dead daemon.
+        let parsed = std::panic::catch_unwind(|| match kind {
+            SdpKind::Offer => RTCSessionDescription::offer(sdp),
+            SdpKind::Answer => RTCSessionDescription::answer(sdp),
+        })
+        .map_err(|_| PeerError::BadSdp("the SDP parser panicked".into()))?
+        .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        check_media_sections(&parsed)?;
+
+        if kind == SdpKind::Offer {
+            self.add_transceivers(true).await?;
+        }
+        AssertUnwindSafe(self.pc.set_remote_description(parsed))
+            .catch_unwind()
+            .await
+            .map_err(|_| PeerError::BadSdp("applying the SDP panicked".into()))?
+            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        info!("peer {}: remote {kind:?} applied", self.id);
+        self.apply_early_candidates().await;
+
+        if kind == SdpKind::Offer {
+            let answer = self
+                .pc
+                .create_answer(None)
+                .await
+                .map_err(|e| PeerError::WebRtc(format!("create answer: {e}")))?;
+            self.apply_local(answer).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn add_remote_candidate(&self, candidate: IceCandidate) -> Result<(), PeerError> {
+        self.ensure_open()?;
+        let value = candidate.candidate.trim();
+        let value = value.strip_prefix("a=").unwrap_or(value);
+        if value.is_empty() {
+            // End-of-candidates; webrtc-rs needs no such signal.
+            return Ok(());
+        }
+        let body = value.strip_prefix("candidate:").unwrap_or(value);
+        // Parse before queueing, so a malformed candidate is reported to the
+        // caller that sent it, not logged later.
+        rtc::ice::candidate::unmarshal_candidate(body)
+            .map_err(|e| PeerError::BadCandidate(format!("{e}: {value}")))?;
+        let candidate = IceCandidate {
+            candidate: value.to_owned(),
+            ..candidate
+        };
+
+        let Some(remote) = self.pc.remote_description().await else {
+            let mut early = lock(&self.early_candidates);
+            if early.len() >= MAX_EARLY_CANDIDATES {
+                return Err(PeerError::BadCandidate(
+                    "too many candidates before the remote description".into(),
+                ));
+            }
+            debug!("peer {}: holding candidate until the remote description", self.id);
+            early.push(candidate);
+            return Ok(());
+        };
+        self.add_checked_candidate(&remote, candidate).await
+    }
+
+    /// Closes the connection, ends its tasks and frees its sockets. Idempotent.
+    pub async fn close(&self) {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // Tasks first: the RTCP reader holds the track's event lock while it
+        // waits, and nothing may write to a connection being torn down.
+        self.shared.abort_tasks();
+        if let Err(e) = self.pc.close().await {
+            warn!("peer {}: close: {e}", self.id);
+        }
+        self.shared.connected.send_replace(false);
+        // The driver is stopped before it can report Closed, so report it here.
+        self.shared.emit_state(ConnectionState::Closed);
+        info!("peer {}: closed", self.id);
+    }
+
+    fn ensure_open(&self) -> Result<(), PeerError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            Err(PeerError::WebRtc("the peer is closed".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn apply_local(&self, desc: RTCSessionDescription) -> Result<(), PeerError> {
+        let kind = match desc.sdp_type {
+            RTCSdpType::Offer => SdpKind::Offer,
+            RTCSdpType::Answer => SdpKind::Answer,
+            other => return Err(PeerError::WebRtc(format!("unexpected local {other}"))),
+        };
+        let sdp = desc.sdp.clone();
+        {
+            let mut signal = lock(&self.shared.signal);
+            signal.description_sent = false;
+            signal.bundle_mid = first_mid(&desc);
+        }
+        let result = self
+            .pc
+            .set_local_description(desc)
+            .await
+            .map_err(|e| PeerError::WebRtc(format!("set local description: {e}")));
+
+        let mut signal = lock(&self.shared.signal);
+        if result.is_ok() {
+            self.shared.emit(PeerEvent::LocalDescription {
+                peer: self.id.clone(),
+                kind,
+                sdp,
+            });
+        }
+        // Candidates gathered meanwhile go out after the description (or,
+        // on failure, still go out: they belong to the previous description).
+        signal.description_sent = true;
+        let bundle_mid = signal.bundle_mid.clone();
+        for mut candidate in std::mem::take(&mut signal.pending) {
+            candidate.sdp_mid = bundle_mid.clone();
+            self.shared.emit(PeerEvent::LocalCandidate {
+                peer: self.id.clone(),
+                candidate,
+            });
+        }
+        result
+    }
+
+    /// Adds the video and audio transceivers once, then starts the tasks
+    /// that feed them.
+    ///
+    /// When answering, video is added as sendrecv: rtc 0.21 attaches a local
+    /// transceiver to a remote m-line only if the directions are compatible,
+    /// and a sendonly one does not match a browser offering sendrecv video
+    /// (a viewer with a camera). rtc narrows it to sendonly when the browser
+    /// offers recvonly. When offering, video is sendonly.
+    async fn add_transceivers(&self, answering: bool) -> Result<(), PeerError> {
+        let mut added = self.transceivers_added.lock().await;
+        if *added {
+            return Ok(());
+        }
+        let video_direction = if answering {
+            RTCRtpTransceiverDirection::Sendrecv
+        } else {
+            RTCRtpTransceiverDirection::Sendonly
+        };
+        let video_sender = self.add_transceiver(&self.video, video_direction).await?;
+        let audio_sender = self
+            .add_transceiver(&self.audio, RTCRtpTransceiverDirection::Sendrecv)
+            .await?;
+        *added = true;
+
+        let shared = &self.shared;
+        shared.spawn(send_video(
+            Arc::clone(shared),
+            Arc::clone(&self.video.track),
+            self.video.ssrc,
+            video_sender,
+            self.taps.video.clone(),
+        ));
+        shared.spawn(send_audio(
+            Arc::clone(shared),
+            Arc::clone(&self.audio.track),
+            self.audio.ssrc,
+            audio_sender,
+            self.taps.audio.clone(),
+        ));
+        shared.spawn(read_video_rtcp(Arc::clone(shared), Arc::clone(&self.video.track)));
+        Ok(())
+    }
+
+    async fn add_transceiver(
+        &self,
+        local: &LocalTrack,
+        direction: RTCRtpTransceiverDirection,
+    ) -> Result<Arc<dyn RtpSender>, PeerError> {
+        let transceiver = self
+            .pc
+            .add_transceiver_from_track(
+                Arc::clone(&local.track) as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .map_err(|e| PeerError::WebRtc(format!("add transceiver: {e}")))?;
+        transceiver
+            .sender()
+            .await
+            .map_err(|e| PeerError::WebRtc(format!("transceiver sender: {e}")))?
+            .ok_or_else(|| PeerError::WebRtc("transceiver has no sender".into()))
+    }
+
+    async fn apply_early_candidates(&self) {
+        let early = std::mem::take(&mut *lock(&self.early_candidates));
+        if early.is_empty() {
+            return;
+        }
+        let Some(remote) = self.pc.remote_description().await else {
+            return;
+        };
+        for candidate in early {
+            if let Err(e) = self.add_checked_candidate(&remote, candidate).await {
+                warn!("peer {}: early candidate dropped: {e}", self.id);
+            }
+        }
+    }
+
+    async fn add_checked_candidate(
+        &self,
+        remote: &RTCSessionDescription,
+        candidate: IceCandidate,
+    ) -> Result<(), PeerError> {
+        check_candidate_target(remote, &candidate)?;
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_mline_index,
+            username_fragment: None,
+            url: None,
+        };
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| PeerError::BadCandidate(e.to_string()))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // webrtc 0.21 keeps a dropped connection's driver (and its sockets)
+        // running on the runtime: only close() stops it.
+        self.shared.abort_tasks();
+        warn!("peer {}: dropped without close(), closing in the background", self.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pc = Arc::clone(&self.pc);
+            runtime.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+fn new_local_track(id: &str, kind: RtpCodecKind, codec: RTCRtpCodec) -> Result<LocalTrack, PeerError> {
+    let ssrc = rand::random::<u32>();
+    let name = match kind {
+        RtpCodecKind::Video => "video",
+        _ => "audio",
+    };
+    let track = MediaStreamTrack::new(
+        // One stream id for both tracks, so a browser puts them in one MediaStream.
+        "roomcam".to_owned(),
+        format!("roomcam-{name}"),
+        format!("roomcam {name} for {id}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    );
+    let track = TrackLocalStaticSample::new(Instant::now(), track)
+        .map_err(|e| PeerError::WebRtc(format!("{name} track: {e}")))?;
+    Ok(LocalTrack {
+        track: Arc::new(track),
+        ssrc,
+    })
+}
+
+fn first_mid(desc: &RTCSessionDescription) -> Option<String> {
+    let parsed = desc.unmarshal().ok()?;
+    let media = parsed.media_descriptions.first()?;
+    media.attribute("mid").flatten().map(str::to_owned)
+}
+
+/// Rejects descriptions that rtc would accept but that leave nothing to do,
+/// or whose m-lines lack the mid that rtc 0.21 requires (its error for that
+/// case is cryptic).
+fn check_media_sections(desc: &RTCSessionDescription) -> Result<(), PeerError> {
+    let parsed = desc
+        .unmarshal()
+        .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+    if parsed.media_descriptions.is_empty() {
+        return Err(PeerError::BadSdp("no media sections".into()));
+    }
+    for media in &parsed.media_descriptions {
+        if media.attribute("mid").flatten().is_none_or(str::is_empty) {
+            return Err(PeerError::BadSdp(format!(
+                "m={} section without a=mid",
+                media.media_name.media
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// rtc 0.21 ignores sdpMid/sdpMLineIndex (everything is bundled on one
+/// transport), so a candidate aimed at an m-line that does not exist would be
+/// accepted silently; reject it, it means the signaling is confused.
+fn check_candidate_target(
+    remote: &RTCSessionDescription,
+    candidate: &IceCandidate,
+) -> Result<(), PeerError> {
+    let parsed = remote
+        .unmarshal()
+        .map_err(|e| PeerError::BadCandidate(format!("remote description: {e}")))?;
+    let sections = &parsed.media_descriptions;
+    if let Some(mid) = candidate.sdp_mid.as_deref().filter(|m| !m.is_empty()) {
+        let known = sections
+            .iter()
+            .any(|m| m.attribute("mid").flatten() == Some(mid));
+        if !known {
+            return Err(PeerError::BadCandidate(format!("unknown mid {mid:?}")));
+        }
+    } else if let Some(index) = candidate.sdp_mline_index
+        && usize::from(index) >= sections.len()
+    {
+        return Err(PeerError::BadCandidate(format!(
+            "m-line index {index} out of range ({} sections)",
+            sections.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The payload type the remote accepted for `mime`; `None` if it refused the
+/// codec (e.g. a viewer that offered no H.264).
+async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, mime: &str) -> Option<PayloadType> {
+    let params = sender.get_parameters().await.ok()?;
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .map(|c| c.payload_type)
+}
+
+/// Waits for the first Connected, then resolves the payload type.
+async fn wait_until_sendable(
+    shared: &Shared,
+    sender: &Arc<dyn RtpSender>,
+    mime: &str,
+) -> Option<PayloadType> {
+    let mut connected = shared.connected.subscribe();
+    connected.wait_for(|c| *c).await.ok()?;
+    let pt = negotiated_payload_type(sender, mime).await;
+    if pt.is_none() {
+        error!("peer {}: the viewer did not accept {mime}; not sending it", shared.id);
+    }
+    pt
+}
+
+/// Logs write failures without flooding: the first, then every 500th.
+struct WriteErrors {
+    count: u64,
+}
+
+impl WriteErrors {
+    fn record(&mut self, peer: &str, what: &str, e: &dyn std::fmt::Display) {
+        if self.count % 500 == 0 {
+            warn!("peer {peer}: writing {what} failed ({} so far): {e}", self.count + 1);
+        }
+        self.count += 1;
+    }
+}
+
+async fn send_video(
+    shared: Arc<Shared>,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    sender: Arc<dyn RtpSender>,
+    source: broadcast::Sender<crate::media::EncodedVideo>,
+) {
+    let Some(pt) = wait_until_sendable(&shared, &sender, MIME_TYPE_H264).await else {
+        return;
+    };
+    // Subscribe only now: a receiver created at peer creation would have
+    // lagged through the whole negotiation.
+    let mut frames = source.subscribe();
+    info!("peer {}: sending video (payload type {pt})", shared.id);
+    // A new viewer can decode nothing until the next IDR.
+    shared.keyframe_requested();
+    let mut waiting_since = Some(Instant::now());
+    let mut errors = WriteErrors { count: 0 };
+    loop {
+        let frame = match frames.recv().await {
+            Ok(frame) => frame,
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                warn!("peer {}: video lagged, {skipped} frames dropped", shared.id);
+                shared.keyframe_requested();
+                waiting_since = Some(Instant::now());
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                info!("peer {}: video source ended", shared.id);
+                return;
+            }
+        };
+        if let Some(since) = waiting_since {
+            if !frame.keyframe && since.elapsed() < KEYFRAME_WAIT_LIMIT {
+                continue;
+            }
+            if !frame.keyframe {
+                warn!("peer {}: no keyframe within {KEYFRAME_WAIT_LIMIT:?}, sending anyway", shared.id);
+            }
+            waiting_since = None;
+        }
+        let sample = Sample {
+            data: frame.data,
+            duration: frame.duration,
+            ..Sample::new(Instant::now())
+        };
+        if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+            errors.record(&shared.id, "video", &e);
+        }
+    }
+}
+
+async fn send_audio(
+    shared: Arc<Shared>,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    sender: Arc<dyn RtpSender>,
+    source: broadcast::Sender<crate::media::EncodedAudio>,
+) {
+    let Some(pt) = wait_until_sendable(&shared, &sender, MIME_TYPE_OPUS).await else {
+        return;
+    };
+    let mut packets = source.subscribe();
+    info!("peer {}: sending audio (payload type {pt})", shared.id);
+    let mut errors = WriteErrors { count: 0 };
+    loop {
+        let packet = match packets.recv().await {
+            Ok(packet) => packet,
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                // Opus packets are independent; a gap is a click, nothing to repair.
+                debug!("peer {}: audio lagged, {skipped} packets dropped", shared.id);
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                info!("peer {}: audio source ended", shared.id);
+                return;
+            }
+        };
+        let sample = Sample {
+            data: packet.data,
+            duration: packet.duration,
+            ..Sample::new(Instant::now())
+        };
+        if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+            errors.record(&shared.id, "audio", &e);
+        }
+    }
+}
+
+async fn read_video_rtcp(shared: Arc<Shared>, track: Arc<TrackLocalStaticSample>) {
+    while let Some(event) = track.poll().await {
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event
+            && is_keyframe_request(&packets)
+        {
+            debug!("peer {}: viewer asked for a keyframe", shared.id);
+            shared.keyframe_requested();
+        }
+    }
+    debug!("peer {}: video RTCP stream ended", shared.id);
+}
+
+async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
+    let kind = track.kind().await;
+    info!("peer {}: remote {kind} track", shared.id);
+    let mut packets: u64 = 0;
+    while let Some(event) = track.poll().await {
+        match event {
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                // Only audio is wanted; other tracks (a viewer's camera) are
+                // still drained so the driver's queue does not overflow.
+                if kind == RtpCodecKind::Audio && !packet.payload.is_empty() {
+                    packets += 1;
+                    if packets == 1 {
+                        info!("peer {}: talk-back audio started", shared.id);
+                    }
+                    (shared.talkback)(packet.payload);
+                }
+            }
+            TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
+            _ => {}
+        }
+    }
+    debug!("peer {}: remote {kind} track ended after {packets} packets", shared.id);
+}

@@ -1,0 +1,88 @@
+//! One WebRTC peer connection per viewer (webrtc-rs 0.21).
+//!
+//! The peer knows nothing about rooms or signaling: the session core tells the
+//! daemon what to do, the daemon calls these methods, and everything the peer
+//! learns (local SDP, ICE candidates, connection state, keyframe requests)
+//! comes back as `PeerEvent`s on a channel, to be fed into the session core.
+
+use std::sync::Arc;
+
+use crate::media::{EncodedAudio, EncodedVideo};
+
+mod connection;
+mod rtcp;
+mod setup;
+
+pub use connection::Peer;
+/// The H.264 fmtp roomcam sends (constrained baseline 3.1, packetization-mode 1).
+pub use setup::H264_FMTP;
+
+pub type PeerId = String;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PeerSettings {
+    pub ice_servers: Vec<IceServer>,
+    /// Gather 127.0.0.1/::1 candidates (needed when loopback is the only interface).
+    pub include_loopback: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SdpKind {
+    Offer,
+    Answer,
+}
+
+/// A trickled ICE candidate; `sdp_mline_index` is the classic protocol's `label`,
+/// `sdp_mid` its `id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceCandidate {
+    pub candidate: String,
+    pub sdp_mid: Option<String>,
+    pub sdp_mline_index: Option<u16>,
+}
+
+/// Combined ICE + DTLS state, as RTCPeerConnectionState reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    New,
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    LocalDescription { peer: PeerId, kind: SdpKind, sdp: String },
+    LocalCandidate { peer: PeerId, candidate: IceCandidate },
+    ConnectionState { peer: PeerId, state: ConnectionState },
+    /// The viewer sent PLI or FIR.
+    KeyframeRequested { peer: PeerId },
+}
+
+/// Where a peer takes its outgoing media from and gives incoming audio to.
+#[derive(Clone)]
+pub struct MediaTaps {
+    pub video: tokio::sync::broadcast::Sender<EncodedVideo>,
+    pub audio: tokio::sync::broadcast::Sender<EncodedAudio>,
+    /// Called with every Opus payload the viewer sends (talk-back).
+    pub talkback: Arc<dyn Fn(bytes::Bytes) + Send + Sync>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+    #[error("the remote SDP was rejected: {0}")]
+    BadSdp(String),
+    #[error("the remote ICE candidate was rejected: {0}")]
+    BadCandidate(String),
+}

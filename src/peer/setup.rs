@@ -1,0 +1,212 @@
+//! How a roomcam peer connection is configured: codecs, interceptors, ICE
+//! settings and the local sockets it binds.
+
+use std::net::IpAddr;
+
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
+use rtc::peer_connection::configuration::{RTCConfiguration, RTCConfigurationBuilder};
+use rtc::peer_connection::transport::RTCIceServer;
+use rtc::rtp_transceiver::PayloadType;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+
+use super::rtcp::KeyframeRequestForwarder;
+use super::{PeerError, PeerSettings};
+
+/// The only video format roomcam sends: constrained baseline, level 3.1,
+/// non-interleaved. Every browser decodes it, and a Pi's encoders produce it.
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// Chrome's usual payload types; used when roomcam offers, irrelevant when it answers.
+const H264_PAYLOAD_TYPE: PayloadType = 102;
+const OPUS_PAYLOAD_TYPE: PayloadType = 111;
+
+/// Slot of the keyframe-request forwarder: after every stock interceptor
+/// (the highest stock slot is the jitter buffer at 13_000), so they have all
+/// seen the RTCP before it marks PLI/FIR for the application.
+const FORWARDER_SLOT: usize = 14_000;
+
+fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    }
+}
+
+pub(crate) fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        // Without "nack pli" / "ccm fir" in the SDP a browser never asks for
+        // a keyframe, and a viewer that lost one stays frozen.
+        rtcp_feedback: vec![
+            feedback("nack", ""),
+            feedback("nack", "pli"),
+            feedback("ccm", "fir"),
+        ],
+    }
+}
+
+pub(crate) fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        // Opus is always "opus/48000/2" in SDP, even when the content is mono.
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Registers exactly one video codec: the answer to a browser that offers
+/// VP8/VP9/AV1 and a dozen H.264 variants then contains only the H.264 entry
+/// whose packetization-mode and profile (42e0) match; rtc keeps only exact
+/// fmtp matches when there is at least one.
+pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry), PeerError> {
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type: H264_PAYLOAD_TYPE,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(|e| PeerError::WebRtc(format!("register H.264: {e}")))?;
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PAYLOAD_TYPE,
+                ..Default::default()
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(|e| PeerError::WebRtc(format!("register Opus: {e}")))?;
+
+    // Must come after the codecs: it adds feedback to the codecs registered so far.
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+        .map_err(|e| PeerError::WebRtc(format!("interceptors: {e}")))?;
+    // Inbound RTCP ends inside the interceptor chain unless an interceptor
+    // marks it for the application; this one marks PLI and FIR.
+    let registry = registry.with(Slot::from(FORWARDER_SLOT), KeyframeRequestForwarder::default());
+    Ok((media_engine, registry))
+}
+
+pub(crate) fn setting_engine(settings: &PeerSettings) -> SettingEngine {
+    SettingEngineBuilder::new()
+        // Stored but not read by webrtc/rtc 0.21.1 (loopback candidates come
+        // only from what `udp_bind_addrs` binds); set anyway so the intent
+        // holds if a later release starts honouring it.
+        .with_include_loopback_candidate(settings.include_loopback)
+        // An ICE restart is how roomcam recovers a viewer whose network path
+        // changed; only a rebind picks up the interface addresses the board has
+        // now (webrtc#868/#874), keeping the old sockets would re-check the
+        // dead path.
+        .with_discard_local_candidates_during_ice_restart(true)
+        .build()
+}
+
+pub(crate) fn configuration(settings: &PeerSettings) -> RTCConfiguration {
+    let ice_servers = settings
+        .ice_servers
+        .iter()
+        .filter(|s| !s.urls.is_empty())
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build()
+}
+
+/// The local UDP addresses to bind.
+///
+/// webrtc 0.21 derives host candidates from the bound sockets only. It expands
+/// a wildcard into one socket per interface but skips loopback, and when no
+/// other interface exists it binds the wildcard itself, which yields a useless
+/// `0.0.0.0` candidate. So loopback must be bound explicitly, and the wildcard
+/// only when there is a real interface for it to expand into (or when nothing
+/// else would be bound: a relay can still work from a wildcard socket).
+pub(crate) fn udp_bind_addrs(include_loopback: bool) -> Vec<String> {
+    let interfaces: Vec<IpAddr> = match rtc::shared::ifaces::ifaces() {
+        Ok(list) => list.into_iter().filter_map(|i| i.addr.map(|a| a.ip())).collect(),
+        Err(e) => {
+            log::warn!("cannot list network interfaces ({e}); binding the wildcard");
+            Vec::new()
+        }
+    };
+    let usable = |v4: bool| {
+        interfaces.iter().any(|ip| {
+            ip.is_ipv4() == v4
+                && !ip.is_loopback()
+                && !ip.is_unspecified()
+                && !is_link_local(ip)
+        })
+    };
+
+    let mut addrs = Vec::new();
+    if usable(true) || !include_loopback {
+        addrs.push("0.0.0.0:0".to_owned());
+    }
+    if usable(false) {
+        addrs.push("[::]:0".to_owned());
+    }
+    if include_loopback {
+        addrs.push("127.0.0.1:0".to_owned());
+    }
+    addrs
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_bound_explicitly_when_asked() {
+        let addrs = udp_bind_addrs(true);
+        assert!(addrs.iter().any(|a| a == "127.0.0.1:0"), "{addrs:?}");
+        let addrs = udp_bind_addrs(false);
+        assert!(!addrs.iter().any(|a| a == "127.0.0.1:0"), "{addrs:?}");
+        assert!(!addrs.is_empty());
+    }
+
+    #[test]
+    fn ice_servers_keep_their_credentials() {
+        let settings = PeerSettings {
+            ice_servers: vec![
+                super::super::IceServer {
+                    urls: vec!["turn:turn.example.org:3478".into()],
+                    username: Some("u".into()),
+                    credential: Some("p".into()),
+                },
+                super::super::IceServer::default(),
+            ],
+            include_loopback: false,
+        };
+        let config = configuration(&settings);
+        let servers = config.ice_servers();
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].username, "u");
+        assert_eq!(servers[0].credential, "p");
+    }
+}
