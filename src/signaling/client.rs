@@ -196,11 +196,27 @@ async fn connect_and_serve(
     if version == EngineIoVersion::V4 {
         socket.send(Message::text(codec::CONNECT)).await?;
     }
-    let connect_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut connected = false;
+    match serve(settings, version, &mut socket, &mut link, &mut connected, events, commands).await {
+        // Once the room could be joined, any failure is a lost connection the
+        // session must hear about; before that it is just a failed attempt.
+        Err(e) if connected => Ok(Ending::Lost(e.to_string())),
+        other => other,
+    }
+}
 
+async fn serve(
+    settings: &ClientSettings,
+    version: EngineIoVersion,
+    socket: &mut Socket,
+    link: &mut Link,
+    connected: &mut bool,
+    events: &mpsc::UnboundedSender<ClientEvent>,
+    commands: &mut mpsc::UnboundedReceiver<ClientCommand>,
+) -> Result<Ending, ClientError> {
+    let connect_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     loop {
-        let deadline = if connected { link.deadline() } else { connect_deadline.min(link.deadline()) };
+        let deadline = if *connected { link.deadline() } else { connect_deadline.min(link.deadline()) };
         tokio::select! {
             frame = socket.next() => {
                 let text = match frame {
@@ -224,8 +240,8 @@ async fn connect_and_serve(
                     }
                     Packet::Pong(_) => link.heard_from_server(),
                     Packet::Connect { .. } => {
-                        if !connected {
-                            connected = true;
+                        if !*connected {
+                            *connected = true;
                             link.heard_from_server();
                             info!("signaling: connected to {} (Engine.IO {:?})", settings.server, version);
                             let _ = events.send(ClientEvent::Connected { version });
@@ -247,7 +263,7 @@ async fn connect_and_serve(
             }
             command = commands.recv() => match command {
                 Some(ClientCommand::Emit { name, args }) => {
-                    if connected {
+                    if *connected {
                         socket.send(Message::text(codec::encode_event(&name, &args))).await?;
                     } else {
                         debug!("signaling: not connected yet, dropping {name:?}");
@@ -259,7 +275,7 @@ async fn connect_and_serve(
                 }
             },
             _ = sleep_until(deadline) => {
-                if !connected && Instant::now() >= connect_deadline {
+                if !*connected && Instant::now() >= connect_deadline {
                     return Err(ClientError::BadHandshake("no namespace CONNECT from the server".into()));
                 }
                 match link.on_timer() {

@@ -1,0 +1,246 @@
+//! Shared by the integration tests: real servers as child processes, the
+//! roomcam binary, and a socket.io client to poke rooms with.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use roomcam::config::ProtocolChoice;
+use roomcam::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
+use roomcam::signaling::protocol::RoomEvent;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A child process whose output is collected and which dies with the test.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, command: &mut Command) -> Proc {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            let tag = name.to_owned();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("ROOMCAM_TEST_VERBOSE").is_some() {
+                        eprintln!("[{tag}] {line}");
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc { name: name.to_owned(), child, output }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for a line matching `pred`; panics with the whole output if none comes.
+    pub fn wait_for_line(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("{} exited ({status}) before {what}:\n{}", self.name, self.lines().join("\n"));
+            }
+            if Instant::now() > deadline {
+                panic!("{}: no {what} within {timeout:?}:\n{}", self.name, self.lines().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn count_lines(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines().iter().filter(|l| pred(l)).count()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (SIGKILL after `grace`). Returns the exit code.
+    pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
+        unsafe_kill(self.child.id(), "TERM");
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+/// The classic room server fixture (`tests/classic/server.js`) on socket.io 2 or 4.
+pub fn classic_server(version: u8, port: u16, extra: &[&str]) -> Proc {
+    let dir = repo_root().join("tests/classic");
+    assert!(
+        dir.join("node_modules/socketio2").exists() && dir.join("node_modules/socketio4").exists(),
+        "the classic servers need their npm packages: run `npm ci --prefix tests/classic` (scripts/test does)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir)
+        .arg("server.js")
+        .args(["--version", &version.to_string(), "--port", &port.to_string()])
+        .args(extra);
+    let mut proc = Proc::spawn(&format!("socket.io-{version}"), &mut cmd);
+    proc.wait_for_line("`listening`", Duration::from_secs(20), |l| l.contains("listening"));
+    proc
+}
+
+pub fn roomcam_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_roomcam"))
+}
+
+/// `roomcam serve` on `port`, optionally with a config file.
+pub fn roomcam_serve(port: u16, config: Option<&Path>) -> Proc {
+    let mut cmd = Command::new(roomcam_bin());
+    cmd.arg("serve").args(["--listen", &format!("127.0.0.1:{port}")]);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.env("RUST_LOG", "info");
+    let mut proc = Proc::spawn("roomcam-serve", &mut cmd);
+    proc.wait_for_line("`listening`", Duration::from_secs(20), |l| l.contains("listening on"));
+    proc
+}
+
+/// `roomcam run` with test sources against `server`.
+pub fn roomcam_run(server: &str, room: &str, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(roomcam_bin());
+    cmd.arg("run")
+        .args(["--server", server, "--room", room])
+        .args(["--camera", "test", "--microphone", "test", "--speaker", "null"])
+        .args(extra)
+        .env("RUST_LOG", "info,roomcam=debug");
+    Proc::spawn("roomcam-run", &mut cmd)
+}
+
+/// A socket.io room member driven by roomcam's own client.
+pub struct Member {
+    pub events: mpsc::UnboundedReceiver<ClientEvent>,
+    pub commands: mpsc::UnboundedSender<ClientCommand>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Member {
+    pub fn connect(server: &str, protocol: ProtocolChoice) -> Member {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let settings = ClientSettings { server: server.to_owned(), protocol, extra_ca: None };
+        let task = tokio::spawn(client::run(settings, events_tx, commands_rx));
+        Member { events, commands, task }
+    }
+
+    pub fn emit(&self, name: &str, args: Vec<Value>) {
+        self.commands.send(ClientCommand::Emit { name: name.into(), args }).expect("client alive");
+    }
+
+    /// Next event that `pred` accepts; others are skipped. Panics on timeout.
+    pub async fn expect<T>(&mut self, what: &str, timeout: Duration, mut pred: impl FnMut(&ClientEvent) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    if let Some(found) = pred(&event) {
+                        return found;
+                    }
+                }
+                Ok(None) => panic!("client stopped while waiting for {what}"),
+                Err(_) => panic!("no {what} within {timeout:?}"),
+            }
+        }
+    }
+
+    pub async fn expect_connected(&mut self) -> roomcam::signaling::codec::EngineIoVersion {
+        self.expect("connection", Duration::from_secs(15), |e| match e {
+            ClientEvent::Connected { version } => Some(*version),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn expect_room(&mut self, what: &str, mut pred: impl FnMut(&RoomEvent) -> bool) -> RoomEvent {
+        self.expect(what, Duration::from_secs(10), |e| match e {
+            ClientEvent::Room(r) if pred(r) => Some(r.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Asserts that nothing matching `pred` arrives within `within`.
+    pub async fn expect_no_room(&mut self, what: &str, within: Duration, mut pred: impl FnMut(&RoomEvent) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            if let ClientEvent::Room(r) = &event {
+                assert!(!pred(r), "unexpected {what}: {r:?}");
+            }
+        }
+    }
+
+    pub async fn join(&mut self, room: &str) -> String {
+        self.emit("join", vec![room.into()]);
+        match self.expect_room("joined", |r| matches!(r, RoomEvent::Joined { .. })).await {
+            RoomEvent::Joined { id, .. } => id,
+            _ => unreachable!(),
+        }
+    }
+
+    pub fn close(self) {
+        let _ = self.commands.send(ClientCommand::Close);
+        drop(self.task);
+    }
+}
