@@ -13,3 +13,5 @@ pub mod media;
 pub mod peer;
 pub mod session;
 pub mod signaling;
+pub mod daemon;
+pub mod logging;

@@ -1,1 +1,517 @@
-<!-- placeholder: being written -->
+/*
+ * roomcam viewer: joins a socket.io room (the classic "1-to-1 room" protocol,
+ * see PROTOCOL.md), shows the camera's video with sound, and talks back with
+ * push-to-talk.
+ *
+ * URL parameters:
+ *   room=NAME    the room to join (without it, a form asks for one)
+ *   token=SECRET sent with join as {token} (roomcam's access control)
+ *   eio=3|4      force an Engine.IO version (default: auto)
+ *   camera=1     testing aid: also send this browser's camera, and its mic
+ *                open all the time, as a device would
+ *
+ * Roles: the member already in the room receives `otherjoin` and offers; the
+ * newcomer answers. The viewer does either. Its offer has a recvonly video
+ * m-line and a sendrecv audio m-line (the mic); when the device offers a
+ * sendrecv audio m-line, the mic goes on that transceiver. The mic track is
+ * attached at negotiation with enabled=false and enabled only while the talk
+ * button is held.
+ *
+ * For tests: window.roomcamViewer = { state, pc, join(), leave(), talk(on) }.
+ */
+(function () {
+  'use strict';
+
+  const params = new URLSearchParams(location.search);
+  const room = params.get('room');
+  const token = params.get('token');
+  const eio = params.get('eio') || 'auto';
+  const sendCamera = params.get('camera') === '1';
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    room: $('room'), status: $('status'), pick: $('pick'), viewer: $('viewer'),
+    video: $('remote'), placeholder: $('placeholder'), unmute: $('unmute'),
+    join: $('join'), leave: $('leave'), talk: $('talk'), log: $('log'),
+  };
+
+  const STATES = {
+    idle: 'Not in the room',
+    connecting: 'Connecting to the server…',
+    joining: 'Joining the room…',
+    waiting: 'Waiting for the camera…',
+    negotiating: 'Connecting to the camera…',
+    connected: 'Live',
+    full: 'The room is full',
+    unauthorized: 'Access denied: wrong or missing token',
+    left: 'You left the room',
+    disconnected: 'Lost the server, reconnecting…',
+  };
+
+  let state = 'idle';
+  let socket = null;
+  let wantJoined = false;
+  let pc = null;
+  let peerId = null;            // the other member, when known
+  let role = null;              // 'offerer' | 'answerer'
+  let extendedServer = false;   // roomcam's own server (relays `from`, sends bye on disconnect)
+  let remoteCandidates = [];    // received before the remote description
+  let iceServers = [];
+  let mic = null;               // MediaStreamTrack, or null
+  let micState = 'unknown';     // 'unknown' | 'pending' | 'ok' | 'none'
+  let micPromise = null;
+  let localStream = null;
+  let camera = null;
+  let talking = false;
+  let chain = Promise.resolve(); // signaling events are handled one at a time, in order
+
+  // ---- small helpers ----------------------------------------------------
+
+  function log(...args) {
+    console.log('[roomcam]', ...args);
+    const line = document.createElement('div');
+    line.textContent = `${new Date().toLocaleTimeString()} ${args.join(' ')}`;
+    ui.log.append(line);
+    while (ui.log.childElementCount > 200) ui.log.firstElementChild.remove();
+  }
+
+  function setState(next, detail) {
+    if (next !== state) log(`state: ${state} -> ${next}${detail ? ` (${detail})` : ''}`);
+    state = next;
+    document.body.dataset.state = next;
+    ui.status.textContent = STATES[next] + (detail ? ` (${detail})` : '');
+    ui.join.disabled = wantJoined;
+    ui.leave.disabled = !wantJoined;
+    ui.join.classList.toggle('primary', !wantJoined);
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function serial(fn) {
+    return (...args) => {
+      chain = chain.then(() => fn(...args)).catch((err) => log(`error: ${err && err.message || err}`));
+    };
+  }
+
+  function send(data) {
+    if (!socket.connected) return;
+    // `to` is roomcam's extension; classic servers ignore the extra argument.
+    if (peerId) socket.emit('message', room, data, peerId);
+    else socket.emit('message', room, data);
+  }
+
+  // ---- configuration and local media -----------------------------------
+
+  const configReady = fetch('config.json', { cache: 'no-store' })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((c) => {
+      if (c && Array.isArray(c.iceServers)) iceServers = c.iceServers;
+      log(`ice servers: ${iceServers.length}`);
+    })
+    .catch(() => log('no config.json: no ice servers'));
+
+  function startMic() {
+    if (micPromise) return micPromise;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      micState = 'none';
+      micPromise = Promise.resolve();
+      updateTalk('no microphone API (needs https or localhost)');
+      return micPromise;
+    }
+    micState = 'pending';
+    const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+    micPromise = navigator.mediaDevices.getUserMedia({ audio, video: sendCamera })
+      .then((stream) => {
+        localStream = stream;
+        mic = stream.getAudioTracks()[0] || null;
+        camera = stream.getVideoTracks()[0] || null;
+        micState = mic ? 'ok' : 'none';
+        if (mic) mic.enabled = sendCamera;
+        log(`microphone ${mic ? 'ready' : 'missing'}${camera ? ', camera ready' : ''}`);
+        attachLateMedia();
+        updateTalk(mic ? '' : 'no microphone');
+      })
+      .catch((err) => {
+        micState = 'none';
+        log(`microphone unavailable: ${err.name}`);
+        updateTalk(`microphone unavailable (${err.name})`);
+      });
+    return micPromise;
+  }
+
+  // Negotiate with the mic if it comes quickly; a pending permission prompt
+  // must not hold up the video (the mic is attached later with replaceTrack).
+  const mediaReady = () => Promise.race([startMic(), sleep(2000)]);
+
+  function updateTalk(why) {
+    ui.talk.disabled = micState !== 'ok' || sendCamera;
+    ui.talk.title = why || 'Hold to speak through the camera';
+  }
+
+  function talk(on) {
+    talking = !!on && micState === 'ok' && !sendCamera;
+    if (mic && !sendCamera) mic.enabled = talking;
+    ui.talk.classList.toggle('active', talking);
+    ui.talk.textContent = talking ? 'Talking…' : 'Hold to talk';
+    return talking;
+  }
+
+  // Put our mic (and camera, in camera mode) on transceivers that can send.
+  async function attachMedia(p) {
+    for (const t of p.getTransceivers()) {
+      if (t.stopped || t.sender.track) continue;
+      const kind = t.receiver.track.kind;
+      const track = kind === 'audio' ? mic : camera;
+      if (!track) continue;
+      if (t.direction === 'recvonly' || t.direction === 'inactive') t.direction = 'sendrecv';
+      await t.sender.replaceTrack(track);
+      if (localStream && t.sender.setStreams) t.sender.setStreams(localStream);
+    }
+  }
+
+  function attachLateMedia() {
+    if (pc && pc.signalingState !== 'closed') {
+      attachMedia(pc).catch((err) => log(`cannot attach the microphone: ${err.message}`));
+    }
+  }
+
+  // ---- the peer connection ----------------------------------------------
+
+  function live(p) {
+    return p && !['failed', 'closed'].includes(p.connectionState || p.iceConnectionState);
+  }
+
+  function closePc(why) {
+    if (!pc) return;
+    log(`closing peer connection${why ? `: ${why}` : ''}`);
+    const p = pc;
+    pc = null;
+    p.onicecandidate = p.ontrack = p.onconnectionstatechange = p.oniceconnectionstatechange = null;
+    p.close();
+    remoteCandidates = [];
+    ui.video.srcObject = null;
+    ui.placeholder.hidden = false;
+    talk(false);
+  }
+
+  function newPc() {
+    closePc('replaced');
+    const p = new RTCPeerConnection({ iceServers });
+    pc = p;
+    const remote = new MediaStream();
+    ui.video.srcObject = remote;
+    let descriptionSent = false;
+    const localCandidates = [];
+
+    const sendCandidate = (c) => send({ type: 'candidate', label: c.sdpMLineIndex, id: c.sdpMid, candidate: c.candidate });
+    p.onicecandidate = (e) => {
+      if (p !== pc || !e.candidate || !e.candidate.candidate) return;
+      if (descriptionSent) sendCandidate(e.candidate);
+      else localCandidates.push(e.candidate);
+    };
+    p.descriptionSent = () => {
+      descriptionSent = true;
+      localCandidates.splice(0).forEach(sendCandidate);
+    };
+    p.ontrack = (e) => {
+      if (p !== pc) return;
+      log(`remote ${e.track.kind} track`);
+      remote.addTrack(e.track);
+      play();
+    };
+    const onState = () => {
+      if (p !== pc) return;
+      const s = p.connectionState || p.iceConnectionState;
+      log(`peer connection: ${s}`);
+      if (s === 'connected' || s === 'completed') setState('connected');
+      else if (s === 'failed') {
+        closePc('connection failed');
+        if (wantJoined) setState('waiting', 'connection lost');
+      } else if (s === 'disconnected') setState('negotiating', 'connection interrupted');
+    };
+    if ('connectionState' in p) p.onconnectionstatechange = onState;
+    else p.oniceconnectionstatechange = onState;
+    return p;
+  }
+
+  function play() {
+    const v = ui.video;
+    v.play().catch((err) => {
+      if (err.name !== 'NotAllowedError') return;
+      // Autoplay with sound refused: play muted and offer to unmute.
+      v.muted = true;
+      ui.unmute.hidden = false;
+      v.play().catch(() => {});
+    });
+  }
+
+  async function flushRemoteCandidates(p) {
+    for (const c of remoteCandidates.splice(0)) await addCandidate(p, c);
+  }
+
+  async function addCandidate(p, c) {
+    try {
+      await p.addIceCandidate(c);
+    } catch (err) {
+      // A peer whose sdpMid does not match ours: the m-line index still does.
+      if (c.sdpMid != null && c.sdpMLineIndex != null) {
+        await p.addIceCandidate({ candidate: c.candidate, sdpMLineIndex: c.sdpMLineIndex })
+          .catch((e) => log(`bad candidate: ${e.message}`));
+      } else {
+        log(`bad candidate: ${err.message}`);
+      }
+    }
+  }
+
+  function preferH264(transceiver) {
+    if (!transceiver.setCodecPreferences || !window.RTCRtpSender || !RTCRtpSender.getCapabilities) return;
+    const codecs = RTCRtpSender.getCapabilities('video').codecs;
+    const h264 = codecs.filter((c) => c.mimeType === 'video/H264');
+    if (h264.length) transceiver.setCodecPreferences([...h264, ...codecs.filter((c) => c.mimeType !== 'video/H264')]);
+  }
+
+  // We were in the room first: offer.
+  async function call() {
+    role = 'offerer';
+    setState('negotiating');
+    await configReady;
+    await mediaReady();
+    if (!wantJoined) return;
+    const p = newPc();
+    // H.264 first: what roomcam sends (and decoded in hardware on most phones).
+    preferH264(p.addTransceiver('video', { direction: camera ? 'sendrecv' : 'recvonly' }));
+    p.addTransceiver('audio', { direction: micState === 'none' ? 'recvonly' : 'sendrecv' });
+    await attachMedia(p);
+    const offer = await p.createOffer();
+    await p.setLocalDescription(offer);
+    if (p !== pc) return;
+    send({ type: 'offer', sdp: p.localDescription.sdp });
+    p.descriptionSent();
+    log('offer sent');
+  }
+
+  async function onOffer(data, from) {
+    let p = pc;
+    const samePeer = !from || !peerId || from === peerId;
+    if (!p || !live(p) || !samePeer) {
+      role = 'answerer';
+      await configReady;
+      p = newPc();
+    }
+    if (from) peerId = from;
+    if (state !== 'connected') setState('negotiating');
+    await p.setRemoteDescription({ type: 'offer', sdp: data.sdp });
+    await mediaReady();
+    if (p !== pc) return;
+    await attachMedia(p);
+    const answer = await p.createAnswer();
+    await p.setLocalDescription(answer);
+    if (p !== pc) return;
+    send({ type: 'answer', sdp: p.localDescription.sdp });
+    p.descriptionSent();
+    log('answer sent');
+    await flushRemoteCandidates(p);
+  }
+
+  async function onAnswer(data) {
+    if (!pc || pc.signalingState !== 'have-local-offer') {
+      log('answer ignored: no offer pending');
+      return;
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+    await flushRemoteCandidates(pc);
+  }
+
+  async function onCandidate(data) {
+    if (typeof data.candidate !== 'string') throw new Error('candidate without a candidate string');
+    const label = Number(data.label);
+    const c = {
+      candidate: data.candidate,
+      sdpMLineIndex: Number.isInteger(label) ? label : null,
+      sdpMid: data.id == null ? null : String(data.id),
+    };
+    if (!pc) return log('candidate ignored: no peer connection');
+    if (!pc.remoteDescription) remoteCandidates.push(c);
+    else await addCandidate(pc, c);
+  }
+
+  // ---- room events ------------------------------------------------------
+
+  const mine = (r) => r === room;
+
+  const onJoined = serial((r, id) => {
+    if (!mine(r)) return;
+    log(`joined as ${id}`);
+    closePc('new membership');
+    peerId = null;
+    setState('waiting');
+  });
+
+  const onOtherJoin = serial(async (r, id) => {
+    if (!mine(r) || !wantJoined) return;
+    // On roomcam's server a live peer ends with a `bye` first, so a newcomer
+    // while we have one is another viewer. Classic servers send no bye on
+    // disconnect: there a newcomer means our old peer is gone.
+    if (extendedServer && live(pc)) return log(`${id} joined; already have a peer`);
+    log(`${id} joined: calling`);
+    peerId = id;
+    await call();
+  });
+
+  const onMessage = serial(async (r, data, from) => {
+    if (!mine(r)) return;
+    if (from !== undefined) extendedServer = true;
+    if (!data || typeof data !== 'object' || typeof data.type !== 'string') {
+      return log(`invalid message dropped: ${JSON.stringify(data)}`);
+    }
+    if (from && peerId && from !== peerId && !(data.type === 'offer' && !live(pc))) {
+      return log(`${data.type} from ${from} ignored (not our peer)`);
+    }
+    switch (data.type) {
+      case 'offer':
+        if (typeof data.sdp !== 'string') return log('offer without sdp dropped');
+        return onOffer(data, from);
+      case 'answer':
+        if (typeof data.sdp !== 'string') return log('answer without sdp dropped');
+        return onAnswer(data);
+      case 'candidate':
+        return onCandidate(data);
+      default:
+        return log(`unknown message type dropped: ${data.type}`);
+    }
+  });
+
+  const onBye = serial((r, id) => {
+    if (!mine(r) || (peerId && id !== peerId)) return;
+    log(`${id} left`);
+    closePc('bye');
+    peerId = null;
+    if (wantJoined) setState('waiting');
+  });
+
+  function onFull(r) {
+    if (!mine(r)) return;
+    wantJoined = false;
+    setState('full');
+  }
+
+  function onUnauthorized(r) {
+    if (!mine(r)) return;
+    wantJoined = false;
+    setState('unauthorized');
+  }
+
+  // ---- join / leave ------------------------------------------------------
+
+  function sendJoin() {
+    setState('joining');
+    if (token) socket.emit('join', room, { token });
+    else socket.emit('join', room);
+  }
+
+  function join() {
+    if (wantJoined) return;
+    wantJoined = true;
+    startMic();
+    if (socket.connected) sendJoin();
+    else setState('connecting');
+  }
+
+  function leave() {
+    if (!wantJoined) return;
+    wantJoined = false;
+    if (socket.connected) socket.emit('leave', room);
+    chain = chain.then(() => {
+      closePc('left');
+      peerId = null;
+    });
+    setState('left');
+  }
+
+  // ---- wiring ------------------------------------------------------------
+
+  function bindTalkButton() {
+    const b = ui.talk;
+    const start = (e) => {
+      if (b.disabled || (e.button !== undefined && e.button !== 0)) return;
+      e.preventDefault();
+      if (e.pointerId !== undefined) b.setPointerCapture(e.pointerId);
+      talk(true);
+    };
+    const stop = () => { if (talking) talk(false); };
+    b.addEventListener('pointerdown', start);
+    b.addEventListener('pointerup', stop);
+    b.addEventListener('pointercancel', stop);
+    b.addEventListener('lostpointercapture', stop);
+    b.addEventListener('contextmenu', (e) => e.preventDefault());
+    b.addEventListener('keydown', (e) => {
+      if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) start(e);
+    });
+    b.addEventListener('keyup', (e) => { if (e.key === ' ' || e.key === 'Enter') stop(); });
+    window.addEventListener('blur', stop);
+  }
+
+  function main() {
+    if (!room) {
+      ui.pick.hidden = false;
+      setState('idle', 'choose a room');
+      return;
+    }
+    ui.viewer.hidden = false;
+    ui.room.textContent = `room ${room}`;
+    document.title = `roomcam: ${room}`;
+
+    ui.join.onclick = () => join();
+    ui.leave.onclick = () => leave();
+    ui.unmute.onclick = () => {
+      ui.video.muted = false;
+      ui.unmute.hidden = true;
+      ui.video.play().catch(() => {});
+    };
+    ui.video.addEventListener('loadeddata', () => { ui.placeholder.hidden = true; });
+    ui.video.addEventListener('volumechange', () => { if (!ui.video.muted) ui.unmute.hidden = true; });
+    bindTalkButton();
+    updateTalk();
+
+    socket = new SocketIoLite(location.origin, { eio });
+    socket.on('connect', () => {
+      log(`server connected (Engine.IO ${socket.eio}, id ${socket.id})`);
+      if (wantJoined) sendJoin();
+    });
+    socket.on('disconnect', (reason) => {
+      log(`server lost: ${reason}`);
+      if (wantJoined) setState('disconnected');
+    });
+    socket.on('connect_error', (err) => log(`server: ${err.message}`));
+    socket.on('joined', onJoined);
+    socket.on('otherjoin', onOtherJoin);
+    socket.on('message', onMessage);
+    socket.on('bye', onBye);
+    socket.on('full', onFull);
+    socket.on('unauthorized', onUnauthorized);
+    socket.on('leaved', (r) => { if (mine(r) && !wantJoined) setState('left'); });
+
+    // Tell the room we are going: classic servers send no bye on disconnect.
+    window.addEventListener('pagehide', () => {
+      if (wantJoined && socket.connected) socket.emit('leave', room);
+    });
+    window.addEventListener('pageshow', (e) => { if (e.persisted) location.reload(); });
+
+    join();
+  }
+
+  window.roomcamViewer = {
+    get state() { return state; },
+    get pc() { return pc; },
+    get role() { return role; },
+    get peerId() { return peerId; },
+    get talking() { return talking; },
+    get micState() { return micState; },
+    get socket() { return socket; },
+    join,
+    leave,
+    talk,
+  };
+
+  main();
+})();

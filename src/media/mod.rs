@@ -11,7 +11,12 @@ pub mod pipeline;
 pub mod test_sources;
 pub mod video;
 
-// RE-EXPORTS
+pub use audio::{OpusApplication, OpusDecoder, OpusEncoder, OpusSettings, dominant_frequency, rms_dbfs};
+pub use pipeline::{MediaPipeline, PipelineSettings, PipelineStats};
+pub use test_sources::{
+    NullSpeaker, SpeakerReport, SpeakerStats, Stamp, TestPattern, ToneSource, looks_like_test_pattern, read_stamp,
+};
+pub use video::{H264Decoder, H264Encoder, H264Settings};
 
 /// Audio everywhere inside roomcam: 48 kHz, mono, 16-bit, 20 ms frames.
 pub const AUDIO_SAMPLE_RATE: u32 = 48_000;
@@ -46,7 +51,7 @@ impl I420Frame {
     /// Bytes an I420 picture of this size occupies, or `None` for sizes I420
     /// cannot describe (odd or zero dimensions: chroma is subsampled 2x2).
     pub fn expected_len(width: u32, height: u32) -> Option<usize> {
-        if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return None;
         }
         let luma = (width as usize).checked_mul(height as usize)?;

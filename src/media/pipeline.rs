@@ -1,1 +1,804 @@
-//! (work in progress)
+//! The media pipeline: capture → encode → broadcast to viewers, and the
+//! talk-back path from viewers to the speaker.
+//!
+//! Threads (all plain std threads: capture, encode and playback must keep
+//! their timing whatever the async runtime is doing):
+//!
+//! * `capture`: pulls frames from the camera into a one-frame slot;
+//! * `encode`: takes the newest frame from the slot, encodes, broadcasts;
+//! * `audio`: microphone → Opus → broadcast (Opus is cheap enough to run
+//!   inline, and 20 ms frames must not queue behind video);
+//! * `speaker`: talk-back Opus packets → decode → speaker.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use super::audio::{OpusDecoder, OpusEncoder, OpusSettings};
+use super::{
+    AUDIO_FRAME_SAMPLES, AudioSink, AudioSource, EncodedAudio, EncodedVideo, I420Frame, MediaError, VideoEncoder,
+    VideoSource,
+};
+
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    pub opus: OpusSettings,
+    /// Broadcast capacity in access units. Small on purpose: a viewer that
+    /// falls this far behind gets `Lagged` and should ask for a keyframe,
+    /// rather than being fed seconds-old video.
+    pub video_channel_capacity: usize,
+    pub audio_channel_capacity: usize,
+    /// Talk-back packets waiting for the speaker thread (20 ms each); more
+    /// arriving than this are dropped, never queued without bound.
+    pub talkback_queue: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self { opus: OpusSettings::default(), video_channel_capacity: 8, audio_channel_capacity: 16, talkback_queue: 25 }
+    }
+}
+
+/// Counters since start, for logs, health checks and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub frames_captured: u64,
+    /// Captured but never encoded: replaced in the slot by a newer frame
+    /// (encoder too slow) or captured while nobody was watching.
+    pub frames_dropped: u64,
+    pub frames_encoded: u64,
+    pub keyframes: u64,
+    /// Frames the encoder's rate control chose to skip.
+    pub encoder_skips: u64,
+    pub audio_packets: u64,
+    pub talkback_received: u64,
+    /// Talk-back packets dropped because the speaker queue was full.
+    pub talkback_dropped: u64,
+    /// Talk-back packets that failed to decode or to play.
+    pub talkback_errors: u64,
+    pub source_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_captured: AtomicU64,
+    frames_dropped: AtomicU64,
+    frames_encoded: AtomicU64,
+    keyframes: AtomicU64,
+    encoder_skips: AtomicU64,
+    audio_packets: AtomicU64,
+    talkback_received: AtomicU64,
+    talkback_dropped: AtomicU64,
+    talkback_errors: AtomicU64,
+    source_errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Lets one warning through per interval and counts the rest, so a broken
+/// device or a peer sending junk cannot flood the journal.
+struct RateLimit {
+    epoch: Instant,
+    interval: Duration,
+    /// Milliseconds since `epoch` of the last allowed message, plus one
+    /// (0 = never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    fn new(interval: Duration) -> Self {
+        Self { epoch: Instant::now(), interval, last: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+    }
+
+    /// `Some(n)` if a message may be logged now, `n` = messages suppressed since the last one.
+    fn allow(&self) -> Option<u64> {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now - last < self.interval.as_millis() as u64 {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        // Another thread may have won the race; then this one is suppressed.
+        if self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+macro_rules! warn_limited {
+    ($limit:expr, $($arg:tt)+) => {
+        if let Some(suppressed) = $limit.allow() {
+            if suppressed > 0 {
+                log::warn!("{} ({suppressed} similar suppressed)", format_args!($($arg)+));
+            } else {
+                log::warn!($($arg)+);
+            }
+        }
+    };
+}
+
+struct Shared {
+    stop: AtomicBool,
+    viewers: AtomicUsize,
+    keyframe_requested: AtomicBool,
+    /// Set on 0 → >0 viewers: the next thing sent must be an IDR.
+    restart: AtomicBool,
+    /// "Latest frame wins": capture overwrites, encode takes.
+    slot: Mutex<Option<I420Frame>>,
+    slot_cv: Condvar,
+    counters: Counters,
+    talkback_limit: RateLimit,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicked thread must not take the others down with it; the slot
+    // holds plain data that is valid whatever happened.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn put_frame(&self, frame: I420Frame) {
+        if lock(&self.slot).replace(frame).is_some() {
+            bump(&self.counters.frames_dropped);
+        }
+        self.slot_cv.notify_one();
+    }
+
+    /// Blocks for the newest frame; `None` once stopping.
+    fn take_frame(&self) -> Option<I420Frame> {
+        let mut slot = lock(&self.slot);
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            if let Some(frame) = slot.take() {
+                return Some(frame);
+            }
+            // The timeout is only a backstop for the stop flag.
+            slot = self.slot_cv.wait_timeout(slot, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Sleeps up to `d`, waking early when stopping. Returns false if stopping.
+    fn sleep(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while !self.stopping() {
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+        false
+    }
+}
+
+/// Retry pacing for a failing device: 50 ms doubling to 5 s, so a camera
+/// that was unplugged is picked up again soon after it comes back without
+/// spinning a core while it is gone.
+struct Backoff {
+    delay: Duration,
+    limit: RateLimit,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self { delay: Self::FIRST, limit: RateLimit::new(Duration::from_secs(10)) }
+    }
+
+    fn reset(&mut self) {
+        self.delay = Self::FIRST;
+    }
+
+    fn failed(&mut self, shared: &Shared, what: &str, err: &MediaError) -> bool {
+        bump(&shared.counters.source_errors);
+        warn_limited!(self.limit, "{what}: {err}; retrying in {:?}", self.delay);
+        let keep_going = shared.sleep(self.delay);
+        self.delay = (self.delay * 2).min(Self::MAX);
+        keep_going
+    }
+}
+
+pub struct MediaPipeline {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    video_tx: broadcast::Sender<EncodedVideo>,
+    audio_tx: broadcast::Sender<EncodedAudio>,
+    talkback_tx: SyncSender<Bytes>,
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, MediaError> {
+    std::thread::Builder::new()
+        .name(format!("roomcam-{name}"))
+        .spawn(f)
+        .map_err(|e| MediaError::Device { device: format!("{name} thread"), reason: e.to_string() })
+}
+
+impl MediaPipeline {
+    /// Starts all threads. Each source is read once here, so a source that
+    /// cannot work at all (`MediaError::Unsupported`) fails the start;
+    /// any other error is logged and retried by the capture thread.
+    /// Nothing is encoded until [`set_viewers`](Self::set_viewers) says
+    /// somebody is watching.
+    pub fn start(
+        mut video: Box<dyn VideoSource>,
+        encoder: Box<dyn VideoEncoder>,
+        mut audio: Option<Box<dyn AudioSource>>,
+        speaker: Box<dyn AudioSink>,
+        settings: PipelineSettings,
+    ) -> Result<Self, MediaError> {
+        match video.next_frame() {
+            Err(e @ MediaError::Unsupported(_)) => return Err(e),
+            Err(e) => log::warn!("camera: {e}; will keep retrying"),
+            Ok(_) => {}
+        }
+        if let Some(source) = audio.as_mut() {
+            let mut pcm = [0i16; AUDIO_FRAME_SAMPLES];
+            match source.read_frame(&mut pcm) {
+                Err(e @ MediaError::Unsupported(_)) => return Err(e),
+                Err(e) => log::warn!("microphone: {e}; will keep retrying"),
+                Ok(()) => {}
+            }
+        }
+        let opus_encoder = match audio {
+            Some(_) => Some(OpusEncoder::with_settings(&settings.opus)?),
+            None => None,
+        };
+        let opus_decoder = OpusDecoder::new()?;
+
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            viewers: AtomicUsize::new(0),
+            keyframe_requested: AtomicBool::new(false),
+            restart: AtomicBool::new(false),
+            slot: Mutex::new(None),
+            slot_cv: Condvar::new(),
+            counters: Counters::default(),
+            talkback_limit: RateLimit::new(Duration::from_secs(5)),
+        });
+        let (video_tx, _) = broadcast::channel(settings.video_channel_capacity.max(1));
+        let (audio_tx, _) = broadcast::channel(settings.audio_channel_capacity.max(1));
+        let (talkback_tx, talkback_rx) = std::sync::mpsc::sync_channel(settings.talkback_queue.max(1));
+        // Built before spawning so that, if a spawn fails, Drop stops and
+        // joins whatever did start.
+        let mut pipeline = Self { shared, threads: Vec::new(), video_tx, audio_tx, talkback_tx };
+
+        let shared = Arc::clone(&pipeline.shared);
+        pipeline.threads.push(spawn("capture", move || capture_loop(&shared, video.as_mut()))?);
+
+        let shared = Arc::clone(&pipeline.shared);
+        let tx = pipeline.video_tx.clone();
+        pipeline.threads.push(spawn("encode", move || encode_loop(&shared, encoder, &tx))?);
+
+        if let (Some(mut source), Some(mut opus)) = (audio, opus_encoder) {
+            let shared = Arc::clone(&pipeline.shared);
+            let tx = pipeline.audio_tx.clone();
+            pipeline.threads.push(spawn("audio", move || audio_loop(&shared, source.as_mut(), &mut opus, &tx))?);
+        }
+
+        let shared = Arc::clone(&pipeline.shared);
+        pipeline.threads.push(spawn("speaker", move || speaker_loop(&shared, &talkback_rx, opus_decoder, speaker))?);
+        Ok(pipeline)
+    }
+
+    /// The peer subscribes once per viewer.
+    pub fn video_sender(&self) -> broadcast::Sender<EncodedVideo> {
+        self.video_tx.clone()
+    }
+
+    pub fn audio_sender(&self) -> broadcast::Sender<EncodedAudio> {
+        self.audio_tx.clone()
+    }
+
+    /// Encoding (video and audio) runs only while `n > 0`. Capture keeps
+    /// running regardless: a real camera keeps its exposure and white
+    /// balance converged and has no stale buffers queued, so the first
+    /// picture a new viewer gets is current and correctly exposed, and
+    /// reading the microphone continuously avoids ALSA overruns on resume.
+    /// Capture is cheap next to encoding, which is what this saves.
+    pub fn set_viewers(&self, n: usize) {
+        let before = self.shared.viewers.swap(n, Ordering::AcqRel);
+        if before == 0 && n > 0 {
+            // The encoder's references are stale after a pause, and the new
+            // viewer needs SPS/PPS: restart the stream with an IDR.
+            self.shared.restart.store(true, Ordering::Release);
+            self.shared.keyframe_requested.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.shared.viewers.load(Ordering::Acquire)
+    }
+
+    /// The next encoded frame will be an IDR (new viewer, PLI, FIR).
+    pub fn request_keyframe(&self) {
+        self.shared.keyframe_requested.store(true, Ordering::Release);
+    }
+
+    /// Accepts talk-back Opus payloads from any thread without blocking.
+    /// An empty payload means "a packet was lost here" and is concealed.
+    /// When the speaker falls behind, packets are dropped.
+    pub fn talkback_handle(&self) -> Arc<dyn Fn(Bytes) + Send + Sync> {
+        let tx = self.talkback_tx.clone();
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |packet: Bytes| {
+            bump(&shared.counters.talkback_received);
+            match tx.try_send(packet) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    bump(&shared.counters.talkback_dropped);
+                    warn_limited!(shared.talkback_limit, "talk-back: speaker queue full, dropping audio");
+                }
+                // The pipeline is stopping; nothing to play it on.
+                Err(TrySendError::Disconnected(_)) => bump(&shared.counters.talkback_dropped),
+            }
+        })
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PipelineStats {
+            frames_captured: get(&c.frames_captured),
+            frames_dropped: get(&c.frames_dropped),
+            frames_encoded: get(&c.frames_encoded),
+            keyframes: get(&c.keyframes),
+            encoder_skips: get(&c.encoder_skips),
+            audio_packets: get(&c.audio_packets),
+            talkback_received: get(&c.talkback_received),
+            talkback_dropped: get(&c.talkback_dropped),
+            talkback_errors: get(&c.talkback_errors),
+            source_errors: get(&c.source_errors),
+        }
+    }
+
+    /// Stops and joins all threads. A source blocked in a read is waited
+    /// for (one frame period for a healthy device). Idempotent.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        {
+            // Taking the lock orders the flag before the wake-up, so the
+            // encoder cannot miss it between its check and its wait.
+            let _slot = lock(&self.shared.slot);
+            self.shared.slot_cv.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            let name = t.thread().name().unwrap_or("media").to_owned();
+            if t.join().is_err() {
+                log::error!("{name} thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for MediaPipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn capture_loop(shared: &Shared, source: &mut dyn VideoSource) {
+    let mut backoff = Backoff::new();
+    while !shared.stopping() {
+        match source.next_frame() {
+            Ok(frame) => {
+                backoff.reset();
+                bump(&shared.counters.frames_captured);
+                if shared.viewers.load(Ordering::Acquire) > 0 {
+                    shared.put_frame(frame);
+                } else {
+                    bump(&shared.counters.frames_dropped);
+                }
+            }
+            Err(e) => {
+                if !backoff.failed(shared, "camera", &e) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn encode_loop(shared: &Shared, mut encoder: Box<dyn VideoEncoder>, tx: &broadcast::Sender<EncodedVideo>) {
+    let limit = RateLimit::new(Duration::from_secs(10));
+    let mut want_key = true;
+    // Until an IDR has gone out, P frames are useless to every viewer.
+    let mut need_idr_first = true;
+    while let Some(frame) = shared.take_frame() {
+        if shared.viewers.load(Ordering::Acquire) == 0 {
+            bump(&shared.counters.frames_dropped);
+            need_idr_first = true;
+            want_key = true;
+            continue;
+        }
+        if shared.restart.swap(false, Ordering::AcqRel) {
+            need_idr_first = true;
+        }
+        want_key |= shared.keyframe_requested.swap(false, Ordering::AcqRel) || need_idr_first;
+        match encoder.encode(&frame, want_key) {
+            Ok(Some(ev)) => {
+                if ev.keyframe {
+                    want_key = false;
+                    need_idr_first = false;
+                    bump(&shared.counters.keyframes);
+                } else if need_idr_first {
+                    continue;
+                }
+                bump(&shared.counters.frames_encoded);
+                // No receivers is normal (viewer count and subscriptions are
+                // updated by different tasks).
+                let _ = tx.send(ev);
+            }
+            Ok(None) => bump(&shared.counters.encoder_skips),
+            Err(e) => {
+                warn_limited!(limit, "video encoder: {e}");
+                // The encoder may have lost its state; restart cleanly.
+                want_key = true;
+            }
+        }
+    }
+}
+
+fn audio_loop(
+    shared: &Shared,
+    source: &mut dyn AudioSource,
+    opus: &mut OpusEncoder,
+    tx: &broadcast::Sender<EncodedAudio>,
+) {
+    let mut backoff = Backoff::new();
+    let limit = RateLimit::new(Duration::from_secs(10));
+    let mut pcm = [0i16; AUDIO_FRAME_SAMPLES];
+    while !shared.stopping() {
+        if let Err(e) = source.read_frame(&mut pcm) {
+            if !backoff.failed(shared, "microphone", &e) {
+                break;
+            }
+            continue;
+        }
+        backoff.reset();
+        if shared.viewers.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        match opus.encode(&pcm) {
+            Ok(packet) => {
+                bump(&shared.counters.audio_packets);
+                let _ = tx.send(packet);
+            }
+            Err(e) => warn_limited!(limit, "audio encoder: {e}"),
+        }
+    }
+}
+
+fn speaker_loop(shared: &Shared, rx: &Receiver<Bytes>, mut decoder: OpusDecoder, mut sink: Box<dyn AudioSink>) {
+    let decode_limit = RateLimit::new(Duration::from_secs(5));
+    let sink_limit = RateLimit::new(Duration::from_secs(10));
+    while !shared.stopping() {
+        let packet = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(p) => p,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match decoder.decode(&packet) {
+            Ok(pcm) if pcm.is_empty() => {}
+            Ok(pcm) => {
+                if let Err(e) = sink.write(&pcm) {
+                    bump(&shared.counters.talkback_errors);
+                    warn_limited!(sink_limit, "speaker: {e}");
+                }
+            }
+            Err(e) => {
+                bump(&shared.counters.talkback_errors);
+                warn_limited!(decode_limit, "talk-back: dropping bad packet: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::AUDIO_SAMPLE_RATE;
+    use crate::media::audio::{dominant_frequency, sine};
+    use crate::media::test_sources::{NullSpeaker, TestPattern, ToneSource, looks_like_test_pattern, read_stamp};
+    use crate::media::video::{H264Decoder, H264Encoder, H264Settings};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    fn h264(w: u32, h: u32) -> Box<H264Encoder> {
+        Box::new(
+            H264Encoder::new(H264Settings { width: w, height: h, fps: 30, bitrate_kbps: 400, ..H264Settings::default() })
+                .unwrap(),
+        )
+    }
+
+    fn pattern(fps: u32) -> Box<TestPattern> {
+        Box::new(TestPattern::new(320, 240, fps).unwrap())
+    }
+
+    fn start_video(video: Box<dyn VideoSource>, enc: Box<dyn VideoEncoder>) -> MediaPipeline {
+        MediaPipeline::start(video, enc, None, Box::new(NullSpeaker::new()), PipelineSettings::default()).unwrap()
+    }
+
+    /// Receives up to `n` items or until `timeout`, skipping over lag.
+    fn collect<T: Clone>(rx: &mut broadcast::Receiver<T>, n: usize, timeout: Duration) -> Vec<T> {
+        let end = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n && Instant::now() < end {
+            match rx.try_recv() {
+                Ok(v) => out.push(v),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        out
+    }
+
+    fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    #[test]
+    fn video_flows_only_while_watched_and_each_session_starts_with_an_idr() {
+        let mut p = start_video(pattern(30), h264(320, 240));
+        let mut rx = p.video_sender().subscribe();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(collect(&mut rx, 1, Duration::from_millis(50)).is_empty(), "encoded with no viewers");
+        assert!(p.stats().frames_captured >= 5, "capture keeps running: {:?}", p.stats());
+
+        p.set_viewers(1);
+        let frames = collect(&mut rx, 20, Duration::from_secs(5));
+        assert_eq!(frames.len(), 20);
+        assert!(frames[0].keyframe, "first frame for a new viewer is an IDR");
+        let mut dec = H264Decoder::new().unwrap();
+        let mut last = None;
+        for ev in &frames {
+            let pic = dec.decode(&ev.data).unwrap().expect("every access unit decodes");
+            assert!(looks_like_test_pattern(&pic));
+            let stamp = read_stamp(&pic).expect("stamp survives");
+            if let Some(prev) = last {
+                assert!(stamp.frame_number > prev, "{} after {prev}", stamp.frame_number);
+            }
+            last = Some(stamp.frame_number);
+            // The stream is live: decoded well within a second of capture.
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+            assert!(now - stamp.captured_unix_ms < 1_000);
+        }
+
+        p.set_viewers(0);
+        std::thread::sleep(Duration::from_millis(150));
+        while rx.try_recv().is_ok() {}
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(collect(&mut rx, 1, Duration::from_millis(50)).is_empty(), "encoding after viewers went to 0");
+
+        p.set_viewers(2);
+        let again = collect(&mut rx, 3, Duration::from_secs(3));
+        assert_eq!(again.len(), 3);
+        assert!(again[0].keyframe, "resuming starts with an IDR");
+        assert!(!again[1].keyframe);
+        let t0 = Instant::now();
+        p.stop();
+        assert!(t0.elapsed() < Duration::from_secs(1), "stop took {:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn request_keyframe_yields_an_idr_promptly() {
+        let p = start_video(pattern(30), h264(320, 240));
+        let mut rx = p.video_sender().subscribe();
+        p.set_viewers(1);
+        let first = collect(&mut rx, 5, Duration::from_secs(3));
+        assert_eq!(first.iter().filter(|e| e.keyframe).count(), 1);
+        p.request_keyframe();
+        let next = collect(&mut rx, 4, Duration::from_secs(3));
+        assert!(next.iter().any(|e| e.keyframe), "no IDR within 4 frames of the request");
+        assert!(p.stats().keyframes >= 2);
+    }
+
+    /// Encoder that takes 150 ms per frame and records which frames it got.
+    struct SlowEncoder {
+        seen: Arc<Mutex<Vec<(u32, u64, Instant)>>>,
+    }
+
+    impl VideoEncoder for SlowEncoder {
+        fn encode(&mut self, frame: &I420Frame, force: bool) -> Result<Option<EncodedVideo>, MediaError> {
+            let stamp = read_stamp(frame).expect("test pattern");
+            lock(&self.seen).push((stamp.frame_number, stamp.captured_unix_ms, Instant::now()));
+            std::thread::sleep(Duration::from_millis(150));
+            Ok(Some(EncodedVideo { data: Bytes::from(vec![0, 0, 0, 1, 0x65]), keyframe: force, duration: Duration::ZERO }))
+        }
+    }
+
+    #[test]
+    fn slow_encoder_gets_the_latest_frame_and_old_ones_are_dropped() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut p = start_video(pattern(60), Box::new(SlowEncoder { seen: Arc::clone(&seen) }));
+        p.set_viewers(1);
+        std::thread::sleep(Duration::from_millis(1_300));
+        p.stop();
+        let seen = lock(&seen).clone();
+        let stats = p.stats();
+        assert!((5..=10).contains(&seen.len()), "encoded {} frames in 1.3 s at 150 ms each", seen.len());
+        assert!(stats.frames_dropped >= 40, "{stats:?}");
+        // Each encode got a fresh frame (about 9 frames newer than the
+        // previous one at 60 fps), not the next one from a queue.
+        for w in seen.windows(2) {
+            assert!(w[1].0 >= w[0].0 + 6, "frame {} followed {}: queued, not latest", w[1].0, w[0].0);
+        }
+        // And it was captured no more than a couple of frame periods before
+        // the encoder started on it.
+        let unix_now = |i: Instant| {
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+            now_ms - i.elapsed().as_millis() as u64
+        };
+        for &(n, captured_ms, started) in &seen[1..] {
+            let age = unix_now(started).saturating_sub(captured_ms);
+            assert!(age <= 80, "frame {n} was {age} ms old when encoding started");
+        }
+    }
+
+    /// Fails `failures` times with a device error, then behaves.
+    struct FlakyCamera {
+        failures: u32,
+        inner: TestPattern,
+    }
+
+    impl VideoSource for FlakyCamera {
+        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(MediaError::Device { device: "/dev/video0".into(), reason: "unplugged".into() });
+            }
+            self.inner.next_frame()
+        }
+    }
+
+    #[test]
+    fn device_errors_are_retried_not_fatal() {
+        let cam = FlakyCamera { failures: 4, inner: TestPattern::new(320, 240, 30).unwrap() };
+        let p = start_video(Box::new(cam), h264(320, 240));
+        let mut rx = p.video_sender().subscribe();
+        p.set_viewers(1);
+        let frames = collect(&mut rx, 3, Duration::from_secs(5));
+        assert_eq!(frames.len(), 3, "video resumed after the device came back");
+        assert!(frames[0].keyframe);
+        assert_eq!(p.stats().source_errors, 3, "one failure at start, three in the capture thread");
+    }
+
+    struct NoCamera;
+    impl VideoSource for NoCamera {
+        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+            Err(MediaError::Unsupported("MJPEG".into()))
+        }
+    }
+    struct NoMic;
+    impl AudioSource for NoMic {
+        fn read_frame(&mut self, _: &mut [i16; AUDIO_FRAME_SAMPLES]) -> Result<(), MediaError> {
+            Err(MediaError::Unsupported("S24_3LE".into()))
+        }
+    }
+
+    #[test]
+    fn unsupported_source_fails_start() {
+        let spk = || Box::new(NullSpeaker::new());
+        let r = MediaPipeline::start(Box::new(NoCamera), h264(320, 240), None, spk(), PipelineSettings::default());
+        assert!(matches!(r, Err(MediaError::Unsupported(ref s)) if s == "MJPEG"));
+        let r = MediaPipeline::start(pattern(30), h264(320, 240), Some(Box::new(NoMic)), spk(), PipelineSettings::default());
+        assert!(matches!(r, Err(MediaError::Unsupported(ref s)) if s == "S24_3LE"));
+    }
+
+    #[test]
+    fn microphone_audio_is_encoded_while_watched() {
+        let p = MediaPipeline::start(
+            pattern(30),
+            h264(320, 240),
+            Some(Box::new(ToneSource::new(440.0))),
+            Box::new(NullSpeaker::new()),
+            PipelineSettings::default(),
+        )
+        .unwrap();
+        let mut rx = p.audio_sender().subscribe();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(collect(&mut rx, 1, Duration::from_millis(30)).is_empty(), "audio encoded with no viewers");
+        p.set_viewers(1);
+        let packets = collect(&mut rx, 40, Duration::from_secs(4));
+        assert_eq!(packets.len(), 40);
+        let mut dec = OpusDecoder::new().unwrap();
+        let pcm: Vec<i16> = packets.iter().flat_map(|pk| dec.decode(&pk.data).unwrap()).collect();
+        let f = dominant_frequency(&pcm[9_600..], AUDIO_SAMPLE_RATE).unwrap();
+        assert!((f - 440.0).abs() < 5.0, "{f}");
+    }
+
+    #[test]
+    fn talkback_tone_reaches_the_speaker_despite_garbage() {
+        let speaker = NullSpeaker::new();
+        let stats = speaker.stats();
+        let p = MediaPipeline::start(pattern(30), h264(320, 240), None, Box::new(speaker), PipelineSettings::default())
+            .unwrap();
+        let talk = p.talkback_handle();
+        let mut enc = OpusEncoder::new(32_000).unwrap();
+        let tone = sine(660.0, 8_231.0, 48_000 * 5 / 2, 0);
+        // Pushed from another thread, a bit faster than real time.
+        let pusher = std::thread::spawn(move || {
+            for (i, chunk) in tone.chunks_exact(AUDIO_FRAME_SAMPLES).enumerate() {
+                let mut frame = [0i16; AUDIO_FRAME_SAMPLES];
+                frame.copy_from_slice(chunk);
+                talk(enc.encode(&frame).unwrap().data);
+                if i % 25 == 7 {
+                    talk(Bytes::from_static(&[0xFF, 0xFF]));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        pusher.join().unwrap();
+        assert!(wait_until(Duration::from_secs(3), || lock(&stats).reports >= 2), "{:?}", lock(&stats));
+        let report = lock(&stats).last_report.unwrap();
+        let hz = report.tone_hz.expect("a tone, not silence");
+        assert!((hz - 660.0).abs() < 5.0, "{report:?}");
+        assert!((report.rms_dbfs - -15.0).abs() < 2.0, "{report:?}");
+        let s = p.stats();
+        assert_eq!(s.talkback_errors, 5, "{s:?}");
+        assert_eq!(s.talkback_received, 130);
+        assert_eq!(s.talkback_dropped, 0);
+    }
+
+    /// A speaker that blocks for a long time on every write.
+    struct StuckSpeaker;
+    impl AudioSink for StuckSpeaker {
+        fn write(&mut self, _: &[i16]) -> Result<(), MediaError> {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn talkback_never_blocks_the_caller() {
+        let settings = PipelineSettings { talkback_queue: 5, ..PipelineSettings::default() };
+        let mut p = MediaPipeline::start(pattern(30), h264(320, 240), None, Box::new(StuckSpeaker), settings).unwrap();
+        let talk = p.talkback_handle();
+        let pkt = OpusEncoder::new(24_000).unwrap().encode(&[0; AUDIO_FRAME_SAMPLES]).unwrap().data;
+        let t0 = Instant::now();
+        for _ in 0..200 {
+            talk(pkt.clone());
+        }
+        assert!(t0.elapsed() < Duration::from_millis(100), "talk-back blocked for {:?}", t0.elapsed());
+        let s = p.stats();
+        assert_eq!(s.talkback_received, 200);
+        assert!(s.talkback_dropped >= 190, "{s:?}");
+        p.stop();
+        // After stop the handle still works (drops) instead of panicking.
+        talk(pkt);
+        assert_eq!(p.stats().talkback_dropped, s.talkback_dropped + 1);
+    }
+
+    #[test]
+    fn rate_limit_lets_one_through_per_interval() {
+        let rl = RateLimit::new(Duration::from_millis(100));
+        assert_eq!(rl.allow(), Some(0));
+        assert_eq!(rl.allow(), None);
+        assert_eq!(rl.allow(), None);
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(rl.allow(), Some(2));
+    }
+}

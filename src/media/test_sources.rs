@@ -169,7 +169,7 @@ fn draw_stamp(layout: &Layout, luma: &mut [u8], stamp: Stamp) {
         let (x, y) = layout.slot(i);
         // Unused slots get a checkerboard so the band reads as a barcode,
         // not as data; readers never look at them.
-        let white = bits.get(i).copied().unwrap_or((i / layout.cols + i % layout.cols) % 2 == 0);
+        let white = bits.get(i).copied().unwrap_or((i / layout.cols + i % layout.cols).is_multiple_of(2));
         fill_luma(luma, layout.width, x, y, layout.block, layout.block, if white { WHITE } else { BLACK });
     }
 }
@@ -479,7 +479,7 @@ mod tests {
     fn stamp_blocks_are_at_least_a_macroblock() {
         for &(w, h) in &[(320, 240), (640, 480), (1280, 720)] {
             let l = Layout::new(w, h).unwrap();
-            assert!(l.block >= 16 && l.block % 16 == 0);
+            assert!(l.block >= 16 && l.block.is_multiple_of(16));
             assert!(l.rows * l.cols >= STAMP_BITS);
             // The band leaves most of the picture to the bars and the strip.
             assert!(l.bars_top * 3 <= l.height, "{w}x{h}: band {}", l.bars_top);

@@ -1,1 +1,468 @@
-//! (work in progress)
+//! H.264 via OpenH264: the encoder that feeds WebRTC, and a decoder used by
+//! tests and the programmatic viewer to look at what was actually sent.
+
+use std::time::{Duration, SystemTime};
+
+use openh264::OpenH264API;
+use openh264::decoder::Decoder;
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
+    RateControlMode, SpsPpsStrategy, UsageType, VuiConfig,
+};
+use openh264::formats::YUVSource;
+
+use super::{EncodedVideo, I420Frame, MediaError, VideoEncoder};
+
+const NAL_SPS: u8 = 7;
+const NAL_PPS: u8 = 8;
+
+#[derive(Clone, Debug)]
+pub struct H264Settings {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// OpenH264 worker threads (0 = one per core). Only pays off together
+    /// with `max_slice_bytes`: OpenH264 threads over slices, and a single
+    /// slice per picture leaves the other cores idle.
+    pub threads: u16,
+    /// Cap each slice (NAL unit) at this many bytes; with a value under the
+    /// RTP payload size every NAL fits one packet (no FU-A fragmentation).
+    pub max_slice_bytes: Option<u32>,
+    /// A periodic IDR as a safety net for viewers whose PLI got lost;
+    /// `None` = only on request.
+    pub keyframe_interval: Option<Duration>,
+    /// Let rate control drop frames to hold the bitrate (the encoder then
+    /// returns `Ok(None)` for them).
+    pub allow_frame_skip: bool,
+    /// Faster but larger output; the Pi has little CPU to spare.
+    pub low_complexity: bool,
+}
+
+impl Default for H264Settings {
+    fn default() -> Self {
+        Self {
+            width: 640,
+            height: 480,
+            fps: 30,
+            bitrate_kbps: 1_000,
+            threads: 1,
+            max_slice_bytes: None,
+            keyframe_interval: Some(Duration::from_secs(10)),
+            allow_frame_skip: true,
+            low_complexity: false,
+        }
+    }
+}
+
+/// The lowest level that holds the stream, but never below 3.1: browsers
+/// offer `profile-level-id=42e01f` (Constrained Baseline 3.1), so a smaller
+/// picture gains nothing from advertising less.
+fn level_for(width: u32, height: u32, fps: u32) -> Level {
+    let mbs = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16));
+    let mbps = mbs * u64::from(fps);
+    if mbs <= 3_600 && mbps <= 108_000 {
+        Level::Level_3_1
+    } else if mbs <= 5_120 && mbps <= 216_000 {
+        Level::Level_3_2
+    } else if mbs <= 8_192 && mbps <= 245_760 {
+        Level::Level_4_0
+    } else if mbs <= 8_704 && mbps <= 522_240 {
+        Level::Level_4_2
+    } else {
+        Level::Level_5_1
+    }
+}
+
+/// Borrowed view of an [`I420Frame`] for OpenH264. Only built from a frame
+/// whose buffer size was checked, because OpenH264's own slice wrapper
+/// asserts (panics) on mismatches.
+struct I420View<'a> {
+    width: usize,
+    height: usize,
+    y: &'a [u8],
+    u: &'a [u8],
+    v: &'a [u8],
+}
+
+impl<'a> I420View<'a> {
+    fn new(frame: &'a I420Frame) -> Option<Self> {
+        let (y, u, v) = frame.planes()?;
+        Some(Self { width: frame.width as usize, height: frame.height as usize, y, u, v })
+    }
+}
+
+impl YUVSource for I420View<'_> {
+    fn dimensions(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+    fn strides(&self) -> (usize, usize, usize) {
+        (self.width, self.width / 2, self.width / 2)
+    }
+    fn y(&self) -> &[u8] {
+        self.y
+    }
+    fn u(&self) -> &[u8] {
+        self.u
+    }
+    fn v(&self) -> &[u8] {
+        self.v
+    }
+}
+
+/// Splits Annex-B into NAL units (start codes stripped).
+pub fn nal_units(annexb: &[u8]) -> impl Iterator<Item = &[u8]> {
+    openh264::nal_units(annexb).map(|nal| {
+        let start = nal.iter().position(|&b| b != 0).map_or(nal.len(), |p| p + 1);
+        &nal[start.min(nal.len())..]
+    })
+}
+
+/// NAL unit types (low five bits of the header) in an Annex-B buffer.
+pub fn nal_types(annexb: &[u8]) -> Vec<u8> {
+    nal_units(annexb).filter_map(|n| n.first().map(|h| h & 0x1F)).collect()
+}
+
+/// Constrained Baseline H.264 encoder (OpenH264), Annex-B output.
+pub struct H264Encoder {
+    inner: Encoder,
+    settings: H264Settings,
+    last_capture: Option<SystemTime>,
+    timestamp: Duration,
+    encoded_any: bool,
+    /// A keyframe was asked for and has not come out yet (the request must
+    /// survive a frame that rate control skipped).
+    idr_pending: bool,
+    /// Last SPS+PPS seen (with start codes), re-sent if an IDR ever comes
+    /// without them: a viewer joining late needs them with every IDR.
+    parameter_sets: Vec<u8>,
+    frame_duration: Duration,
+}
+
+impl H264Encoder {
+    pub fn new(settings: H264Settings) -> Result<Self, MediaError> {
+        let s = &settings;
+        if I420Frame::expected_len(s.width, s.height).is_none() || s.width > 3840 || s.height > 2160 {
+            return Err(MediaError::Unsupported(format!("H.264 encode at {}x{}", s.width, s.height)));
+        }
+        if !(1..=120).contains(&s.fps) || !(50..=50_000).contains(&s.bitrate_kbps) {
+            return Err(MediaError::Unsupported(format!("H.264 at {} fps, {} kb/s", s.fps, s.bitrate_kbps)));
+        }
+        let intra = s.keyframe_interval.map_or(0, |d| ((d.as_secs_f64() * f64::from(s.fps)).round() as u32).max(1));
+        let mut config = EncoderConfig::new()
+            .usage_type(UsageType::CameraVideoRealTime)
+            .profile(Profile::Baseline)
+            .level(level_for(s.width, s.height, s.fps))
+            .rate_control_mode(RateControlMode::Bitrate)
+            .bitrate(BitRate::from_bps(s.bitrate_kbps * 1_000))
+            .max_frame_rate(FrameRate::from_hz(s.fps as f32))
+            .skip_frames(s.allow_frame_skip)
+            .num_threads(s.threads)
+            .complexity(if s.low_complexity { Complexity::Low } else { Complexity::Medium })
+            // Same IDs on every IDR: a late joiner's decoder needs nothing
+            // but the IDR's own SPS/PPS.
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(intra))
+            .vui(VuiConfig::bt601());
+        if let Some(max) = s.max_slice_bytes {
+            config = config.max_slice_len(max.max(200));
+        }
+        let inner = Encoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| MediaError::Encoder(format!("openh264 init: {e}")))?;
+        Ok(Self {
+            inner,
+            frame_duration: Duration::from_nanos(1_000_000_000 / u64::from(s.fps)),
+            settings,
+            last_capture: None,
+            timestamp: Duration::ZERO,
+            encoded_any: false,
+            idr_pending: false,
+            parameter_sets: Vec::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &H264Settings {
+        &self.settings
+    }
+
+    fn remember_parameter_sets(&mut self, annexb: &[u8]) {
+        let sets: Vec<&[u8]> =
+            openh264::nal_units(annexb).filter(|n| nal_types(n).first().is_some_and(|&t| t == NAL_SPS || t == NAL_PPS)).collect();
+        if sets.len() >= 2 {
+            self.parameter_sets = sets.concat();
+        }
+    }
+}
+
+impl VideoEncoder for H264Encoder {
+    fn encode(&mut self, frame: &I420Frame, force_keyframe: bool) -> Result<Option<EncodedVideo>, MediaError> {
+        let view = I420View::new(frame).ok_or_else(|| {
+            MediaError::Encoder(format!(
+                "frame {}x{} has {} bytes, I420 needs {:?}",
+                frame.width,
+                frame.height,
+                frame.data.len(),
+                I420Frame::expected_len(frame.width, frame.height)
+            ))
+        })?;
+        self.idr_pending |= force_keyframe;
+        if self.idr_pending {
+            self.inner.force_intra_frame();
+        }
+        // Rate control budgets bits by timestamp. Advance by the real capture
+        // gap, so frames dropped upstream ("latest frame wins") leave a gap,
+        // but never by less than one frame period, so frames fed faster than
+        // real time (tests, benchmarks) still get a whole frame's budget.
+        // Clamped so a wall-clock jump cannot derail it.
+        let gap = self
+            .last_capture
+            .and_then(|last| frame.captured_at.duration_since(last).ok())
+            .unwrap_or(self.frame_duration)
+            .clamp(self.frame_duration, Duration::from_secs(1));
+        self.last_capture = Some(frame.captured_at);
+        self.timestamp += if self.encoded_any { gap } else { Duration::ZERO };
+        self.encoded_any = true;
+        let ts = openh264::Timestamp::from_millis(self.timestamp.as_millis() as u64);
+        let out = self.inner.encode_at(&view, ts).map_err(|e| MediaError::Encoder(format!("openh264: {e}")))?;
+        let frame_type = out.frame_type();
+        if matches!(frame_type, FrameType::Skip | FrameType::Invalid) {
+            return Ok(None);
+        }
+        let mut data = out.to_vec();
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let keyframe = frame_type == FrameType::IDR;
+        if keyframe {
+            self.idr_pending = false;
+            let types = nal_types(&data);
+            if types.contains(&NAL_SPS) && types.contains(&NAL_PPS) {
+                self.remember_parameter_sets(&data);
+            } else if !self.parameter_sets.is_empty() {
+                let mut with_sets = self.parameter_sets.clone();
+                with_sets.extend_from_slice(&data);
+                data = with_sets;
+            }
+        }
+        Ok(Some(EncodedVideo { data: bytes::Bytes::from(data), keyframe, duration: self.frame_duration }))
+    }
+}
+
+/// OpenH264 decoder, Annex-B in, tightly packed I420 out.
+pub struct H264Decoder {
+    inner: Decoder,
+}
+
+impl H264Decoder {
+    pub fn new() -> Result<Self, MediaError> {
+        let inner = Decoder::new().map_err(|e| MediaError::Decoder(format!("openh264 init: {e}")))?;
+        Ok(Self { inner })
+    }
+
+    /// Decodes one access unit (or parameter sets). `Ok(None)` when no
+    /// picture came out yet; corrupt input is an error, never a panic.
+    /// `captured_at` of the result is the decode time (the test pattern's
+    /// stamp carries the real capture time).
+    pub fn decode(&mut self, annexb: &[u8]) -> Result<Option<I420Frame>, MediaError> {
+        if annexb.is_empty() {
+            return Ok(None);
+        }
+        let Some(yuv) = self.inner.decode(annexb).map_err(|e| MediaError::Decoder(format!("openh264: {e}")))? else {
+            return Ok(None);
+        };
+        let (w, h) = yuv.dimensions();
+        let (sy, su, sv) = yuv.strides();
+        let len = I420Frame::expected_len(w as u32, h as u32)
+            .ok_or_else(|| MediaError::Decoder(format!("decoded picture has odd size {w}x{h}")))?;
+        let mut data = Vec::with_capacity(len);
+        let short = || MediaError::Decoder(format!("decoded planes too small for {w}x{h}"));
+        for (plane, stride, pw, ph) in [(yuv.y(), sy, w, h), (yuv.u(), su, w / 2, h / 2), (yuv.v(), sv, w / 2, h / 2)] {
+            for row in 0..ph {
+                let start = row * stride;
+                data.extend_from_slice(plane.get(start..start + pw).ok_or_else(short)?);
+            }
+        }
+        Ok(Some(I420Frame { width: w as u32, height: h as u32, data, captured_at: SystemTime::now() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::VideoSource;
+    use crate::media::test_sources::{TestPattern, looks_like_test_pattern, read_stamp};
+
+    const NAL_SLICE_IDR: u8 = 5;
+
+    fn settings(w: u32, h: u32, kbps: u32) -> H264Settings {
+        H264Settings { width: w, height: h, fps: 30, bitrate_kbps: kbps, ..H264Settings::default() }
+    }
+
+    fn encode_n(enc: &mut H264Encoder, src: &mut TestPattern, n: usize, key_at: &[usize]) -> Vec<EncodedVideo> {
+        (0..n).filter_map(|i| enc.encode(&src.next_frame().unwrap(), key_at.contains(&i)).unwrap()).collect()
+    }
+
+    #[test]
+    fn sps_is_constrained_baseline_and_level_fits_42e01f() {
+        let mut enc = H264Encoder::new(settings(640, 480, 800)).unwrap();
+        let mut src = TestPattern::new(640, 480, 30).unwrap().without_pacing();
+        let first = enc.encode(&src.next_frame().unwrap(), false).unwrap().expect("first frame");
+        assert!(first.keyframe);
+        assert_eq!(first.data[..4], [0, 0, 0, 1], "Annex-B start code");
+        let sps = nal_units(&first.data).find(|n| n[0] & 0x1F == NAL_SPS).expect("SPS");
+        assert_eq!(sps[1], 0x42, "profile_idc 66 (baseline)");
+        assert_eq!(sps[2] & 0x40, 0x40, "constraint_set1_flag: constrained baseline");
+        assert!(sps[3] <= 0x1F, "level_idc {} above 3.1", sps[3]);
+    }
+
+    #[test]
+    fn level_choice() {
+        assert!(matches!(level_for(640, 480, 30), Level::Level_3_1));
+        assert!(matches!(level_for(1280, 720, 30), Level::Level_3_1));
+        assert!(matches!(level_for(1280, 720, 60), Level::Level_3_2));
+        assert!(matches!(level_for(1920, 1080, 30), Level::Level_4_0));
+    }
+
+    #[test]
+    fn roundtrip_keeps_stamp_and_bars_at_modest_bitrate() {
+        for &(w, h, kbps) in &[(320, 240, 250), (640, 480, 600)] {
+            let mut enc = H264Encoder::new(settings(w, h, kbps)).unwrap();
+            let mut dec = H264Decoder::new().unwrap();
+            let mut src = TestPattern::new(w, h, 30).unwrap().without_pacing();
+            let mut numbers = Vec::new();
+            for i in 0..45 {
+                let frame = src.next_frame().unwrap();
+                let Some(ev) = enc.encode(&frame, false).unwrap() else { continue };
+                assert_eq!(ev.keyframe, i == 0, "only the first frame is an IDR");
+                let pic = dec.decode(&ev.data).unwrap().expect("a picture per access unit");
+                assert_eq!((pic.width, pic.height), (w, h));
+                let stamp = read_stamp(&pic).unwrap_or_else(|| panic!("{w}x{h} frame {i}: stamp unreadable"));
+                assert_eq!(stamp.captured_unix_ms, read_stamp(&frame).unwrap().captured_unix_ms);
+                assert!(looks_like_test_pattern(&pic), "{w}x{h} frame {i}: bars not recognised");
+                numbers.push(stamp.frame_number);
+            }
+            assert!(numbers.len() >= 40, "{w}x{h}: only {} frames came out", numbers.len());
+            assert!(numbers.windows(2).all(|p| p[1] > p[0]), "{numbers:?}");
+        }
+    }
+
+    #[test]
+    fn forced_keyframe_is_idr_with_parameter_sets_and_decodes_standalone() {
+        let mut enc = H264Encoder::new(settings(320, 240, 300)).unwrap();
+        let mut src = TestPattern::new(320, 240, 30).unwrap().without_pacing();
+        let out = encode_n(&mut enc, &mut src, 20, &[12]);
+        let keys: Vec<usize> = out.iter().enumerate().filter(|(_, e)| e.keyframe).map(|(i, _)| i).collect();
+        assert_eq!(keys.len(), 2, "initial IDR plus the forced one");
+        for &k in &keys {
+            let types = nal_types(&out[k].data);
+            assert!(types.contains(&NAL_SPS) && types.contains(&NAL_PPS) && types.contains(&NAL_SLICE_IDR), "{types:?}");
+        }
+        let p_types = nal_types(&out[1].data);
+        assert!(!p_types.contains(&NAL_SLICE_IDR) && !p_types.contains(&NAL_SPS), "{p_types:?}");
+        // A viewer that joins at the second IDR decodes from there on.
+        let mut late = H264Decoder::new().unwrap();
+        let pic = late.decode(&out[keys[1]].data).unwrap().expect("late joiner decodes the IDR");
+        assert!(read_stamp(&pic).is_some());
+        let next = late.decode(&out[keys[1] + 1].data).unwrap().expect("and the P frame after it");
+        assert!(read_stamp(&next).unwrap().frame_number > read_stamp(&pic).unwrap().frame_number);
+    }
+
+    #[test]
+    fn periodic_keyframes() {
+        let s = H264Settings { keyframe_interval: Some(Duration::from_millis(500)), ..settings(320, 240, 300) };
+        let mut enc = H264Encoder::new(s).unwrap();
+        let mut src = TestPattern::new(320, 240, 30).unwrap().without_pacing();
+        let keys = encode_n(&mut enc, &mut src, 40, &[]).iter().filter(|e| e.keyframe).count();
+        assert!((2..=4).contains(&keys), "{keys} keyframes in 40 frames with a 15-frame period");
+    }
+
+    #[test]
+    fn bitrate_is_roughly_honoured() {
+        // Noise, so that rate control (not content) sets the size.
+        let mut x: u32 = 0x1234_5678;
+        let mut noise = |t: SystemTime| {
+            let data = (0..I420Frame::expected_len(320, 240).unwrap())
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x >> 24) as u8
+                })
+                .collect();
+            I420Frame { width: 320, height: 240, data, captured_at: t }
+        };
+        let t0 = SystemTime::now();
+        for kbps in [150u32, 600] {
+            let mut enc = H264Encoder::new(settings(320, 240, kbps)).unwrap();
+            // 3 s of frames, stamped 1/30 s apart but encoded flat out.
+            let bytes: usize = (0..90)
+                .filter_map(|i| enc.encode(&noise(t0 + Duration::from_millis(i * 1000 / 30)), false).unwrap())
+                .skip(1)
+                .map(|e| e.data.len())
+                .sum();
+            let kbps_out = bytes as f64 * 8.0 / 3.0 / 1000.0;
+            assert!(
+                kbps_out > f64::from(kbps) * 0.5 && kbps_out < f64::from(kbps) * 1.6,
+                "asked {kbps} kb/s, got {kbps_out:.0}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_settings_and_frames() {
+        assert!(matches!(H264Encoder::new(settings(641, 480, 500)), Err(MediaError::Unsupported(_))));
+        assert!(matches!(H264Encoder::new(settings(640, 480, 0)), Err(MediaError::Unsupported(_))));
+        let mut enc = H264Encoder::new(settings(320, 240, 300)).unwrap();
+        let bad = I420Frame { width: 320, height: 240, data: vec![0; 1000], captured_at: SystemTime::now() };
+        assert!(matches!(enc.encode(&bad, false), Err(MediaError::Encoder(_))));
+        // Still usable afterwards.
+        let mut src = TestPattern::new(320, 240, 30).unwrap().without_pacing();
+        assert!(enc.encode(&src.next_frame().unwrap(), false).unwrap().unwrap().keyframe);
+    }
+
+    #[test]
+    fn multi_threaded_sliced_output_decodes() {
+        let s = H264Settings { threads: 2, max_slice_bytes: Some(1_000), ..settings(640, 480, 1_500) };
+        let mut enc = H264Encoder::new(s).unwrap();
+        let mut dec = H264Decoder::new().unwrap();
+        let mut src = TestPattern::new(640, 480, 30).unwrap().without_pacing();
+        for ev in encode_n(&mut enc, &mut src, 10, &[]) {
+            for nal in nal_units(&ev.data) {
+                assert!(nal.len() <= 1_100, "NAL of {} bytes", nal.len());
+            }
+            let pic = dec.decode(&ev.data).unwrap().unwrap();
+            assert!(read_stamp(&pic).is_some());
+        }
+    }
+
+    #[test]
+    fn decoder_survives_garbage() {
+        let mut dec = H264Decoder::new().unwrap();
+        assert!(dec.decode(&[]).unwrap().is_none());
+        let mut x: u32 = 0x9E37_79B9;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        };
+        for len in [1usize, 4, 5, 16, 100, 1_000, 10_000] {
+            let mut junk: Vec<u8> = (0..len).map(|_| rnd()).collect();
+            let _ = dec.decode(&junk);
+            // Junk that looks like NAL units (start codes + random headers).
+            if len >= 5 {
+                junk[..4].copy_from_slice(&[0, 0, 0, 1]);
+            }
+            let _ = dec.decode(&junk);
+        }
+        // A P frame with no IDR before it cannot produce a picture.
+        let mut enc = H264Encoder::new(settings(320, 240, 300)).unwrap();
+        let mut src = TestPattern::new(320, 240, 30).unwrap().without_pacing();
+        let out = encode_n(&mut enc, &mut src, 3, &[]);
+        let mut fresh = H264Decoder::new().unwrap();
+        assert!(!matches!(fresh.decode(&out[2].data), Ok(Some(_))));
+        // And after all that the first decoder still works on a real IDR.
+        let pic = dec.decode(&out[0].data).unwrap().expect("IDR decodes after garbage");
+        assert!(read_stamp(&pic).is_some());
+    }
+}

@@ -212,7 +212,6 @@ impl Peer {
         taps: MediaTaps,
         events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Result<Peer, PeerError> {
-        let (media_engine, registry) = setup::media_engine_and_interceptors()?;
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             id: id.clone(),
@@ -224,21 +223,22 @@ impl Peer {
             tasks: StdMutex::new(Vec::new()),
             talkback: Arc::clone(&taps.talkback),
         });
-        let udp_addrs = setup::udp_bind_addrs(settings.include_loopback);
+        let lan = setup::LanInterfaces::detect();
+        let udp_addrs = setup::udp_bind_addrs(lan, settings.include_loopback);
         debug!("peer {id}: binding UDP {udp_addrs:?}");
 
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(setup::configuration(settings))
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(setup::setting_engine(settings))
-            .with_handler(Arc::new(Handler {
-                shared: Arc::clone(&shared),
-            }))
-            .with_udp_addrs(udp_addrs)
-            .build()
-            .await
-            .map_err(|e| PeerError::WebRtc(format!("peer connection: {e}")))?;
+        // mDNS is pointless without a LAN, and its socket cannot even be
+        // created then (joining the multicast group fails with ENODEV).
+        let pc = match build_connection(&shared, settings, &udp_addrs, lan.any()).await {
+            Ok(pc) => pc,
+            Err(e) if lan.any() => {
+                // Some hosts refuse the multicast join even with a LAN
+                // (containers, no multicast route); work without mDNS there.
+                warn!("peer {id}: {e}; retrying without mDNS");
+                build_connection(&shared, settings, &udp_addrs, false).await?
+            }
+            Err(e) => return Err(e),
+        };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
         let video = new_local_track(&id, RtpCodecKind::Video, setup::h264_codec())?;
@@ -265,10 +265,7 @@ impl Peer {
     pub async fn create_offer(&self, ice_restart: bool) -> Result<(), PeerError> {
         self.ensure_open()?;
         self.add_transceivers(false).await?;
-        let options = RTCOfferOptions {
-            ice_restart,
-            ..Default::default()
-        };
+        let options = RTCOfferOptions { ice_restart };
         let offer = self
             .pc
             .create_offer(Some(options))
@@ -531,6 +528,27 @@ impl Drop for Peer {
     }
 }
 
+async fn build_connection(
+    shared: &Arc<Shared>,
+    settings: &PeerSettings,
+    udp_addrs: &[String],
+    mdns: bool,
+) -> Result<impl PeerConnection, PeerError> {
+    let (media_engine, registry) = setup::media_engine_and_interceptors()?;
+    PeerConnectionBuilder::new()
+        .with_configuration(setup::configuration(settings))
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(setup::setting_engine(settings, mdns))
+        .with_handler(Arc::new(Handler {
+            shared: Arc::clone(shared),
+        }))
+        .with_udp_addrs(udp_addrs.to_vec())
+        .build()
+        .await
+        .map_err(|e| PeerError::WebRtc(format!("peer connection: {e}")))
+}
+
 fn new_local_track(id: &str, kind: RtpCodecKind, codec: RTCRtpCodec) -> Result<LocalTrack, PeerError> {
     let ssrc = rand::random::<u32>();
     let name = match kind {
@@ -650,7 +668,7 @@ struct WriteErrors {
 
 impl WriteErrors {
     fn record(&mut self, peer: &str, what: &str, e: &dyn std::fmt::Display) {
-        if self.count % 500 == 0 {
+        if self.count.is_multiple_of(500) {
             warn!("peer {peer}: writing {what} failed ({} so far): {e}", self.count + 1);
         }
         self.count += 1;
@@ -764,16 +782,16 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     let mut packets: u64 = 0;
     while let Some(event) = track.poll().await {
         match event {
-            TrackRemoteEvent::OnRtpPacket(packet) => {
-                // Only audio is wanted; other tracks (a viewer's camera) are
-                // still drained so the driver's queue does not overflow.
-                if kind == RtpCodecKind::Audio && !packet.payload.is_empty() {
-                    packets += 1;
-                    if packets == 1 {
-                        info!("peer {}: talk-back audio started", shared.id);
-                    }
-                    (shared.talkback)(packet.payload);
+            // Only audio is wanted; other tracks (a viewer's camera) are
+            // still drained so the driver's queue does not overflow.
+            TrackRemoteEvent::OnRtpPacket(packet)
+                if kind == RtpCodecKind::Audio && !packet.payload.is_empty() =>
+            {
+                packets += 1;
+                if packets == 1 {
+                    info!("peer {}: talk-back audio started", shared.id);
                 }
+                (shared.talkback)(packet.payload);
             }
             TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
             _ => {}

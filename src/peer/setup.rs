@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -77,7 +78,6 @@ pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry),
             RTCRtpCodecParameters {
                 rtp_codec: h264_codec(),
                 payload_type: H264_PAYLOAD_TYPE,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )
@@ -87,7 +87,6 @@ pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry),
             RTCRtpCodecParameters {
                 rtp_codec: opus_codec(),
                 payload_type: OPUS_PAYLOAD_TYPE,
-                ..Default::default()
             },
             RtpCodecKind::Audio,
         )
@@ -102,8 +101,16 @@ pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry),
     Ok((media_engine, registry))
 }
 
-pub(crate) fn setting_engine(settings: &PeerSettings) -> SettingEngine {
+/// `mdns`: whether to resolve the `.local` host candidates browsers send
+/// when the page has no media permission (QueryOnly, webrtc's default).
+pub(crate) fn setting_engine(settings: &PeerSettings, mdns: bool) -> SettingEngine {
+    let mode = if mdns {
+        MulticastDnsMode::QueryOnly
+    } else {
+        MulticastDnsMode::Disabled
+    };
     SettingEngineBuilder::new()
+        .with_multicast_dns_mode(mode)
         // Stored but not read by webrtc/rtc 0.21.1 (loopback candidates come
         // only from what `udp_bind_addrs` binds); set anyway so the intent
         // holds if a later release starts honouring it.
@@ -132,6 +139,38 @@ pub(crate) fn configuration(settings: &PeerSettings) -> RTCConfiguration {
         .build()
 }
 
+/// Which address families have a usable (non-loopback, non-link-local) interface.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LanInterfaces {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl LanInterfaces {
+    pub(crate) fn detect() -> Self {
+        let addrs: Vec<IpAddr> = match rtc::shared::ifaces::ifaces() {
+            Ok(list) => list.into_iter().filter_map(|i| i.addr.map(|a| a.ip())).collect(),
+            Err(e) => {
+                log::warn!("cannot list network interfaces ({e}); assuming an IPv4 LAN");
+                return Self { v4: true, v6: false };
+            }
+        };
+        let usable = |v4: bool| {
+            addrs.iter().any(|ip| {
+                ip.is_ipv4() == v4 && !ip.is_loopback() && !ip.is_unspecified() && !is_link_local(ip)
+            })
+        };
+        Self {
+            v4: usable(true),
+            v6: usable(false),
+        }
+    }
+
+    pub(crate) fn any(self) -> bool {
+        self.v4 || self.v6
+    }
+}
+
 /// The local UDP addresses to bind.
 ///
 /// webrtc 0.21 derives host candidates from the bound sockets only. It expands
@@ -140,28 +179,12 @@ pub(crate) fn configuration(settings: &PeerSettings) -> RTCConfiguration {
 /// `0.0.0.0` candidate. So loopback must be bound explicitly, and the wildcard
 /// only when there is a real interface for it to expand into (or when nothing
 /// else would be bound: a relay can still work from a wildcard socket).
-pub(crate) fn udp_bind_addrs(include_loopback: bool) -> Vec<String> {
-    let interfaces: Vec<IpAddr> = match rtc::shared::ifaces::ifaces() {
-        Ok(list) => list.into_iter().filter_map(|i| i.addr.map(|a| a.ip())).collect(),
-        Err(e) => {
-            log::warn!("cannot list network interfaces ({e}); binding the wildcard");
-            Vec::new()
-        }
-    };
-    let usable = |v4: bool| {
-        interfaces.iter().any(|ip| {
-            ip.is_ipv4() == v4
-                && !ip.is_loopback()
-                && !ip.is_unspecified()
-                && !is_link_local(ip)
-        })
-    };
-
+pub(crate) fn udp_bind_addrs(lan: LanInterfaces, include_loopback: bool) -> Vec<String> {
     let mut addrs = Vec::new();
-    if usable(true) || !include_loopback {
+    if lan.v4 || !include_loopback {
         addrs.push("0.0.0.0:0".to_owned());
     }
-    if usable(false) {
+    if lan.v6 {
         addrs.push("[::]:0".to_owned());
     }
     if include_loopback {
@@ -183,11 +206,14 @@ mod tests {
 
     #[test]
     fn loopback_is_bound_explicitly_when_asked() {
-        let addrs = udp_bind_addrs(true);
-        assert!(addrs.iter().any(|a| a == "127.0.0.1:0"), "{addrs:?}");
-        let addrs = udp_bind_addrs(false);
-        assert!(!addrs.iter().any(|a| a == "127.0.0.1:0"), "{addrs:?}");
-        assert!(!addrs.is_empty());
+        let lan = LanInterfaces { v4: true, v6: false };
+        assert_eq!(udp_bind_addrs(lan, true), ["0.0.0.0:0", "127.0.0.1:0"]);
+        assert_eq!(udp_bind_addrs(lan, false), ["0.0.0.0:0"]);
+        // Only loopback: no wildcard, it would become a 0.0.0.0 candidate.
+        let none = LanInterfaces::default();
+        assert_eq!(udp_bind_addrs(none, true), ["127.0.0.1:0"]);
+        // Offline without loopback: the wildcard, for a relay.
+        assert_eq!(udp_bind_addrs(none, false), ["0.0.0.0:0"]);
     }
 
     #[test]

@@ -1,0 +1,72 @@
+# Sourced by scripts/demo and scripts/test: checks and installs what roomcam
+# needs on a Debian/Ubuntu machine, and names exactly what is missing when it
+# cannot install it itself.
+
+# Debian package → a command or file that shows it is installed.
+declare -A ROOMCAM_BUILD_PACKAGES=(
+  [pkg-config]=/usr/bin/pkg-config
+  [cmake]=/usr/bin/cmake
+  [clang]=/usr/bin/clang
+  [libclang-dev]=/usr/lib/llvm-*/lib/libclang.so*
+  [nasm]=/usr/bin/nasm
+  [libasound2-dev]=/usr/include/alsa/asoundlib.h
+  [gcc]=/usr/bin/gcc
+)
+declare -A ROOMCAM_TEST_PACKAGES=(
+  [nodejs]=/usr/bin/node
+  [npm]=/usr/bin/npm
+  [chromium]=/usr/bin/chromium
+  [iproute2]=/usr/sbin/ip
+  [util-linux]=/usr/bin/unshare
+  [coturn]=/usr/bin/turnserver
+)
+
+roomcam_say() { printf '\033[1m%s\033[0m\n' "$*" >&2; }
+
+# roomcam_missing NAME... : prints the packages of the named sets that are absent.
+roomcam_missing() {
+  local set pkg pattern
+  for set in "$@"; do
+    local -n packages="$set"
+    for pkg in "${!packages[@]}"; do
+      pattern=${packages[$pkg]}
+      # shellcheck disable=SC2086
+      compgen -G $pattern >/dev/null || echo "$pkg"
+    done
+  done
+}
+
+# roomcam_install SETNAME... : installs missing packages with apt, or explains.
+roomcam_install() {
+  local missing
+  missing=$(roomcam_missing "$@" | sort | tr '\n' ' ')
+  if [ -n "${missing// }" ]; then
+    if ! command -v apt-get >/dev/null; then
+      roomcam_say "roomcam needs these Debian/Ubuntu packages (or your distribution's equivalents): $missing"
+      return 1
+    fi
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+      if command -v sudo >/dev/null; then sudo="sudo"; else
+        roomcam_say "missing packages: $missing — run as root: apt-get install -y $missing"
+        return 1
+      fi
+    fi
+    roomcam_say "installing: $missing"
+    $sudo apt-get update -qq || true
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null || {
+      roomcam_say "apt-get could not install: $missing"
+      return 1
+    }
+    missing=$(roomcam_missing "$@" | tr '\n' ' ')
+    if [ -n "${missing// }" ]; then
+      roomcam_say "still missing after apt-get: $missing"
+      return 1
+    fi
+  fi
+  if ! command -v cargo >/dev/null; then
+    roomcam_say "missing: a Rust toolchain (cargo). Install it with rustup (https://rustup.rs), version 1.94 or newer."
+    return 1
+  fi
+}

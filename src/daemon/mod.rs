@@ -1,0 +1,322 @@
+//! The device daemon: wires the signaling client, the peers and the media
+//! pipeline to the session core, and carries out the core's actions.
+
+mod sources;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use log::{info, warn};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, LoopbackChoice};
+use crate::media::MediaError;
+use crate::media::audio::OpusSettings;
+use crate::media::video::{H264Encoder, H264Settings};
+use crate::media::pipeline::{MediaPipeline, PipelineSettings};
+use crate::peer::{IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind};
+use crate::session::{Action, Event, Session, SessionSettings};
+use crate::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
+use crate::signaling::protocol;
+
+pub use sources::TEST_TONE_HZ;
+
+const TICK: Duration = Duration::from_millis(250);
+/// How long shutdown waits for `leave` to go out and peers to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Media(#[from] MediaError),
+}
+
+/// Runs the device until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DaemonError> {
+    let camera = sources::open_camera(&config)?;
+    let microphone = sources::open_microphone(&config)?;
+    let speaker = sources::open_speaker(&config)?;
+    let encoder = H264Encoder::new(H264Settings {
+        width: config.camera.size.width,
+        height: config.camera.size.height,
+        fps: config.camera.fps,
+        bitrate_kbps: config.camera.bitrate,
+        ..H264Settings::default()
+    })?;
+    let pipeline_settings = PipelineSettings {
+        opus: OpusSettings { bitrate_bps: config.audio.bitrate * 1000, ..OpusSettings::default() },
+        ..PipelineSettings::default()
+    };
+    let pipeline = MediaPipeline::start(camera, Box::new(encoder), microphone, speaker, pipeline_settings)?;
+    let taps = MediaTaps {
+        video: pipeline.video_sender(),
+        audio: pipeline.audio_sender(),
+        talkback: pipeline.talkback_handle(),
+    };
+    let peer_settings = PeerSettings {
+        ice_servers: config
+            .webrtc
+            .ice_servers
+            .iter()
+            .map(|s| IceServer { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
+            .collect(),
+        include_loopback: include_loopback(config.webrtc.loopback_candidates),
+    };
+    if peer_settings.include_loopback {
+        info!("webrtc: offering loopback candidates");
+    }
+
+    let mut session_settings = SessionSettings::new(config.signaling.room.clone());
+    session_settings.token = config.signaling.token.clone();
+    session_settings.disconnect_timeout = config.webrtc.disconnect_timeout();
+    let mut session = Session::new(session_settings);
+
+    let (client_events_tx, mut client_events) = mpsc::unbounded_channel();
+    let (client_commands, client_commands_rx) = mpsc::unbounded_channel();
+    let client_task = tokio::spawn(client::run(
+        ClientSettings {
+            server: config.signaling.server.clone(),
+            protocol: config.signaling.protocol,
+            extra_ca: config.signaling.extra_ca.clone(),
+        },
+        client_events_tx,
+        client_commands_rx,
+    ));
+
+    let (peer_reports_tx, mut peer_reports) = mpsc::unbounded_channel();
+    let mut edges = Edges {
+        room: config.signaling.room.clone(),
+        client: client_commands,
+        pipeline,
+        peers: HashMap::new(),
+        next_generation: 0,
+        peer_reports: peer_reports_tx,
+        peer_settings,
+        taps,
+    };
+
+    info!(
+        "roomcam: room {} on {}, camera {} {}x{}@{}, microphone {}, speaker {}",
+        config.signaling.room,
+        config.signaling.server,
+        config.camera.device,
+        config.camera.size.width,
+        config.camera.size.height,
+        config.camera.fps,
+        config.audio.microphone,
+        config.audio.speaker
+    );
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let event = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(event) = client_events.recv() => match event {
+                ClientEvent::Connected { .. } => Event::SignalingConnected,
+                ClientEvent::Disconnected { .. } => Event::SignalingDisconnected,
+                ClientEvent::Room(room_event) => Event::Room(room_event),
+            },
+            Some(report) = peer_reports.recv() => match edges.accept(report) {
+                Some(event) => event,
+                None => continue,
+            },
+            _ = tick.tick() => Event::Tick,
+        };
+        let actions = session.handle(event, std::time::Instant::now());
+        edges.execute(actions);
+    }
+
+    info!("roomcam: stopping");
+    let actions = session.handle(Event::Shutdown, std::time::Instant::now());
+    edges.execute(actions);
+    let _ = edges.client.send(ClientCommand::Close);
+    let peers: Vec<_> = edges.peers.drain().map(|(_, worker)| worker.task).collect();
+    let drained = async {
+        let _ = client_task.await;
+        for task in peers {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        warn!("roomcam: shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    edges.pipeline.stop();
+    Ok(())
+}
+
+/// Loopback candidates are useless to a browser elsewhere, but they are the
+/// only way in when the board (or a test namespace) has nothing but `lo`.
+fn include_loopback(choice: LoopbackChoice) -> bool {
+    match choice {
+        LoopbackChoice::Always => true,
+        LoopbackChoice::Never => false,
+        LoopbackChoice::Auto => !has_route_off_host(),
+    }
+}
+
+/// Connecting a UDP socket sends nothing; it only asks the kernel for a route.
+fn has_route_off_host() -> bool {
+    let probe = |bind: &str, target: &str| {
+        std::net::UdpSocket::bind(bind).and_then(|s| s.connect(target)).is_ok()
+    };
+    // TEST-NET-1 and the IPv6 documentation prefix: never really contacted.
+    probe("0.0.0.0:0", "192.0.2.1:9") || probe("[::]:0", "[2001:db8::1]:9")
+}
+
+/// What the session asks of a peer; one worker runs them in order.
+enum PeerOp {
+    Offer { ice_restart: bool },
+    Remote { kind: SdpKind, sdp: String },
+    Candidate(IceCandidate),
+    Close,
+}
+
+/// What a peer worker reports back, tagged so that a late report from a
+/// closed peer is never mistaken for its successor of the same id.
+enum PeerReport {
+    Event { generation: u64, event: PeerEvent },
+    Failed { generation: u64, peer: PeerId, reason: String },
+}
+
+struct PeerWorker {
+    generation: u64,
+    ops: mpsc::UnboundedSender<PeerOp>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Edges {
+    room: String,
+    client: mpsc::UnboundedSender<ClientCommand>,
+    pipeline: MediaPipeline,
+    peers: HashMap<PeerId, PeerWorker>,
+    next_generation: u64,
+    peer_reports: mpsc::UnboundedSender<PeerReport>,
+    peer_settings: PeerSettings,
+    taps: MediaTaps,
+}
+
+impl Edges {
+    fn accept(&self, report: PeerReport) -> Option<Event> {
+        let (generation, peer) = match &report {
+            PeerReport::Event { generation, event } => (*generation, peer_of(event)),
+            PeerReport::Failed { generation, peer, .. } => (*generation, peer),
+        };
+        if self.peers.get(peer).map(|w| w.generation) != Some(generation) {
+            return None;
+        }
+        Some(match report {
+            PeerReport::Event { event, .. } => Event::Peer(event),
+            PeerReport::Failed { peer, reason, .. } => Event::PeerFailed { peer, reason },
+        })
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Join { room, token } => self.emit(protocol::join_event(&room, token.as_deref())),
+                Action::Leave { room } => self.emit(protocol::leave_event(&room)),
+                Action::Send { data, to } => {
+                    let event = protocol::message_event(&self.room, &data, to.as_deref());
+                    self.emit(event);
+                }
+                Action::CreatePeer { peer } => self.spawn_peer(peer),
+                Action::CreateOffer { peer, ice_restart } => self.to_peer(&peer, PeerOp::Offer { ice_restart }),
+                Action::SetRemoteDescription { peer, kind, sdp } => self.to_peer(&peer, PeerOp::Remote { kind, sdp }),
+                Action::AddRemoteCandidate { peer, candidate } => self.to_peer(&peer, PeerOp::Candidate(candidate)),
+                Action::ClosePeer { peer } => {
+                    if let Some(worker) = self.peers.remove(&peer) {
+                        let _ = worker.ops.send(PeerOp::Close);
+                    }
+                }
+                Action::SetViewers(n) => self.pipeline.set_viewers(n),
+                Action::RequestKeyframe => self.pipeline.request_keyframe(),
+            }
+        }
+    }
+
+    fn emit(&self, (name, args): (&'static str, Vec<serde_json::Value>)) {
+        let _ = self.client.send(ClientCommand::Emit { name: name.to_owned(), args });
+    }
+
+    fn to_peer(&self, peer: &PeerId, op: PeerOp) {
+        if let Some(worker) = self.peers.get(peer) {
+            let _ = worker.ops.send(op);
+        }
+    }
+
+    fn spawn_peer(&mut self, id: PeerId) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(peer_worker(
+            id.clone(),
+            generation,
+            self.peer_settings.clone(),
+            self.taps.clone(),
+            ops_rx,
+            self.peer_reports.clone(),
+        ));
+        if let Some(old) = self.peers.insert(id, PeerWorker { generation, ops, task }) {
+            let _ = old.ops.send(PeerOp::Close);
+        }
+    }
+}
+
+fn peer_of(event: &PeerEvent) -> &PeerId {
+    match event {
+        PeerEvent::LocalDescription { peer, .. }
+        | PeerEvent::LocalCandidate { peer, .. }
+        | PeerEvent::ConnectionState { peer, .. }
+        | PeerEvent::KeyframeRequested { peer } => peer,
+    }
+}
+
+async fn peer_worker(
+    id: PeerId,
+    generation: u64,
+    settings: PeerSettings,
+    taps: MediaTaps,
+    mut ops: mpsc::UnboundedReceiver<PeerOp>,
+    reports: mpsc::UnboundedSender<PeerReport>,
+) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let forward_reports = reports.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let _ = forward_reports.send(PeerReport::Event { generation, event });
+        }
+    });
+    let fail = |reason: String| {
+        let _ = reports.send(PeerReport::Failed { generation, peer: id.clone(), reason });
+    };
+    let peer = match Peer::create(id.clone(), &settings, taps, events_tx).await {
+        Ok(peer) => peer,
+        Err(e) => {
+            fail(format!("cannot create the peer connection: {e}"));
+            forward.abort();
+            return;
+        }
+    };
+    while let Some(op) = ops.recv().await {
+        let result = match op {
+            PeerOp::Offer { ice_restart } => peer.create_offer(ice_restart).await,
+            PeerOp::Remote { kind, sdp } => peer.set_remote_description(kind, sdp).await,
+            PeerOp::Candidate(candidate) => match peer.add_remote_candidate(candidate).await {
+                // A bad candidate costs one path, not the whole peer.
+                Err(e) => {
+                    warn!("peer {id}: {e}; candidate dropped");
+                    Ok(())
+                }
+                ok => ok,
+            },
+            PeerOp::Close => break,
+        };
+        if let Err(e) = result {
+            fail(e.to_string());
+        }
+    }
+    peer.close().await;
+    forward.abort();
+}

@@ -1,0 +1,275 @@
+//! The device end to end, as separate processes: `roomcam run` (test pattern,
+//! 440 Hz tone, null speaker) joins a room on `roomcam serve` or on a classic
+//! socket.io server; a webrtc-rs viewer joins, and what it decodes is checked
+//! by content: the stamped frame numbers advance, the picture is the test
+//! pattern, the tone is 440 Hz, and its own 660 Hz talk-back is heard by the
+//! device's speaker sink.
+
+mod common;
+#[path = "support/viewer.rs"]
+mod viewer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Member, Proc, classic_server, free_port, roomcam_run, roomcam_serve};
+use roomcam::config::ProtocolChoice;
+use roomcam::media::audio::dominant_frequency;
+use roomcam::media::test_sources::{SpeakerReport, looks_like_test_pattern, read_stamp};
+use roomcam::signaling::client::ClientEvent;
+use roomcam::signaling::protocol::{RoomEvent, SignalData, message_event};
+use viewer::{Viewer, ViewerOptions, ViewerSignal};
+
+/// A viewer in a room: its socket.io membership and its peer, glued together.
+struct RoomViewer {
+    viewer: Arc<Viewer>,
+    member_commands: tokio::sync::mpsc::UnboundedSender<roomcam::signaling::client::ClientCommand>,
+    pump: tokio::task::JoinHandle<()>,
+    room: String,
+}
+
+impl RoomViewer {
+    /// Joins `room`; offers if the device is already there (`otherjoin`
+    /// comes to the device, so the device offers), else waits and offers
+    /// when the device arrives, like the classic browser client.
+    async fn join(url: &str, room: &str, options: ViewerOptions) -> RoomViewer {
+        let mut member = Member::connect(url, ProtocolChoice::Auto);
+        member.expect_connected().await;
+        member.join(room).await;
+        let (viewer, mut signals) = Viewer::new(options).await.expect("viewer");
+        let viewer = Arc::new(viewer);
+        let commands = member.commands.clone();
+        let room_name = room.to_owned();
+        let peer = viewer.clone();
+        let pump = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(event) = member.events.recv() => match event {
+                        ClientEvent::Room(RoomEvent::OtherJoined { .. }) => {
+                            peer.create_offer().await.expect("viewer offer");
+                        }
+                        ClientEvent::Room(RoomEvent::Message { data, .. }) => match data {
+                            SignalData::Description { kind, sdp } => {
+                                if let Err(e) = peer.set_remote_description(kind, sdp).await {
+                                    eprintln!("viewer: remote description rejected: {e}");
+                                }
+                            }
+                            SignalData::Candidate(c) => {
+                                let _ = peer.add_candidate(c).await;
+                            }
+                        },
+                        _ => {}
+                    },
+                    Some(signal) = signals.recv() => {
+                        let data = match signal {
+                            ViewerSignal::Description { kind, sdp } => SignalData::Description { kind, sdp },
+                            ViewerSignal::Candidate(c) => SignalData::Candidate(c),
+                        };
+                        let (name, args) = message_event(&room_name, &data, None);
+                        member.emit(name, args);
+                    }
+                    else => break,
+                }
+            }
+        });
+        RoomViewer { viewer, member_commands: commands, pump, room: room.to_owned() }
+    }
+
+    async fn wait_frames(&self, n: u64, timeout: Duration) -> viewer::ViewerStats {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.viewer.stats();
+            if stats.frames_decoded >= n {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "viewer decoded {} frames, wanted {n} within {timeout:?}: {stats:?}",
+                stats.frames_decoded
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Leaves with `leave` (the server tells the device `bye`).
+    async fn leave(self) {
+        let (name, args) = roomcam::signaling::protocol::leave_event(&self.room);
+        let _ = self.member_commands.send(roomcam::signaling::client::ClientCommand::Emit { name: name.into(), args });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.vanish().await;
+    }
+
+    /// Disappears without a word, like a closed tab on a classic server.
+    async fn vanish(self) {
+        let _ = self.member_commands.send(roomcam::signaling::client::ClientCommand::Close);
+        self.pump.abort();
+        self.viewer.close().await;
+    }
+}
+
+fn assert_stream_is_the_test_pattern(stats: &viewer::ViewerStats) {
+    let stamps: Vec<u32> = stats.recent_frames.iter().filter_map(read_stamp).map(|s| s.frame_number).collect();
+    assert!(
+        stamps.len() * 10 >= stats.recent_frames.len() * 9,
+        "stamps readable in only {} of {} frames",
+        stamps.len(),
+        stats.recent_frames.len()
+    );
+    assert!(stamps.windows(2).all(|w| w[1] > w[0]), "frame numbers do not advance: {stamps:?}");
+    let last = stats.last_frame.as_ref().expect("a decoded frame");
+    assert!(looks_like_test_pattern(last), "the picture is not the test pattern");
+    let codec = stats.video_codec.as_ref().map(|(mime, _)| mime.to_lowercase());
+    assert_eq!(codec.as_deref(), Some("video/h264"));
+}
+
+async fn assert_hears_tone(viewer: &Viewer, hz: f32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pcm = viewer.received_pcm(1.0);
+        let found = (pcm.len() >= 24_000).then(|| dominant_frequency(&pcm, 48_000)).flatten();
+        if let Some(f) = found
+            && (f - hz).abs() <= 10.0
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "viewer does not hear {hz} Hz (got {found:?} over {} samples)", pcm.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn wait_speaker_tone(device: &mut Proc, hz: f32) -> SpeakerReport {
+    let line = device.wait_for_line("speaker tone", Duration::from_secs(15), |l| {
+        l.find("speaker: ")
+            .and_then(|i| SpeakerReport::parse(&l[i..]))
+            .and_then(|r| r.tone_hz)
+            .is_some_and(|f| (f - hz).abs() <= 10.0)
+    });
+    let start = line.find("speaker: ").unwrap();
+    SpeakerReport::parse(&line[start..]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_offers_viewer_sees_pattern_hears_tone_and_talks_back() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "e2e", &[]);
+    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+
+    let options = ViewerOptions { talkback_hz: Some(660.0), ..ViewerOptions::default() };
+    let first = RoomViewer::join(&url, "e2e", options.clone()).await;
+    let stats = first.wait_frames(40, Duration::from_secs(20)).await;
+    assert_stream_is_the_test_pattern(&stats);
+    assert_hears_tone(&first.viewer, 440.0).await;
+    let report = wait_speaker_tone(&mut device, 660.0);
+    assert!(report.rms_dbfs > -40.0, "talk-back too quiet: {report:?}");
+
+    // Leave and come back: a NEW peer connection streams again.
+    first.leave().await;
+    device.wait_for_line("peer closed", Duration::from_secs(10), |l| l.contains("closed, ready for the next viewer"));
+    let second = RoomViewer::join(&url, "e2e", ViewerOptions::default()).await;
+    let stats = second.wait_frames(20, Duration::from_secs(20)).await;
+    assert_stream_is_the_test_pattern(&stats);
+    second.leave().await;
+    assert!(device.is_running(), "the device exited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_waiting_first_offers_many_codecs_and_device_answers_h264() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let options = ViewerOptions { browser_like_codecs: true, ..ViewerOptions::default() };
+    let waiting = RoomViewer::join(&url, "reboot", options).await;
+    // The device "reboots" into a room where the viewer already waits.
+    let mut device = roomcam_run(&url, "reboot", &[]);
+    let stats = waiting.wait_frames(30, Duration::from_secs(25)).await;
+    assert_stream_is_the_test_pattern(&stats);
+    assert_hears_tone(&waiting.viewer, 440.0).await;
+    device.wait_for_line("answer role", Duration::from_secs(5), |l| l.contains("viewer offered, answering"));
+    waiting.leave().await;
+}
+
+/// The same daemon, unchanged, against classic socket.io 2.x and 4.x servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_through_classic_socketio_2_and_4_servers() {
+    for version in [2u8, 4] {
+        let port = free_port();
+        let _server = classic_server(version, port, &[]);
+        let url = format!("http://127.0.0.1:{port}");
+        let mut device = roomcam_run(&url, "classic", &[]);
+        device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+        let viewer = RoomViewer::join(&url, "classic", ViewerOptions::default()).await;
+        let stats = viewer.wait_frames(30, Duration::from_secs(20)).await;
+        assert_stream_is_the_test_pattern(&stats);
+        // Classic servers send no `bye` when a tab just closes: the device
+        // must notice the dead connection by itself and serve the next viewer.
+        viewer.vanish().await;
+        device.wait_for_line("dead peer closed", Duration::from_secs(40), |l| {
+            l.contains("closed, ready for the next viewer")
+        });
+        let next = RoomViewer::join(&url, "classic", ViewerOptions::default()).await;
+        let stats = next.wait_frames(20, Duration::from_secs(20)).await;
+        assert_stream_is_the_test_pattern(&stats);
+        next.vanish().await;
+        assert!(device.is_running(), "device exited on socket.io {version}");
+    }
+}
+
+/// Garbage in the room (bad frames, bad SDP, candidates for nothing) is
+/// logged and dropped; the daemon keeps serving the next real viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signaling_input_does_not_hurt_the_device() {
+    let port = free_port();
+    let _server = classic_server(4, port, &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "junk", &[]);
+    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+
+    let mut troll = Member::connect(&url, ProtocolChoice::Auto);
+    troll.expect_connected().await;
+    troll.join("junk").await;
+    use serde_json::json;
+    for data in [
+        json!({"type": "offer", "sdp": "this is not SDP"}),
+        json!({"type": "answer", "sdp": "v=0\r\n"}),
+        json!({"type": "candidate", "label": 7, "id": "nope", "candidate": "candidate:garbage"}),
+        json!({"no": "type"}),
+        json!(12),
+        json!("{broken json"),
+        json!({"type": "offer", "sdp": 5}),
+    ] {
+        troll.emit("message", vec!["junk".into(), data]);
+    }
+    troll.emit("message", vec![]);
+    troll.emit("message", vec![json!(["junk"]), json!(null)]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    troll.emit("leave", vec!["junk".into()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    troll.close();
+    assert!(device.is_running(), "device died on garbage:\n{}", device.lines().join("\n"));
+    assert!(device.count_lines(|l| l.contains("WARN")) >= 3, "garbage was not logged:\n{}", device.lines().join("\n"));
+
+    let viewer = RoomViewer::join(&url, "junk", ViewerOptions::default()).await;
+    let stats = viewer.wait_frames(20, Duration::from_secs(20)).await;
+    assert_stream_is_the_test_pattern(&stats);
+    viewer.vanish().await;
+}
+
+/// SIGTERM: the device leaves the room (the other member gets `bye`) and exits 0 promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_the_room_and_exits_cleanly() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "bye", &[]);
+    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    let viewer = RoomViewer::join(&url, "bye", ViewerOptions::default()).await;
+    viewer.wait_frames(10, Duration::from_secs(20)).await;
+    let started = Instant::now();
+    let code = device.terminate(Duration::from_secs(8));
+    assert_eq!(code, Some(0), "exit code; output:\n{}", device.lines().join("\n"));
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    assert!(device.lines().iter().any(|l| l.contains("shutting down")));
+    viewer.vanish().await;
+}
