@@ -168,6 +168,7 @@
           let hs;
           try { hs = JSON.parse(data.slice(1)); } catch (err) { return this._drop(conn, 'bad open packet'); }
           conn.opened = true;
+          conn.sid = hs.sid || null; // socket.io 2.x: the socket id on "/" is the Engine.IO sid
           conn.pingInterval = Number(hs.pingInterval) || 25000;
           conn.pingTimeout = Number(hs.pingTimeout) || 20000;
           this._switched = false;
@@ -219,7 +220,7 @@
             return;
           }
           this.connected = true;
-          this.id = sid || this._engineSid(conn);
+          this.id = sid || conn.sid;
           this.eio = conn.version;
           this._attempts = 0;
           const queued = this._queue;
@@ -253,10 +254,6 @@
         default:
           break;
       }
-    }
-
-    _engineSid(conn) {
-      return conn.sid || null;
     }
 
     // End a connection (whatever state it is in) and plan the next one.

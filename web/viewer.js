@@ -31,7 +31,7 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     room: $('room'), status: $('status'), pick: $('pick'), viewer: $('viewer'),
-    video: $('remote'), placeholder: $('placeholder'), unmute: $('unmute'),
+    video: $('remote'), placeholder: $('placeholder'), unmute: $('unmute'), notice: $('notice'),
     join: $('join'), leave: $('leave'), talk: $('talk'), log: $('log'),
   };
 
@@ -472,6 +472,15 @@
     ui.video.addEventListener('volumechange', () => { if (!ui.video.muted) ui.unmute.hidden = true; });
     bindTalkButton();
     updateTalk();
+    // roomcam sends H.264 only. Firefox decodes it with the OpenH264 plugin,
+    // which it downloads by itself; until then (or offline) it has none.
+    if (window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities &&
+        !RTCRtpReceiver.getCapabilities('video').codecs.some((c) => c.mimeType === 'video/H264')) {
+      ui.notice.textContent = 'This browser cannot decode H.264 video, which the camera sends. ' +
+        'In Firefox, enable the OpenH264 plugin (Add-ons and themes, Plugins) or use another browser.';
+      ui.notice.hidden = false;
+      log('no H.264 decoder in this browser');
+    }
 
     socket = new SocketIoLite(location.origin, { eio });
     socket.on('connect', () => {

@@ -2,8 +2,6 @@
 //! bits of signal analysis (level, dominant tone) the speaker sink and the
 //! tests use to check what actually came out the other end.
 
-use std::time::Duration;
-
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex;
 
@@ -93,10 +91,7 @@ impl OpusEncoder {
     /// Encodes one 20 ms frame into one Opus packet.
     pub fn encode(&mut self, pcm: &[i16; AUDIO_FRAME_SAMPLES]) -> Result<EncodedAudio, MediaError> {
         let n = self.inner.encode(pcm, &mut self.out).map_err(|e| opus_err("encode", e))?;
-        Ok(EncodedAudio {
-            data: bytes::Bytes::copy_from_slice(&self.out[..n]),
-            duration: AUDIO_FRAME_DURATION,
-        })
+        Ok(EncodedAudio { data: bytes::Bytes::copy_from_slice(&self.out[..n]), duration: AUDIO_FRAME_DURATION })
     }
 }
 
@@ -145,11 +140,6 @@ impl OpusDecoder {
             .map_err(|e| MediaError::Decoder(format!("opus concealment: {e}")))?;
         Ok(self.buf[..got.min(n)].to_vec())
     }
-}
-
-/// Duration of `samples` mono samples at the internal rate.
-pub fn samples_duration(samples: usize) -> Duration {
-    Duration::from_micros(samples as u64 * 1_000_000 / u64::from(AUDIO_SAMPLE_RATE))
 }
 
 /// RMS level in dBFS, where 0 dBFS is a full-scale square wave (a

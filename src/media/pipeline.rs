@@ -40,7 +40,12 @@ pub struct PipelineSettings {
 
 impl Default for PipelineSettings {
     fn default() -> Self {
-        Self { opus: OpusSettings::default(), video_channel_capacity: 8, audio_channel_capacity: 16, talkback_queue: 25 }
+        Self {
+            opus: OpusSettings::default(),
+            video_channel_capacity: 8,
+            audio_channel_capacity: 16,
+            talkback_queue: 25,
+        }
     }
 }
 
@@ -169,7 +174,8 @@ impl Shared {
                 return Some(frame);
             }
             // The timeout is only a backstop for the stop flag.
-            slot = self.slot_cv.wait_timeout(slot, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner).0;
+            slot =
+                self.slot_cv.wait_timeout(slot, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
@@ -522,8 +528,14 @@ mod tests {
 
     fn h264(w: u32, h: u32) -> Box<H264Encoder> {
         Box::new(
-            H264Encoder::new(H264Settings { width: w, height: h, fps: 30, bitrate_kbps: 400, ..H264Settings::default() })
-                .unwrap(),
+            H264Encoder::new(H264Settings {
+                width: w,
+                height: h,
+                fps: 30,
+                bitrate_kbps: 400,
+                ..H264Settings::default()
+            })
+            .unwrap(),
         )
     }
 
@@ -626,7 +638,11 @@ mod tests {
             let stamp = read_stamp(frame).expect("test pattern");
             lock(&self.seen).push((stamp.frame_number, stamp.captured_unix_ms, Instant::now()));
             std::thread::sleep(Duration::from_millis(150));
-            Ok(Some(EncodedVideo { data: Bytes::from(vec![0, 0, 0, 1, 0x65]), keyframe: force, duration: Duration::ZERO }))
+            Ok(Some(EncodedVideo {
+                data: Bytes::from(vec![0, 0, 0, 1, 0x65]),
+                keyframe: force,
+                duration: Duration::ZERO,
+            }))
         }
     }
 
@@ -704,7 +720,13 @@ mod tests {
         let spk = || Box::new(NullSpeaker::new());
         let r = MediaPipeline::start(Box::new(NoCamera), h264(320, 240), None, spk(), PipelineSettings::default());
         assert!(matches!(r, Err(MediaError::Unsupported(ref s)) if s == "MJPEG"));
-        let r = MediaPipeline::start(pattern(30), h264(320, 240), Some(Box::new(NoMic)), spk(), PipelineSettings::default());
+        let r = MediaPipeline::start(
+            pattern(30),
+            h264(320, 240),
+            Some(Box::new(NoMic)),
+            spk(),
+            PipelineSettings::default(),
+        );
         assert!(matches!(r, Err(MediaError::Unsupported(ref s)) if s == "S24_3LE"));
     }
 
@@ -790,6 +812,12 @@ mod tests {
         // After stop the handle still works (drops) instead of panicking.
         talk(pkt);
         assert_eq!(p.stats().talkback_dropped, s.talkback_dropped + 1);
+    }
+
+    #[test]
+    fn pipeline_can_be_shared_across_tasks() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<MediaPipeline>();
     }
 
     #[test]

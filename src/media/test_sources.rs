@@ -427,8 +427,7 @@ impl AudioSink for NullSpeaker {
         while self.window.len() >= Self::WINDOW {
             let win = &self.window[..Self::WINDOW];
             let level = rms_dbfs(win);
-            let tone_hz =
-                if level < SILENCE_FLOOR_DBFS { None } else { dominant_frequency(win, AUDIO_SAMPLE_RATE) };
+            let tone_hz = if level < SILENCE_FLOOR_DBFS { None } else { dominant_frequency(win, AUDIO_SAMPLE_RATE) };
             // Report the total up to the end of this window, not including
             // samples still waiting in the next one.
             let pending = (self.window.len() - Self::WINDOW) as u64;

@@ -186,8 +186,9 @@ impl H264Encoder {
     }
 
     fn remember_parameter_sets(&mut self, annexb: &[u8]) {
-        let sets: Vec<&[u8]> =
-            openh264::nal_units(annexb).filter(|n| nal_types(n).first().is_some_and(|&t| t == NAL_SPS || t == NAL_PPS)).collect();
+        let sets: Vec<&[u8]> = openh264::nal_units(annexb)
+            .filter(|n| nal_types(n).first().is_some_and(|&t| t == NAL_SPS || t == NAL_PPS))
+            .collect();
         if sets.len() >= 2 {
             self.parameter_sets = sets.concat();
         }
@@ -355,7 +356,10 @@ mod tests {
         assert_eq!(keys.len(), 2, "initial IDR plus the forced one");
         for &k in &keys {
             let types = nal_types(&out[k].data);
-            assert!(types.contains(&NAL_SPS) && types.contains(&NAL_PPS) && types.contains(&NAL_SLICE_IDR), "{types:?}");
+            assert!(
+                types.contains(&NAL_SPS) && types.contains(&NAL_PPS) && types.contains(&NAL_SLICE_IDR),
+                "{types:?}"
+            );
         }
         let p_types = nal_types(&out[1].data);
         assert!(!p_types.contains(&NAL_SLICE_IDR) && !p_types.contains(&NAL_SPS), "{p_types:?}");

@@ -170,10 +170,16 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         match event.candidate.to_json() {
             Ok(init) => {
-                debug!("peer {}: local candidate {}", self.shared.id, init.candidate);
+                debug!(
+                    "peer {}: local candidate {}",
+                    self.shared.id, init.candidate
+                );
                 self.shared.local_candidate(init.candidate);
             }
-            Err(e) => warn!("peer {}: unserializable local candidate: {e}", self.shared.id),
+            Err(e) => warn!(
+                "peer {}: unserializable local candidate: {e}",
+                self.shared.id
+            ),
         }
     }
 
@@ -277,7 +283,11 @@ impl Peer {
 
     /// Applies the remote SDP; for an offer also creates + sets the answer and
     /// emits `LocalDescription`.
-    pub async fn set_remote_description(&self, kind: SdpKind, sdp: String) -> Result<(), PeerError> {
+    pub async fn set_remote_description(
+        &self,
+        kind: SdpKind,
+        sdp: String,
+    ) -> Result<(), PeerError> {
         self.ensure_open()?;
         // The SDP parser is third-party code fed with remote input: contain
         // a panic there as a rejected description rather than a dead daemon.
@@ -336,7 +346,10 @@ impl Peer {
                     "too many candidates before the remote description".into(),
                 ));
             }
-            debug!("peer {}: holding candidate until the remote description", self.id);
+            debug!(
+                "peer {}: holding candidate until the remote description",
+                self.id
+            );
             early.push(candidate);
             return Ok(());
         };
@@ -447,7 +460,10 @@ impl Peer {
             audio_sender,
             self.taps.audio.clone(),
         ));
-        shared.spawn(read_video_rtcp(Arc::clone(shared), Arc::clone(&self.video.track)));
+        shared.spawn(read_video_rtcp(
+            Arc::clone(shared),
+            Arc::clone(&self.video.track),
+        ));
         Ok(())
     }
 
@@ -518,7 +534,10 @@ impl Drop for Peer {
         // webrtc 0.21 keeps a dropped connection's driver (and its sockets)
         // running on the runtime: only close() stops it.
         self.shared.abort_tasks();
-        warn!("peer {}: dropped without close(), closing in the background", self.id);
+        warn!(
+            "peer {}: dropped without close(), closing in the background",
+            self.id
+        );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let pc = Arc::clone(&self.pc);
             runtime.spawn(async move {
@@ -549,7 +568,11 @@ async fn build_connection(
         .map_err(|e| PeerError::WebRtc(format!("peer connection: {e}")))
 }
 
-fn new_local_track(id: &str, kind: RtpCodecKind, codec: RTCRtpCodec) -> Result<LocalTrack, PeerError> {
+fn new_local_track(
+    id: &str,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> Result<LocalTrack, PeerError> {
     let ssrc = rand::random::<u32>();
     let name = match kind {
         RtpCodecKind::Video => "video",
@@ -656,7 +679,10 @@ async fn wait_until_sendable(
     connected.wait_for(|c| *c).await.ok()?;
     let pt = negotiated_payload_type(sender, mime).await;
     if pt.is_none() {
-        error!("peer {}: the viewer did not accept {mime}; not sending it", shared.id);
+        error!(
+            "peer {}: the viewer did not accept {mime}; not sending it",
+            shared.id
+        );
     }
     pt
 }
@@ -669,7 +695,10 @@ struct WriteErrors {
 impl WriteErrors {
     fn record(&mut self, peer: &str, what: &str, e: &dyn std::fmt::Display) {
         if self.count.is_multiple_of(500) {
-            warn!("peer {peer}: writing {what} failed ({} so far): {e}", self.count + 1);
+            warn!(
+                "peer {peer}: writing {what} failed ({} so far): {e}",
+                self.count + 1
+            );
         }
         self.count += 1;
     }
@@ -712,7 +741,10 @@ async fn send_video(
                 continue;
             }
             if !frame.keyframe {
-                warn!("peer {}: no keyframe within {KEYFRAME_WAIT_LIMIT:?}, sending anyway", shared.id);
+                warn!(
+                    "peer {}: no keyframe within {KEYFRAME_WAIT_LIMIT:?}, sending anyway",
+                    shared.id
+                );
             }
             waiting_since = None;
         }
@@ -745,7 +777,10 @@ async fn send_audio(
             Ok(packet) => packet,
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 // Opus packets are independent; a gap is a click, nothing to repair.
-                debug!("peer {}: audio lagged, {skipped} packets dropped", shared.id);
+                debug!(
+                    "peer {}: audio lagged, {skipped} packets dropped",
+                    shared.id
+                );
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => {
@@ -797,5 +832,8 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             _ => {}
         }
     }
-    debug!("peer {}: remote {kind} track ended after {packets} packets", shared.id);
+    debug!(
+        "peer {}: remote {kind} track ended after {packets} packets",
+        shared.id
+    );
 }

@@ -22,13 +22,13 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Registry;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -636,7 +636,12 @@ async fn talk_back(
             duration: packet.duration,
             ..Sample::new(Instant::now())
         };
-        if mic.sample_writer(ssrc, pt).write_sample(&sample).await.is_ok() {
+        if mic
+            .sample_writer(ssrc, pt)
+            .write_sample(&sample)
+            .await
+            .is_ok()
+        {
             shared.stats.lock().unwrap().talkback_packets_sent += 1;
         }
     }
