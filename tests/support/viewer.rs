@@ -29,6 +29,8 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceTransportPolicy};
+use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -67,6 +69,10 @@ pub struct ViewerOptions {
     pub browser_like_codecs: bool,
     /// Talk back with a sine of this frequency once connected.
     pub talkback_hz: Option<f32>,
+    /// Reach roomcam only through this TURN server (`turn:` URL, username,
+    /// credential): ICE transport policy `relay`, as a browser behind a
+    /// strict NAT ends up doing.
+    pub relay_only_via: Option<(String, String, String)>,
 }
 
 impl Default for ViewerOptions {
@@ -75,6 +81,7 @@ impl Default for ViewerOptions {
             include_loopback: true,
             browser_like_codecs: false,
             talkback_hz: None,
+            relay_only_via: None,
         }
     }
 }
@@ -278,7 +285,18 @@ impl Viewer {
         } else {
             vec!["0.0.0.0:0".to_owned()]
         };
+        let mut configuration = RTCConfigurationBuilder::new();
+        if let Some((url, username, credential)) = &options.relay_only_via {
+            configuration = configuration
+                .with_ice_servers(vec![RTCIceServer {
+                    urls: vec![url.clone()],
+                    username: username.clone(),
+                    credential: credential.clone(),
+                }])
+                .with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+        }
         let pc = PeerConnectionBuilder::new()
+            .with_configuration(configuration.build())
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
