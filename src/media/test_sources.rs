@@ -436,7 +436,9 @@ impl AudioSink for NullSpeaker {
                 rms_dbfs: level,
                 tone_hz,
             };
-            log::info!("{}", report.log_line());
+            // Silence every second would bury the journal; sound is news.
+            let level = if report.tone_hz.is_some() { log::Level::Info } else { log::Level::Debug };
+            log::log!(level, "{}", report.log_line());
             stats.reports += 1;
             stats.last_report = Some(report);
             self.window.drain(..Self::WINDOW);
