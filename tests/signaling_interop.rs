@@ -245,3 +245,21 @@ async fn own_server_survives_garbage() {
     device.join("after-garbage").await;
     device.close();
 }
+
+/// Viewers come and go many times in a row; every one must be admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_join_leave_cycles_on_own_server() {
+    let (url, _stop) = own_server(ServerConfig::default()).await;
+    let mut device = Member::connect(&url, ProtocolChoice::Auto);
+    device.expect_connected().await;
+    device.join("cycles").await;
+    for _ in 0..30 {
+        let mut viewer = Member::connect(&url, ProtocolChoice::Auto);
+        viewer.expect_connected().await;
+        viewer.join("cycles").await;
+        device.expect_room("otherjoin", |r| matches!(r, RoomEvent::OtherJoined { .. })).await;
+        viewer.emit("leave", vec!["cycles".into()]);
+        device.expect_room("bye", |r| matches!(r, RoomEvent::Bye { .. })).await;
+        viewer.close();
+    }
+}

@@ -195,36 +195,39 @@ pub fn app(config: &ServerConfig) -> Router {
         },
     });
     let (layer, io) = SocketIo::new_layer();
+    // The handlers must be registered before this closure returns: socketioxide
+    // sends the namespace CONNECT first and spawns the closure's future later,
+    // so a client that emits `join` right on CONNECT (every client does)
+    // would race an `async` registration and lose its join now and then. The
+    // closure body itself runs while the socket's packet loop waits for it.
     io.ns("/", move |socket: SocketRef| {
-        let hub = hub.clone();
-        async move {
-            let on_join = hub.clone();
-            socket.on("join", move |s: SocketRef, TryData::<Args>(args)| {
-                let hub = on_join.clone();
-                async move { hub.join(&s, &args.unwrap_or_default().0) }
-            });
-            let on_message = hub.clone();
-            socket.on("message", move |s: SocketRef, TryData::<Args>(args)| {
-                let hub = on_message.clone();
-                async move { hub.relay(&s, &args.unwrap_or_default().0) }
-            });
-            let on_leave = hub.clone();
-            socket.on("leave", move |s: SocketRef| {
-                let hub = on_leave.clone();
-                async move {
-                    if let Some(room) = hub.leave(&s, "by request") {
-                        let _ = s.emit("leaved", &(room.as_str(), s.id.to_string().as_str()));
-                    }
+        let on_join = hub.clone();
+        socket.on("join", move |s: SocketRef, TryData::<Args>(args)| {
+            let hub = on_join.clone();
+            async move { hub.join(&s, &args.unwrap_or_default().0) }
+        });
+        let on_message = hub.clone();
+        socket.on("message", move |s: SocketRef, TryData::<Args>(args)| {
+            let hub = on_message.clone();
+            async move { hub.relay(&s, &args.unwrap_or_default().0) }
+        });
+        let on_leave = hub.clone();
+        socket.on("leave", move |s: SocketRef| {
+            let hub = on_leave.clone();
+            async move {
+                if let Some(room) = hub.leave(&s, "by request") {
+                    let _ = s.emit("leaved", &(room.as_str(), s.id.to_string().as_str()));
                 }
-            });
-            let on_disconnect = hub.clone();
-            socket.on_disconnect(move |s: SocketRef| {
-                let hub = on_disconnect.clone();
-                async move {
-                    hub.leave(&s, "disconnected");
-                }
-            });
-        }
+            }
+        });
+        let on_disconnect = hub.clone();
+        socket.on_disconnect(move |s: SocketRef| {
+            let hub = on_disconnect.clone();
+            async move {
+                hub.leave(&s, "disconnected");
+            }
+        });
+        std::future::ready(())
     });
     let config_json = ice_servers_json(&config.viewer_ice_servers).to_string();
     Router::new()

@@ -160,12 +160,19 @@ pub fn roomcam_serve(port: u16, config: Option<&Path>) -> Proc {
 
 /// `roomcam run` with test sources against `server`.
 pub fn roomcam_run(server: &str, room: &str, extra: &[&str]) -> Proc {
+    roomcam_run_env(server, room, extra, &[])
+}
+
+/// `roomcam run` as above, with extra environment variables (e.g. NOTIFY_SOCKET).
+pub fn roomcam_run_env(server: &str, room: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(roomcam_bin());
+    cmd.envs(env.iter().copied());
     cmd.arg("run")
         .args(["--server", server, "--room", room])
         .args(["--camera", "test", "--microphone", "test", "--speaker", "null"])
         .args(extra)
-        .env("RUST_LOG", "info,roomcam=debug");
+        // ROOMCAM_DEVICE_LOG lets a developer look deeper (e.g. rtc_ice=trace).
+        .env("RUST_LOG", std::env::var("ROOMCAM_DEVICE_LOG").unwrap_or_else(|_| "info,roomcam=debug".into()));
     Proc::spawn("roomcam-run", &mut cmd)
 }
 

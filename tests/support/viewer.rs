@@ -306,6 +306,8 @@ impl Viewer {
             .with_setting_engine(
                 SettingEngineBuilder::new()
                     .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    // Paced like a browser (RFC 8445 Ta = 50 ms), not webrtc-rs' 200 ms.
+                    .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
                     .build(),
             )
             .with_udp_addrs(addrs)
@@ -407,6 +409,10 @@ impl Viewer {
                 url: None,
             })
             .await?;
+        // Same webrtc 0.21.1 driver wake-up as roomcam's peer (see
+        // Peer::wake_driver); a browser has no such stall.
+        let configuration = self.pc.get_configuration().await;
+        self.pc.set_configuration(configuration).await?;
         Ok(())
     }
 
