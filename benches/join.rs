@@ -50,7 +50,7 @@ async fn main() {
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
     let mut device = roomcam_run(&url, "bench", &[]);
-    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    device.wait_in_room();
     let (idle_rss, _) = rss_kib(device.pid());
 
     let mut join_ms = Vec::with_capacity(JOINS);

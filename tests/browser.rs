@@ -73,7 +73,7 @@ fn chromium_views_the_device_on_roomcams_server_talks_back_and_rejoins() {
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
     let mut device = roomcam_run(&url, "browser", &[]);
-    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    device.wait_in_room();
 
     let shot = artifact("roomcam-serve.png");
     let report = check_viewer(
@@ -116,7 +116,7 @@ fn chromium_views_the_device_through_classic_socketio_2_and_4() {
         let _server = classic_server(version, port, &[]);
         let url = format!("http://127.0.0.1:{port}");
         let mut device = roomcam_run(&url, "classic", &[]);
-        device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+        device.wait_in_room();
         let report = check_viewer(&format!("{url}/?room=classic"), &["--expect-video", "--expect-audio", "--rejoin"]);
         eprintln!("socket.io {version}: {report}");
         assert!(device.is_running());
@@ -134,6 +134,6 @@ fn chromium_without_the_room_token_is_refused() {
     let url = format!("http://127.0.0.1:{port}");
     check_viewer(&format!("{url}/?room=locked&token=wrong"), &["--expect-state", "unauthorized"]);
     let mut device = roomcam_run(&url, "locked", &["--token", "s3cret"]);
-    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    device.wait_in_room();
     check_viewer(&format!("{url}/?room=locked&token=s3cret"), &["--expect-video"]);
 }

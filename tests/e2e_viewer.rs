@@ -67,7 +67,7 @@ async fn device_offers_viewer_sees_pattern_hears_tone_and_talks_back() {
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
     let mut device = roomcam_run(&url, "e2e", &[]);
-    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    device.wait_in_room();
 
     let options = ViewerOptions { talkback_hz: Some(660.0), ..ViewerOptions::default() };
     let first = RoomViewer::join(&url, "e2e", options.clone()).await;
@@ -111,7 +111,7 @@ async fn streams_through_classic_socketio_2_and_4_servers() {
         let _server = classic_server(version, port, &[]);
         let url = format!("http://127.0.0.1:{port}");
         let mut device = roomcam_run(&url, "classic", &[]);
-        device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+        device.wait_in_room();
         let viewer = RoomViewer::join(&url, "classic", ViewerOptions::default()).await;
         let stats = viewer.wait_frames(30, Duration::from_secs(20)).await;
         assert_stream_is_the_test_pattern(&stats);
@@ -137,7 +137,7 @@ async fn bad_signaling_input_does_not_hurt_the_device() {
     let _server = classic_server(4, port, &[]);
     let url = format!("http://127.0.0.1:{port}");
     let mut device = roomcam_run(&url, "junk", &[]);
-    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    device.wait_in_room();
 
     let mut troll = Member::connect(&url, ProtocolChoice::Auto);
     troll.expect_connected().await;
@@ -176,7 +176,7 @@ async fn sigterm_leaves_the_room_and_exits_cleanly() {
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
     let mut device = roomcam_run(&url, "bye", &[]);
-    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    device.wait_in_room();
     let viewer = RoomViewer::join(&url, "bye", ViewerOptions::default()).await;
     viewer.wait_frames(10, Duration::from_secs(20)).await;
     let started = Instant::now();

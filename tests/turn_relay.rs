@@ -46,7 +46,7 @@ async fn media_flows_through_coturn_when_the_viewer_is_relay_only() {
         "turn",
         &["--ice-server", &turn_url, "--ice-username", "roomcam", "--ice-credential", "turn-secret"],
     );
-    device.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    device.wait_in_room();
 
     let options = ViewerOptions {
         relay_only_via: Some((turn_url.clone(), "roomcam".into(), "turn-secret".into())),

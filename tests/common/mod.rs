@@ -176,6 +176,13 @@ pub fn roomcam_run_env(server: &str, room: &str, extra: &[&str], env: &[(&str, &
     Proc::spawn("roomcam-run", &mut cmd)
 }
 
+impl Proc {
+    /// For a `roomcam run`: waits until it has joined its room and waits for viewers.
+    pub fn wait_in_room(&mut self) {
+        self.wait_for_line("device in the room", Duration::from_secs(20), |l| l.contains("waiting for a viewer"));
+    }
+}
+
 /// A socket.io room member driven by roomcam's own client.
 pub struct Member {
     pub events: mpsc::UnboundedReceiver<ClientEvent>,
