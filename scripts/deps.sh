@@ -21,6 +21,17 @@ declare -A ROOMCAM_TEST_PACKAGES=(
   [coturn]=/usr/bin/turnserver
 )
 
+# The emulated board (board/emulated/test.sh): qemu, busybox and the tools
+# that build its initramfs. (aarch64 also needs scripts/cross-build's toolchain.)
+declare -A ROOMCAM_BOARD_PACKAGES=(
+  [qemu-system-x86]=/usr/bin/qemu-system-x86_64
+  [qemu-system-arm]=/usr/bin/qemu-system-aarch64
+  [busybox-static]=/bin/busybox
+  [cpio]=/usr/bin/cpio
+  [kmod]=/usr/bin/kmod
+  [binutils]=/usr/bin/objdump
+)
+
 roomcam_say() { printf '\033[1m%s\033[0m\n' "$*" >&2; }
 
 # roomcam_missing NAME... : prints the packages of the named sets that are absent.

@@ -21,6 +21,9 @@ pub struct Config {
     pub webrtc: WebRtcConfig,
     pub server: ServerConfig,
     pub log: LogConfig,
+    /// A board profile (`board/profiles/NAME.toml`): its camera settings
+    /// apply wherever this file sets none.
+    pub board: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -97,6 +100,8 @@ pub struct CameraConfig {
     pub fps: u32,
     /// H.264 target bitrate in kbit/s.
     pub bitrate: u32,
+    /// OpenH264 threads; above 1 the picture is cut into slices they share.
+    pub encoder_threads: u16,
 }
 
 impl Default for CameraConfig {
@@ -106,6 +111,7 @@ impl Default for CameraConfig {
             size: FrameSize { width: 640, height: 480 },
             fps: 25,
             bitrate: 1000,
+            encoder_threads: 1,
         }
     }
 }
@@ -231,6 +237,38 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with_board(text, path, None)
+    }
+
+    /// The file (or an empty one), then the board profile (`board_override`,
+    /// else the file's `board`) for every key the file leaves out.
+    pub fn load_with_board(path: Option<&Path>, board_override: Option<&str>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                Config::parse_with_board(&text, path, board_override)
+            }
+            None => Config::parse_with_board("", Path::new("command line"), board_override),
+        }
+    }
+
+    pub fn parse_with_board(text: &str, path: &Path, board_override: Option<&str>) -> Result<Config, ConfigError> {
+        let mut config = Config::parse_file_only(text, path)?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        if let Some(board) = board_override.map(str::to_owned).or(config.board.clone()) {
+            // The file parsed, so it is a table; the profile goes under it.
+            let file: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+            let mut merged = crate::board::profile(&board).map_err(invalid)?;
+            crate::board::merge(&mut merged, &file);
+            merged.insert("board".into(), toml::Value::String(board.clone()));
+            config = merged.try_into().map_err(|e: toml::de::Error| invalid(format!("board {board}: {e}")))?;
+            config.validate().map_err(invalid)?;
+        }
+        Ok(config)
+    }
+
+    fn parse_file_only(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
@@ -269,6 +307,9 @@ impl Config {
         }
         if !(50..=20_000).contains(&self.camera.bitrate) {
             return Err(format!("camera.bitrate {} kbit/s must be 50..20000", self.camera.bitrate));
+        }
+        if !(1..=16).contains(&self.camera.encoder_threads) {
+            return Err(format!("camera.encoder-threads {} must be 1..16", self.camera.encoder_threads));
         }
         if !(6..=510).contains(&self.audio.bitrate) {
             return Err(format!("audio.bitrate {} kbit/s must be 6..510", self.audio.bitrate));

@@ -15,3 +15,4 @@ pub mod session;
 pub mod signaling;
 pub mod daemon;
 pub mod logging;
+pub mod board;

@@ -24,6 +24,8 @@ enum Command {
     Demo(DemoArgs),
     /// Check a configuration file; exit 0 when valid, 78 otherwise.
     CheckConfig { file: PathBuf },
+    /// List cameras (formats, sizes, rates) and ALSA sound devices.
+    Devices,
 }
 
 #[derive(clap::Args, Default)]
@@ -65,6 +67,10 @@ struct DeviceArgs {
     /// Credential for the turn: servers given with --ice-server.
     #[arg(long)]
     ice_credential: Option<String>,
+    /// Board profile (generic, pi-zero-2w, pi3, pi4, pi5): size, fps, bitrate
+    /// and encoder threads for it, where the config and flags set none.
+    #[arg(long)]
+    board: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -104,6 +110,10 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Devices => {
+            print!("{}", roomcam::media::devices::report());
+            Ok(())
+        }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
@@ -113,7 +123,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let config = device_config(&args.device)?;
             roomcam::logging::init(&config.log.level);
             runtime()?.block_on(async {
-                roomcam::daemon::run(config, shutdown_signal()).await.context("device")
+                Ok(roomcam::daemon::run(config, shutdown_signal()).await?)
             })
         }
         Command::Serve(args) => {
@@ -189,7 +199,7 @@ fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
 
 /// The config file, then each flag given on the command line on top of it.
 fn device_config(args: &DeviceArgs) -> Result<Config, ConfigError> {
-    let mut config = load_or_default(args.config.as_deref())?;
+    let mut config = Config::load_with_board(args.config.as_deref(), args.board.as_deref())?;
     let set = |target: &mut String, value: &Option<String>| {
         if let Some(value) = value {
             target.clone_from(value);

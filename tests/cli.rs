@@ -57,15 +57,28 @@ fn missing_or_invalid_values_exit_78() {
 }
 
 #[test]
-fn unsupported_devices_are_a_clear_error_not_a_panic() {
-    for (flag, value, word) in [
-        ("--camera", "/dev/video0", "camera"),
-        ("--microphone", "hw:1,0", "microphone"),
-        ("--speaker", "default", "speaker"),
-    ] {
+fn missing_sound_devices_are_a_clear_error_not_a_panic() {
+    for (flag, value, word) in [("--microphone", "hw:7,0", "capture"), ("--speaker", "hw:7,0", "playback")] {
         let (code, _, stderr) = roomcam(&["run", flag, value, "--server", "http://127.0.0.1:9"]);
         assert_eq!(code, Some(1), "{flag}: {stderr}");
-        assert!(stderr.contains(word) && stderr.contains("not supported yet"), "{stderr}");
+        assert!(stderr.contains("\"hw:7,0\"") && stderr.contains(word) && stderr.contains("roomcam devices"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// A camera that is not there (yet) is waited for, not fatal: the daemon
+/// stays up, says which device and what to check, and keeps retrying.
+#[test]
+fn missing_camera_is_waited_for_with_a_clear_warning() {
+    let mut device = common::Proc::spawn(
+        "roomcam-run",
+        Command::new(roomcam_bin()).args(["run", "--camera", "/dev/video-nonexistent", "--server", "http://127.0.0.1:9"]),
+    );
+    let line = device.wait_for_line("camera warning", std::time::Duration::from_secs(10), |l| {
+        l.contains("/dev/video-nonexistent") && l.contains("plugged in")
+    });
+    assert!(line.contains("WARN"), "{line}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(device.is_running(), "the daemon gave up:\n{}", device.lines().join("\n"));
+    assert_eq!(device.terminate(std::time::Duration::from_secs(5)), Some(0));
 }

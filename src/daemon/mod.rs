@@ -1,6 +1,7 @@
 //! The device daemon: wires the signaling client, the peers and the media
 //! pipeline to the session core, and carries out the core's actions.
 
+pub mod notify;
 mod sources;
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ pub enum DaemonError {
 
 /// Runs the device until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DaemonError> {
-    let camera = sources::open_camera(&config)?;
+    let camera = notify::maybe_stall_camera(sources::open_camera(&config)?);
     let microphone = sources::open_microphone(&config)?;
     let speaker = sources::open_speaker(&config)?;
     let encoder = H264Encoder::new(H264Settings {
@@ -41,10 +42,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         height: config.camera.size.height,
         fps: config.camera.fps,
         bitrate_kbps: config.camera.bitrate,
+        threads: config.camera.encoder_threads,
+        // OpenH264 threads share out slices: without several slices per
+        // picture the extra threads idle. Slices that fit one RTP packet.
+        max_slice_bytes: (config.camera.encoder_threads > 1).then_some(1100),
         ..H264Settings::default()
     })?;
     let pipeline_settings = PipelineSettings {
         opus: OpusSettings { bitrate_bps: config.audio.bitrate * 1000, ..OpusSettings::default() },
+        placeholder_size: (config.camera.size.width, config.camera.size.height),
         ..PipelineSettings::default()
     };
     let pipeline = MediaPipeline::start(camera, Box::new(encoder), microphone, speaker, pipeline_settings)?;
@@ -107,6 +113,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         config.audio.speaker
     );
 
+    let mut supervisor = notify::Supervisor::new(
+        notify::Notifier::from_env(),
+        edges.pipeline.stats().frames_captured,
+        config.camera.fps,
+        std::time::Instant::now(),
+    );
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -124,11 +136,14 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             },
             _ = tick.tick() => Event::Tick,
         };
-        let actions = session.handle(event, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let actions = session.handle(event, now);
         edges.execute(actions);
+        supervisor.update(&session, edges.pipeline.stats().frames_captured, now);
     }
 
     info!("roomcam: stopping");
+    supervisor.stopping();
     let actions = session.handle(Event::Shutdown, std::time::Instant::now());
     edges.execute(actions);
     let _ = edges.client.send(ClientCommand::Close);
@@ -142,8 +157,22 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
         warn!("roomcam: shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
     }
-    edges.pipeline.stop();
+    release_media(edges.pipeline).await;
     Ok(())
+}
+
+/// Stops the media threads, but never waits more than a few seconds: a
+/// capture thread stuck in a wedged driver must not keep the daemon (and
+/// systemd's restart) waiting; exiting the process ends that thread anyway.
+async fn release_media(mut pipeline: MediaPipeline) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("roomcam-stop".into()).spawn(move || {
+        pipeline.stop();
+        let _ = done_tx.send(());
+    });
+    if spawned.is_ok() && tokio::time::timeout(SHUTDOWN_GRACE, done_rx).await.is_err() {
+        warn!("roomcam: media threads did not stop within {SHUTDOWN_GRACE:?}; exiting without them");
+    }
 }
 
 /// Loopback candidates are useless to a browser elsewhere, but they are the

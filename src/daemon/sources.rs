@@ -1,7 +1,9 @@
 //! Picks the media edges named in the config.
 
 use crate::config::Config;
+use crate::media::alsa::{AlsaMicrophone, AlsaSpeaker};
 use crate::media::test_sources::{NullSpeaker, TestPattern, ToneSource};
+use crate::media::v4l2::V4l2Camera;
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 
 /// The tone the test microphone plays; tests listen for it.
@@ -11,9 +13,18 @@ pub fn open_camera(config: &Config) -> Result<Box<dyn VideoSource>, MediaError> 
     let camera = &config.camera;
     match camera.device.as_str() {
         "test" => Ok(Box::new(TestPattern::new(camera.size.width, camera.size.height, camera.fps)?)),
-        device => Err(MediaError::Unsupported(format!(
-            "camera {device:?}: V4L2 cameras are not supported yet; use --camera test"
-        ))),
+        device => {
+            let mut cam = V4l2Camera::new(device, camera.size.width, camera.size.height, camera.fps);
+            // A camera that is missing at start-up is waited for (the
+            // placeholder shows meanwhile); one that can never work
+            // (no usable format) fails the start.
+            match cam.open_now() {
+                Ok(()) => {}
+                Err(e @ MediaError::Unsupported(_)) => return Err(e),
+                Err(e) => log::warn!("camera: {e}; showing \"camera unavailable\" until it appears"),
+            }
+            Ok(Box::new(cam))
+        }
     }
 }
 
@@ -21,17 +32,13 @@ pub fn open_microphone(config: &Config) -> Result<Option<Box<dyn AudioSource>>, 
     match config.audio.microphone.as_str() {
         "test" => Ok(Some(Box::new(ToneSource::new(TEST_TONE_HZ)))),
         "none" => Ok(None),
-        pcm => Err(MediaError::Unsupported(format!(
-            "microphone {pcm:?}: ALSA capture is not supported yet; use --microphone test or none"
-        ))),
+        pcm => Ok(Some(Box::new(AlsaMicrophone::open(pcm)?))),
     }
 }
 
 pub fn open_speaker(config: &Config) -> Result<Box<dyn AudioSink>, MediaError> {
     match config.audio.speaker.as_str() {
         "null" => Ok(Box::new(NullSpeaker::new())),
-        pcm => Err(MediaError::Unsupported(format!(
-            "speaker {pcm:?}: ALSA playback is not supported yet; use --speaker null"
-        ))),
+        pcm => Ok(Box::new(AlsaSpeaker::open(pcm)?)),
     }
 }

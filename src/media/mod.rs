@@ -6,9 +6,16 @@
 
 use std::time::{Duration, SystemTime};
 
+pub mod alsa;
 pub mod audio;
+pub mod convert;
+pub mod devices;
+pub mod fuzzing;
+pub mod mjpeg;
 pub mod pipeline;
+pub mod placeholder;
 pub mod test_sources;
+pub mod v4l2;
 pub mod video;
 
 pub use audio::{OpusApplication, OpusDecoder, OpusEncoder, OpusSettings, dominant_frequency, rms_dbfs};

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -36,6 +36,9 @@ pub struct PipelineSettings {
     /// Talk-back packets waiting for the speaker thread (20 ms each); more
     /// arriving than this are dropped, never queued without bound.
     pub talkback_queue: usize,
+    /// Size of the "camera unavailable" picture sent while the camera is
+    /// away and no frame has been seen yet (afterwards: the last frame's size).
+    pub placeholder_size: (u32, u32),
 }
 
 impl Default for PipelineSettings {
@@ -45,6 +48,7 @@ impl Default for PipelineSettings {
             video_channel_capacity: 8,
             audio_channel_capacity: 16,
             talkback_queue: 25,
+            placeholder_size: (640, 480),
         }
     }
 }
@@ -198,6 +202,7 @@ impl Shared {
 /// spinning a core while it is gone.
 struct Backoff {
     delay: Duration,
+    max: Duration,
     limit: RateLimit,
 }
 
@@ -206,7 +211,7 @@ impl Backoff {
     const MAX: Duration = Duration::from_secs(5);
 
     fn new() -> Self {
-        Self { delay: Self::FIRST, limit: RateLimit::new(Duration::from_secs(10)) }
+        Self { delay: Self::FIRST, max: Self::MAX, limit: RateLimit::new(Duration::from_secs(10)) }
     }
 
     fn reset(&mut self) {
@@ -217,7 +222,7 @@ impl Backoff {
         bump(&shared.counters.source_errors);
         warn_limited!(self.limit, "{what}: {err}; retrying in {:?}", self.delay);
         let keep_going = shared.sleep(self.delay);
-        self.delay = (self.delay * 2).min(Self::MAX);
+        self.delay = (self.delay * 2).min(self.max);
         keep_going
     }
 }
@@ -287,7 +292,8 @@ impl MediaPipeline {
         let mut pipeline = Self { shared, threads: Vec::new(), video_tx, audio_tx, talkback_tx };
 
         let shared = Arc::clone(&pipeline.shared);
-        pipeline.threads.push(spawn("capture", move || capture_loop(&shared, video.as_mut()))?);
+        let placeholder_size = settings.placeholder_size;
+        pipeline.threads.push(spawn("capture", move || capture_loop(&shared, video.as_mut(), placeholder_size))?);
 
         let shared = Arc::clone(&pipeline.shared);
         let tx = pipeline.video_tx.clone();
@@ -400,12 +406,16 @@ impl Drop for MediaPipeline {
     }
 }
 
-fn capture_loop(shared: &Shared, source: &mut dyn VideoSource) {
+fn capture_loop(shared: &Shared, source: &mut dyn VideoSource, mut size: (u32, u32)) {
     let mut backoff = Backoff::new();
+    // While the camera is away, viewers get a placeholder picture at least
+    // this often, and the camera is retried at least this often.
+    backoff.max = Duration::from_millis(500);
     while !shared.stopping() {
         match source.next_frame() {
             Ok(frame) => {
                 backoff.reset();
+                size = (frame.width, frame.height);
                 bump(&shared.counters.frames_captured);
                 if shared.viewers.load(Ordering::Acquire) > 0 {
                     shared.put_frame(frame);
@@ -414,6 +424,11 @@ fn capture_loop(shared: &Shared, source: &mut dyn VideoSource) {
                 }
             }
             Err(e) => {
+                if shared.viewers.load(Ordering::Acquire) > 0
+                    && let Some(frame) = super::placeholder::camera_unavailable(size.0, size.1, SystemTime::now())
+                {
+                    shared.put_frame(frame);
+                }
                 if !backoff.failed(shared, "camera", &e) {
                     break;
                 }
@@ -700,6 +715,47 @@ mod tests {
         assert_eq!(frames.len(), 3, "video resumed after the device came back");
         assert!(frames[0].keyframe);
         assert_eq!(p.stats().source_errors, 3, "one failure at start, three in the capture thread");
+    }
+
+    /// Works, then is "unplugged" for a while, then works again.
+    struct UnpluggedCamera {
+        inner: TestPattern,
+        calls: u32,
+    }
+
+    impl VideoSource for UnpluggedCamera {
+        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+            self.calls += 1;
+            if (10..16).contains(&self.calls) {
+                std::thread::sleep(Duration::from_millis(20));
+                return Err(MediaError::Device { device: "/dev/video0".into(), reason: "gone".into() });
+            }
+            self.inner.next_frame()
+        }
+    }
+
+    #[test]
+    fn viewers_see_a_placeholder_while_the_camera_is_away_then_the_camera_again() {
+        let cam = UnpluggedCamera { inner: TestPattern::new(320, 240, 30).unwrap(), calls: 0 };
+        let p = start_video(Box::new(cam), h264(320, 240));
+        let mut rx = p.video_sender().subscribe();
+        p.set_viewers(1);
+        let mut dec = H264Decoder::new().unwrap();
+        let (mut saw_placeholder, mut pattern_after) = (false, false);
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end && !pattern_after {
+            for ev in collect(&mut rx, 1, Duration::from_millis(200)) {
+                if let Ok(Some(pic)) = dec.decode(&ev.data) {
+                    if crate::media::placeholder::looks_like_placeholder(&pic) {
+                        saw_placeholder = true;
+                    } else if saw_placeholder && looks_like_test_pattern(&pic) {
+                        pattern_after = true;
+                    }
+                }
+            }
+        }
+        assert!(saw_placeholder, "no placeholder while the camera was away");
+        assert!(pattern_after, "camera pictures did not come back");
     }
 
     struct NoCamera;

@@ -151,13 +151,13 @@ impl Session {
         }
         match event {
             Event::SignalingConnected => {
-                info!("room {}: signaling connected, joining", self.settings.room);
+                info!(room:% = self.settings.room; "room {}: signaling connected, joining", self.settings.room);
                 self.join(&mut actions);
             }
             Event::SignalingDisconnected => {
                 // Peers keep streaming peer to peer; the room is rebuilt on rejoin.
                 if self.room != RoomState::Offline {
-                    warn!("room {}: signaling connection lost", self.settings.room);
+                    warn!(room:% = self.settings.room; "room {}: signaling connection lost", self.settings.room);
                 }
                 self.room = RoomState::Offline;
             }
@@ -165,7 +165,7 @@ impl Session {
             Event::Peer(peer_event) => self.on_peer_event(peer_event, now, &mut actions),
             Event::PeerFailed { peer, reason } => {
                 if self.peers.contains_key(&peer) {
-                    warn!("room {} peer {peer}: {reason}; closing it", self.settings.room);
+                    warn!(room:% = self.settings.room; "room {} peer {peer}: {reason}; closing it", self.settings.room);
                     self.close_peer(&peer, &mut actions);
                 }
             }
@@ -178,7 +178,7 @@ impl Session {
                 if matches!(self.room, RoomState::InRoom { .. } | RoomState::Joining) {
                     actions.push(Action::Leave { room: self.settings.room.clone() });
                 }
-                info!("room {}: shutting down", self.settings.room);
+                info!(room:% = self.settings.room; "room {}: shutting down", self.settings.room);
                 self.room = RoomState::Stopped;
             }
         }
@@ -206,7 +206,7 @@ impl Session {
             | RoomEvent::Left { room } => room,
         };
         if *event_room != room {
-            warn!("room {room}: ignoring an event for room {event_room:?}");
+            warn!(room:% = room; "room {room}: ignoring an event for room {event_room:?}");
             return;
         }
         match event {
@@ -216,23 +216,24 @@ impl Session {
                 for peer in self.peer_ids() {
                     self.close_peer(&peer, actions);
                 }
-                info!("room {room}: joined as {id}, waiting for a viewer");
+                info!(room:% = room; "room {room}: joined as {id}, waiting for a viewer");
                 self.room = RoomState::InRoom { my_id: id };
             }
             RoomEvent::Full { .. } => {
                 let retry = self.settings.full_retry;
-                warn!("room {room}: room is full (2 members already); trying again in {}s", retry.as_secs());
+                warn!(room:% = room; "room {room}: room is full (2 members already); trying again in {}s", retry.as_secs());
                 self.room = RoomState::Refused { retry_at: now + retry };
             }
             RoomEvent::Unauthorized { .. } => {
                 let retry = self.settings.unauthorized_retry;
                 warn!(
+                    room:% = room;
                     "room {room}: the server refused our token (check `token` in the config); trying again in {}s",
                     retry.as_secs()
                 );
                 self.room = RoomState::Refused { retry_at: now + retry };
             }
-            RoomEvent::Left { .. } => info!("room {room}: left"),
+            RoomEvent::Left { .. } => info!(room:% = room; "room {room}: left"),
             RoomEvent::OtherJoined { id, .. } => {
                 let stale: Vec<PeerId> = if self.server_names_senders {
                     self.peers.keys().filter(|p| **p == id).cloned().collect()
@@ -241,10 +242,10 @@ impl Session {
                     self.peer_ids()
                 };
                 for peer in stale {
-                    info!("room {room} peer {peer}: replaced by newcomer {id}");
+                    info!(room:% = room, peer:% = peer; "room {room} peer {peer}: replaced by newcomer {id}");
                     self.close_peer(&peer, actions);
                 }
-                info!("room {room} peer {id}: viewer joined, offering");
+                info!(room:% = room, peer:% = id; "room {room} peer {id}: viewer joined, offering");
                 self.add_peer(&id, Role::Offerer, true, now);
                 actions.push(Action::CreatePeer { peer: id.clone() });
                 actions.push(Action::CreateOffer { peer: id, ice_restart: false });
@@ -260,10 +261,10 @@ impl Session {
                 };
                 match peer {
                     Some(peer) => {
-                        info!("room {room} peer {peer}: left the room (bye)");
+                        info!(room:% = room, peer:% = peer; "room {room} peer {peer}: left the room (bye)");
                         self.close_peer(&peer, actions);
                     }
-                    None => info!("room {room}: bye for {id}, who had no peer"),
+                    None => info!(room:% = room; "room {room}: bye for {id}, who had no peer"),
                 }
             }
             RoomEvent::Message { data, from, .. } => self.on_message(data, from, now, actions),
@@ -282,7 +283,7 @@ impl Session {
                 0 => UNNAMED_VIEWER.to_owned(),
                 1 => self.peers.keys().next().cloned().unwrap_or_default(),
                 _ => {
-                    warn!("room {room}: message without a sender and several peers; dropped");
+                    warn!(room:% = room; "room {room}: message without a sender and several peers; dropped");
                     return;
                 }
             },
@@ -291,9 +292,9 @@ impl Session {
             SignalData::Description { kind: SdpKind::Offer, sdp } => {
                 if self.peers.contains_key(&peer) {
                     // Renegotiation or ICE restart on a live connection.
-                    info!("room {room} peer {peer}: new offer (renegotiation)");
+                    info!(room:% = room, peer:% = peer; "room {room} peer {peer}: new offer (renegotiation)");
                 } else {
-                    info!("room {room} peer {peer}: viewer offered, answering");
+                    info!(room:% = room, peer:% = peer; "room {room} peer {peer}: viewer offered, answering");
                     self.add_peer(&peer, Role::Answerer, from_is_named(&peer), now);
                     actions.push(Action::CreatePeer { peer: peer.clone() });
                 }
@@ -301,18 +302,18 @@ impl Session {
             }
             SignalData::Description { kind: SdpKind::Answer, sdp } => match self.peers.get(&peer) {
                 Some(slot) if slot.role == Role::Offerer => {
-                    info!("room {room} peer {peer}: answer received");
+                    info!(room:% = room, peer:% = peer; "room {room} peer {peer}: answer received");
                     self.apply_remote(&peer, SdpKind::Answer, sdp, actions);
                 }
-                Some(_) => warn!("room {room} peer {peer}: unexpected answer (we did not offer); dropped"),
-                None => warn!("room {room} peer {peer}: answer for no peer; dropped"),
+                Some(_) => warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: unexpected answer (we did not offer); dropped"),
+                None => warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: answer for no peer; dropped"),
             },
             SignalData::Candidate(candidate) => match self.peers.get_mut(&peer) {
                 Some(slot) if slot.has_remote_description => {
                     actions.push(Action::AddRemoteCandidate { peer, candidate });
                 }
                 Some(slot) => slot.pending_candidates.push(candidate),
-                None => warn!("room {room} peer {peer}: candidate for no peer; dropped"),
+                None => warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: candidate for no peer; dropped"),
             },
         }
     }
@@ -353,7 +354,7 @@ impl Session {
                 if slot.state == state {
                     return;
                 }
-                info!("room {room} peer {peer}: {:?} -> {:?}", slot.state, state);
+                info!(room:% = room, peer:% = peer; "room {room} peer {peer}: {:?} -> {:?}", slot.state, state);
                 slot.state = state;
                 match state {
                     ConnectionState::Connected => {
@@ -366,12 +367,12 @@ impl Session {
                         slot.disconnected_since = Some(now);
                         if slot.role == Role::Offerer && !slot.ice_restart_sent {
                             slot.ice_restart_sent = true;
-                            info!("room {room} peer {peer}: trying an ICE restart");
+                            info!(room:% = room, peer:% = peer; "room {room} peer {peer}: trying an ICE restart");
                             actions.push(Action::CreateOffer { peer: peer.clone(), ice_restart: true });
                         }
                     }
                     ConnectionState::Failed => {
-                        warn!("room {room} peer {peer}: connection failed; closing it");
+                        warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: connection failed; closing it");
                         self.close_peer(&peer, actions);
                     }
                     ConnectionState::Closed => {
@@ -388,7 +389,7 @@ impl Session {
         if let RoomState::Refused { retry_at } = self.room
             && now >= retry_at
         {
-            info!("room {room}: trying to join again");
+            info!(room:% = room; "room {room}: trying to join again");
             self.join(actions);
         }
         let mut expired = Vec::new();
@@ -397,6 +398,7 @@ impl Session {
                 && now.duration_since(since) >= self.settings.disconnect_timeout
             {
                 warn!(
+                    room:% = room, peer:% = id;
                     "room {room} peer {id}: disconnected for {}s; closing it",
                     self.settings.disconnect_timeout.as_secs()
                 );
@@ -405,6 +407,7 @@ impl Session {
                 && now.duration_since(slot.created_at) >= self.settings.connect_timeout
             {
                 warn!(
+                    room:% = room, peer:% = id;
                     "room {room} peer {id}: not connected after {}s; closing it",
                     self.settings.connect_timeout.as_secs()
                 );
@@ -435,7 +438,7 @@ impl Session {
 
     fn close_peer(&mut self, id: &str, actions: &mut Vec<Action>) {
         if self.peers.remove(id).is_some() {
-            info!("room {} peer {id}: closed, ready for the next viewer", self.settings.room);
+            info!(room:% = self.settings.room, peer:% = id; "room {} peer {id}: closed, ready for the next viewer", self.settings.room);
             actions.push(Action::ClosePeer { peer: id.to_owned() });
         }
     }
@@ -444,7 +447,7 @@ impl Session {
         let viewers = self.connected_viewers();
         if viewers != self.viewers_reported {
             self.viewers_reported = viewers;
-            info!("room {}: {viewers} viewer(s) streaming", self.settings.room);
+            info!(room:% = self.settings.room; "room {}: {viewers} viewer(s) streaming", self.settings.room);
             actions.push(Action::SetViewers(viewers));
         }
     }

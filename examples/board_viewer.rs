@@ -1,0 +1,355 @@
+//! The emulated board's programmatic viewer (board/emulated/test.sh runs it
+//! inside the guest, next to `roomcam serve` and `roomcam run` on real
+//! vivid + snd-aloop drivers). It joins the room as a viewer and checks:
+//!
+//! 1. the pictures it decodes are vivid's 75 % colour bars, at a plausible rate;
+//! 2. a 1 kHz tone it plays into the loopback (`--feed`, the daemon's
+//!    microphone hears it on the other side) reaches it as the device's audio;
+//! 3. its own 660 Hz talk-back comes out of the daemon's speaker into the
+//!    loopback, where it records it (`--tap`);
+//! 4. after unplugging vivid (driver unbind, `rmmod vivid`) it sees the
+//!    "camera unavailable" picture, and after `modprobe vivid` the bars come
+//!    back on the SAME peer connection (no reconnect), the daemon still up.
+//!
+//! Prints the figures and exits non-zero on any failure.
+
+/// The part of tests/common that room_viewer needs (that file as a whole
+/// wants the test harness's CARGO_BIN_EXE_ variables).
+mod common {
+    use roomcam::config::ProtocolChoice;
+    use roomcam::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
+    use roomcam::signaling::protocol::RoomEvent;
+    use serde_json::Value;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    pub struct Member {
+        pub events: mpsc::UnboundedReceiver<ClientEvent>,
+        pub commands: mpsc::UnboundedSender<ClientCommand>,
+    }
+
+    impl Member {
+        pub fn connect(server: &str, protocol: ProtocolChoice) -> Member {
+            let (events_tx, events) = mpsc::unbounded_channel();
+            let (commands, commands_rx) = mpsc::unbounded_channel();
+            let settings = ClientSettings { server: server.to_owned(), protocol, extra_ca: None };
+            tokio::spawn(client::run(settings, events_tx, commands_rx));
+            Member { events, commands }
+        }
+
+        pub fn emit(&self, name: &str, args: Vec<Value>) {
+            let _ = self.commands.send(ClientCommand::Emit { name: name.into(), args });
+        }
+
+        async fn expect<T>(&mut self, what: &str, mut pred: impl FnMut(&ClientEvent) -> Option<T>) -> T {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                    Ok(Some(event)) => {
+                        if let Some(found) = pred(&event) {
+                            return found;
+                        }
+                    }
+                    Ok(None) => panic!("client stopped while waiting for {what}"),
+                    Err(_) => panic!("no {what} within 60 s"),
+                }
+            }
+        }
+
+        pub async fn expect_connected(&mut self) {
+            self.expect("connection", |e| matches!(e, ClientEvent::Connected { .. }).then_some(())).await
+        }
+
+        pub async fn join(&mut self, room: &str) {
+            self.emit("join", vec![room.into()]);
+            self.expect("joined", |e| matches!(e, ClientEvent::Room(RoomEvent::Joined { .. })).then_some(())).await
+        }
+    }
+}
+#[path = "../tests/support/room_viewer.rs"]
+mod room_viewer;
+#[path = "../tests/support/viewer.rs"]
+mod viewer;
+
+use std::collections::VecDeque;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use roomcam::media::alsa::{AlsaMicrophone, AlsaSpeaker};
+use roomcam::media::placeholder::looks_like_placeholder;
+use roomcam::media::{AUDIO_FRAME_SAMPLES, AudioSink, AudioSource, I420Frame, dominant_frequency, rms_dbfs};
+use room_viewer::RoomViewer;
+use viewer::ViewerOptions;
+
+const MIC_TONE_HZ: f32 = 1000.0;
+const TALKBACK_HZ: f32 = 660.0;
+
+struct Args {
+    server: String,
+    room: String,
+    feed: String,
+    tap: String,
+    frames: u64,
+    min_fps: f64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        server: "http://127.0.0.1:8080".into(),
+        room: "board".into(),
+        feed: "hw:Loopback,0,0".into(),
+        tap: "hw:Loopback,1,1".into(),
+        frames: 30,
+        min_fps: 3.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_default();
+        match k.as_str() {
+            "--server" => a.server = v,
+            "--room" => a.room = v,
+            "--feed" => a.feed = v,
+            "--tap" => a.tap = v,
+            "--frames" => a.frames = v.parse().expect("--frames N"),
+            "--min-fps" => a.min_fps = v.parse().expect("--min-fps F"),
+            _ => panic!("unknown argument {k}"),
+        }
+    }
+    a
+}
+
+fn block_mean(p: &[u8], stride: usize, x0: usize, y0: usize, w: usize, h: usize) -> f32 {
+    let mut sum = 0u64;
+    for y in y0..y0 + h {
+        sum += p[y * stride + x0..y * stride + x0 + w].iter().map(|&v| u64::from(v)).sum::<u64>();
+    }
+    sum as f32 / (w * h) as f32
+}
+
+/// vivid's default pattern: 75 % colour bars, white, yellow, cyan, green,
+/// magenta, red, blue, black from left to right. Checked below the OSD text.
+fn bars(frame: &I420Frame) -> Result<Vec<(f32, f32, f32)>, String> {
+    let (y, u, v) = frame.planes().ok_or("bad frame")?;
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let mut out = Vec::new();
+    for i in 0..8 {
+        let cx = (2 * i + 1) * w / 16;
+        let bw = (w / 32).max(2);
+        // Near the bottom: vivid's OSD text covers the top (most of a small picture).
+        let row = (h - h / 16 - 8) & !1;
+        let yy = block_mean(y, w, cx - bw / 2, row, bw, 8);
+        let uu = block_mean(u, w / 2, (cx - bw / 2) / 2, row / 2, (bw / 2).max(1), 4);
+        let vv = block_mean(v, w / 2, (cx - bw / 2) / 2, row / 2, (bw / 2).max(1), 4);
+        out.push((yy, uu, vv));
+    }
+    let ok = out.windows(2).all(|p| p[0].0 > p[1].0 + 5.0)
+        && out[1].1 < 110.0 // yellow: U low
+        && out[2].2 < 110.0 // cyan: V low
+        && out[5].2 > 150.0 // red: V high
+        && out[6].1 > 150.0; // blue: U high
+    if ok { Ok(out) } else { Err(format!("not colour bars: {out:?}")) }
+}
+
+fn fail(msg: &str) -> ! {
+    println!("BOARD FAIL: {msg}");
+    std::process::exit(1);
+}
+
+/// Records the loopback that the daemon's speaker plays into.
+fn tap(name: String, ring: Arc<Mutex<VecDeque<i16>>>) {
+    std::thread::spawn(move || {
+        let mut mic = match AlsaMicrophone::open(&name) {
+            Ok(m) => m,
+            Err(e) => fail(&format!("speaker tap {name}: {e}")),
+        };
+        let mut frame = [0i16; AUDIO_FRAME_SAMPLES];
+        loop {
+            if mic.read_frame(&mut frame).is_err() {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let mut r = ring.lock().unwrap();
+            r.extend(frame);
+            while r.len() > 48_000 {
+                r.pop_front();
+            }
+        }
+    });
+}
+
+/// Plays a steady tone into the loopback the daemon's microphone records.
+fn feed(name: String) {
+    std::thread::spawn(move || {
+        let mut spk = match AlsaSpeaker::open(&name) {
+            Ok(s) => s,
+            Err(e) => fail(&format!("microphone feed {name}: {e}")),
+        };
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        loop {
+            let chunk: Vec<i16> = (0..AUDIO_FRAME_SAMPLES as u64)
+                .map(|i| (8_000.0 * (2.0 * std::f32::consts::PI * MIC_TONE_HZ * (n + i) as f32 / 48_000.0).sin()) as i16)
+                .collect();
+            n += AUDIO_FRAME_SAMPLES as u64;
+            let _ = spk.write(&chunk);
+            let due = Duration::from_millis(n / 48);
+            if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    });
+}
+
+/// Like RoomViewer::wait_frames, but fails with a short message (its panic
+/// prints every pixel of the last frame).
+async fn wait_frames(rv: &RoomViewer, n: u64, timeout: Duration) -> viewer::ViewerStats {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = rv.viewer.stats();
+        if s.frames_decoded >= n {
+            return s;
+        }
+        if Instant::now() > deadline {
+            fail(&format!(
+                "viewer decoded {} frames, wanted {n} within {timeout:?} ({} video packets, {} decode errors, states {:?})",
+                s.frames_decoded, s.video_packets, s.decode_errors, s.states
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sh(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let t_start = Instant::now();
+    let ring = Arc::new(Mutex::new(VecDeque::new()));
+    feed(a.feed.clone());
+    tap(a.tap.clone(), ring.clone());
+
+    let options = ViewerOptions { talkback_hz: Some(TALKBACK_HZ), ..ViewerOptions::default() };
+    let rv = RoomViewer::join(&a.server, &a.room, options).await;
+    if !rv.viewer.wait_connected(Duration::from_secs(60)).await {
+        fail("viewer did not connect within 60 s");
+    }
+    println!("board: connected after {:.1} s", t_start.elapsed().as_secs_f64());
+
+    // (1) Frames and rate.
+    let first = wait_frames(&rv, 5, Duration::from_secs(90)).await;
+    let t1 = Instant::now();
+    let n1 = first.frames_decoded;
+    let stats = wait_frames(&rv, n1 + a.frames, Duration::from_secs(90)).await;
+    let fps = (stats.frames_decoded - n1) as f64 / t1.elapsed().as_secs_f64();
+    let last = stats.last_frame.clone().expect("frame");
+    match bars(&last) {
+        Ok(b) => println!(
+            "board: video {} frames decoded, {fps:.1} fps, {}x{}, colour bars Y = {:?}",
+            stats.frames_decoded,
+            last.width,
+            last.height,
+            b.iter().map(|x| x.0.round() as i32).collect::<Vec<_>>()
+        ),
+        Err(e) => fail(&e),
+    }
+    if fps < a.min_fps {
+        fail(&format!("{fps:.1} fps is below {}", a.min_fps));
+    }
+
+    // (2) The loopback tone as the device's microphone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pcm = rv.viewer.received_pcm(1.0);
+        let f = (pcm.len() >= 24_000).then(|| dominant_frequency(&pcm, 48_000)).flatten();
+        if let Some(f) = f
+            && (f - MIC_TONE_HZ).abs() <= 10.0
+        {
+            println!("board: microphone tone at the viewer: {f:.1} Hz, {:.1} dBFS", rms_dbfs(&pcm));
+            break;
+        }
+        if Instant::now() > deadline {
+            fail(&format!("viewer does not hear {MIC_TONE_HZ} Hz (got {f:?} over {} samples)", pcm.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // (3) Talk-back out of the device's speaker.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pcm: Vec<i16> = ring.lock().unwrap().iter().copied().collect();
+        let f = (pcm.len() >= 24_000 && rms_dbfs(&pcm) > -50.0).then(|| dominant_frequency(&pcm, 48_000)).flatten();
+        if let Some(f) = f
+            && (f - TALKBACK_HZ).abs() <= 10.0
+        {
+            println!("board: talk-back at the speaker: {f:.1} Hz, {:.1} dBFS", rms_dbfs(&pcm));
+            break;
+        }
+        if Instant::now() > deadline {
+            fail(&format!("speaker does not play {TALKBACK_HZ} Hz (got {f:?}, {:.1} dBFS)", rms_dbfs(&pcm)));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // (4) Unplug vivid, see the placeholder, plug it back, see bars again.
+    let states_before = rv.viewer.stats().states.len();
+    let t_unplug = Instant::now();
+    if !sh("for d in /sys/bus/platform/drivers/vivid/vivid.*; do echo $(basename $d) > /sys/bus/platform/drivers/vivid/unbind; done") {
+        println!("board: unbind failed; trying rmmod directly");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = rv.viewer.stats();
+        if s.last_frame.as_ref().is_some_and(looks_like_placeholder) {
+            println!("board: placeholder shown {:.1} s after unplug", t_unplug.elapsed().as_secs_f64());
+            break;
+        }
+        if Instant::now() > deadline {
+            fail("no \"camera unavailable\" picture after unplugging vivid");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sh("rmmod vivid 2>/dev/null") {
+        if Instant::now() > deadline {
+            fail("rmmod vivid keeps failing (daemon still holds the device?)");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("board: vivid removed {:.1} s after unplug", t_unplug.elapsed().as_secs_f64());
+    if !sh("modprobe vivid $BOARD_VIVID_OPTS") {
+        fail("modprobe vivid failed");
+    }
+    let t_plug = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = rv.viewer.stats();
+        if s.last_frame.as_ref().is_some_and(|f| bars(f).is_ok()) {
+            println!("board: resumed {:.1} s after modprobe vivid, same peer connection", t_plug.elapsed().as_secs_f64());
+            break;
+        }
+        if Instant::now() > deadline {
+            fail("stream did not resume within 60 s of modprobe vivid");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = rv.viewer.stats();
+    let new_states = &s.states[states_before..];
+    if !new_states.is_empty() {
+        fail(&format!("peer connection changed state during the outage: {new_states:?}"));
+    }
+    if !sh("pidof roomcam >/dev/null") {
+        fail("the daemon exited");
+    }
+    println!(
+        "board: PASS in {:.1} s ({} frames decoded, {} decode errors, {} PLIs)",
+        t_start.elapsed().as_secs_f64(),
+        s.frames_decoded,
+        s.decode_errors,
+        s.plis_sent
+    );
+    std::process::exit(0);
+}

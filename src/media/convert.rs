@@ -1,0 +1,370 @@
+//! Camera pixel formats → I420.
+//!
+//! YUYV goes through yuvutils-rs (SIMD), with the tail of each line redone
+//! in scalar code (yuvutils-rs 0.8.3 gets the last 16 pixels of a line
+//! wrong); NV12 and YU12 are plane copies with stride handling, which the
+//! compiler vectorises. benches/convert.rs has the figures. Every function checks sizes first: buffers come from drivers
+//! and a driver can lie (short or zero-length buffers, odd sizes).
+
+use super::{I420Frame, MediaError};
+use std::time::SystemTime;
+use yuvutils_rs::{BufferStoreMut, YuvPackedImage, YuvPlanarImageMut};
+
+/// The raw formats roomcam converts, by V4L2 fourcc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PixelFormat {
+    /// Packed 4:2:2, Y0 U Y1 V.
+    Yuyv,
+    /// Y plane then interleaved UV at half resolution.
+    Nv12,
+    /// Planar I420 (fourcc YU12).
+    Yu12,
+    /// Motion JPEG: one JFIF picture per buffer.
+    Mjpeg,
+}
+
+impl PixelFormat {
+    pub fn from_fourcc(fourcc: &[u8; 4]) -> Option<Self> {
+        match fourcc {
+            b"YUYV" => Some(Self::Yuyv),
+            b"NV12" => Some(Self::Nv12),
+            b"YU12" => Some(Self::Yu12),
+            b"MJPG" | b"JPEG" => Some(Self::Mjpeg),
+            _ => None,
+        }
+    }
+
+    pub fn fourcc(self) -> &'static [u8; 4] {
+        match self {
+            Self::Yuyv => b"YUYV",
+            Self::Nv12 => b"NV12",
+            Self::Yu12 => b"YU12",
+            Self::Mjpeg => b"MJPG",
+        }
+    }
+
+    /// Preference when several formats can deliver the wanted size and
+    /// rate: raw formats cost a copy, MJPEG costs a decode.
+    pub fn cost_rank(self) -> u8 {
+        match self {
+            Self::Yu12 => 0,
+            Self::Nv12 => 1,
+            Self::Yuyv => 2,
+            Self::Mjpeg => 3,
+        }
+    }
+
+    /// Bytes per line a tightly packed buffer of this width has.
+    pub fn min_stride(self, width: u32) -> usize {
+        match self {
+            Self::Yuyv => width as usize * 2,
+            Self::Nv12 | Self::Yu12 | Self::Mjpeg => width as usize,
+        }
+    }
+}
+
+fn bad(what: String) -> MediaError {
+    MediaError::Decoder(what)
+}
+
+fn check_size(width: u32, height: u32) -> Result<usize, MediaError> {
+    I420Frame::expected_len(width, height).ok_or_else(|| bad(format!("unusable picture size {width}x{height}")))
+}
+
+/// YUYV (stride in bytes per line, ≥ 2 × width) → I420 with yuvutils-rs
+/// (SSE/AVX/NEON), falling back to [`yuyv_to_i420_scalar`] for padded lines
+/// and small widths. yuvutils-rs 0.8.3 converts the last 16 pixels of each
+/// line wrongly, so those are redone in scalar code afterwards.
+pub fn yuyv_to_i420(src: &[u8], stride: usize, width: u32, height: u32, out: &mut Vec<u8>) -> Result<(), MediaError> {
+    let len = check_size(width, height)?;
+    let (w, h) = (width as usize, height as usize);
+    let row = w * 2;
+    if stride.max(row) != row || w < 64 || src.len() < row * h {
+        return yuyv_to_i420_scalar(src, stride, width, height, out);
+    }
+    out.resize(len, 0);
+    {
+        let (y, uv) = out.split_at_mut(w * h);
+        let (u, v) = uv.split_at_mut(w * h / 4);
+        let mut planar = YuvPlanarImageMut {
+            y_plane: BufferStoreMut::Borrowed(y),
+            y_stride: width,
+            u_plane: BufferStoreMut::Borrowed(u),
+            u_stride: width / 2,
+            v_plane: BufferStoreMut::Borrowed(v),
+            v_stride: width / 2,
+            width,
+            height,
+        };
+        let packed = YuvPackedImage { yuy: &src[..row * h], yuy_stride: row as u32, width, height };
+        if yuvutils_rs::yuyv422_to_yuv420(&mut planar, &packed).is_err() {
+            return yuyv_to_i420_scalar(src, stride, width, height, out);
+        }
+    }
+    // Redo the last 32 pixels of each line pair (covers the crate's bad 16).
+    let x0 = w - 32;
+    let (y, uv) = out.split_at_mut(w * h);
+    let (u, v) = uv.split_at_mut(w * h / 4);
+    let cw = w / 2;
+    for pair in 0..h / 2 {
+        let l0 = &src[2 * pair * row..(2 * pair + 1) * row];
+        let l1 = &src[(2 * pair + 1) * row..(2 * pair + 2) * row];
+        for x in (x0..w).step_by(2) {
+            let (a, b) = (&l0[2 * x..2 * x + 4], &l1[2 * x..2 * x + 4]);
+            y[2 * pair * w + x] = a[0];
+            y[2 * pair * w + x + 1] = a[2];
+            y[(2 * pair + 1) * w + x] = b[0];
+            y[(2 * pair + 1) * w + x + 1] = b[2];
+            u[pair * cw + x / 2] = ((u16::from(a[1]) + u16::from(b[1]) + 1) >> 1) as u8;
+            v[pair * cw + x / 2] = ((u16::from(a[3]) + u16::from(b[3]) + 1) >> 1) as u8;
+        }
+    }
+    Ok(())
+}
+
+/// YUYV → I420 in plain Rust (chroma of each line pair averaged); handles
+/// any stride. The reference for the tests and the benchmark.
+pub fn yuyv_to_i420_scalar(
+    src: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), MediaError> {
+    let len = check_size(width, height)?;
+    let (w, h) = (width as usize, height as usize);
+    let stride = stride.max(w * 2);
+    let need = stride * (h - 1) + w * 2;
+    if src.len() < need {
+        return Err(bad(format!("YUYV {width}x{height}: buffer has {} bytes, needs {need}", src.len())));
+    }
+    out.resize(len, 0);
+    let (y, uv) = out.split_at_mut(w * h);
+    let (u, v) = uv.split_at_mut(w * h / 4);
+    let cw = w / 2;
+    for pair in 0..h / 2 {
+        let l0 = &src[2 * pair * stride..2 * pair * stride + w * 2];
+        let l1 = &src[(2 * pair + 1) * stride..(2 * pair + 1) * stride + w * 2];
+        let (y0, y1) = y[2 * pair * w..(2 * pair + 2) * w].split_at_mut(w);
+        let (du, dv) = (&mut u[pair * cw..(pair + 1) * cw], &mut v[pair * cw..(pair + 1) * cw]);
+        for ((((a, b), ya), yb), (cu, cv)) in l0
+            .chunks_exact(4)
+            .zip(l1.chunks_exact(4))
+            .zip(y0.chunks_exact_mut(2))
+            .zip(y1.chunks_exact_mut(2))
+            .zip(du.iter_mut().zip(dv.iter_mut()))
+        {
+            ya[0] = a[0];
+            ya[1] = a[2];
+            yb[0] = b[0];
+            yb[1] = b[2];
+            *cu = ((u16::from(a[1]) + u16::from(b[1]) + 1) >> 1) as u8;
+            *cv = ((u16::from(a[3]) + u16::from(b[3]) + 1) >> 1) as u8;
+        }
+    }
+    Ok(())
+}
+
+/// NV12 (Y plane, then interleaved UV; both with `stride` bytes per line,
+/// UV plane starting at `stride × height`) → I420.
+pub fn nv12_to_i420(src: &[u8], stride: usize, width: u32, height: u32, out: &mut Vec<u8>) -> Result<(), MediaError> {
+    let len = check_size(width, height)?;
+    let (w, h) = (width as usize, height as usize);
+    let stride = stride.max(w);
+    let need = stride * h + stride * (h / 2 - 1) + w;
+    if src.len() < need {
+        return Err(bad(format!("NV12 {width}x{height}: buffer has {} bytes, needs {need}", src.len())));
+    }
+    out.resize(len, 0);
+    let (y, uv_out) = out.split_at_mut(w * h);
+    for (row, dst) in y.chunks_exact_mut(w).enumerate() {
+        dst.copy_from_slice(&src[row * stride..row * stride + w]);
+    }
+    let (u, v) = uv_out.split_at_mut(w * h / 4);
+    let uv = &src[stride * h..];
+    for row in 0..h / 2 {
+        let line = &uv[row * stride..row * stride + w];
+        let (du, dv) = (&mut u[row * w / 2..(row + 1) * w / 2], &mut v[row * w / 2..(row + 1) * w / 2]);
+        for ((pair, cu), cv) in line.chunks_exact(2).zip(du.iter_mut()).zip(dv.iter_mut()) {
+            *cu = pair[0];
+            *cv = pair[1];
+        }
+    }
+    Ok(())
+}
+
+/// YU12/I420 with a luma stride (chroma stride = stride / 2, as V4L2
+/// defines for this single-planar format) → tightly packed I420.
+pub fn yu12_to_i420(src: &[u8], stride: usize, width: u32, height: u32, out: &mut Vec<u8>) -> Result<(), MediaError> {
+    let len = check_size(width, height)?;
+    let (w, h) = (width as usize, height as usize);
+    let stride = stride.max(w);
+    let cstride = stride / 2;
+    let need = stride * h + 2 * cstride * (h / 2);
+    if src.len() < need {
+        return Err(bad(format!("YU12 {width}x{height}: buffer has {} bytes, needs {need}", src.len())));
+    }
+    if stride == w {
+        out.clear();
+        out.extend_from_slice(&src[..len]);
+        return Ok(());
+    }
+    out.resize(len, 0);
+    let (y, uv) = out.split_at_mut(w * h);
+    for (row, dst) in y.chunks_exact_mut(w).enumerate() {
+        dst.copy_from_slice(&src[row * stride..row * stride + w]);
+    }
+    let planes = [&src[stride * h..stride * h + cstride * (h / 2)], &src[stride * h + cstride * (h / 2)..need]];
+    for (plane, dst) in planes.iter().zip(uv.chunks_exact_mut(w * h / 4)) {
+        for (row, d) in dst.chunks_exact_mut(w / 2).enumerate() {
+            d.copy_from_slice(&plane[row * cstride..row * cstride + w / 2]);
+        }
+    }
+    Ok(())
+}
+
+/// Converts one raw buffer to an I420 frame (MJPEG goes through
+/// [`super::mjpeg::MjpegDecoder`], not here).
+pub fn raw_to_i420(
+    format: PixelFormat,
+    src: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    captured_at: SystemTime,
+) -> Result<I420Frame, MediaError> {
+    let mut data = Vec::new();
+    match format {
+        PixelFormat::Yuyv => yuyv_to_i420(src, stride, width, height, &mut data)?,
+        PixelFormat::Nv12 => nv12_to_i420(src, stride, width, height, &mut data)?,
+        PixelFormat::Yu12 => yu12_to_i420(src, stride, width, height, &mut data)?,
+        PixelFormat::Mjpeg => return Err(MediaError::Unsupported("MJPEG through raw_to_i420".into())),
+    }
+    Ok(I420Frame { width, height, data, captured_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A YUYV picture whose every pixel encodes its position.
+    fn yuyv(w: usize, h: usize, stride: usize) -> Vec<u8> {
+        let mut buf = vec![0xEEu8; stride * h];
+        for y in 0..h {
+            for x in (0..w).step_by(2) {
+                let p = y * stride + x * 2;
+                buf[p] = (x + y) as u8;
+                buf[p + 1] = ((x / 2 * 3) % 100 + y % 100) as u8; // U
+                buf[p + 2] = (x + 1 + y) as u8;
+                buf[p + 3] = ((x / 2 * 5) % 100 + y % 100) as u8; // V
+            }
+        }
+        buf
+    }
+
+    #[test]
+    fn yuyv_to_i420_known_pixels_with_padding() {
+        for (w, h, stride) in [(16usize, 8usize, 32usize), (64, 6, 128), (64, 6, 160), (640, 480, 1280)] {
+            let src = yuyv(w, h, stride);
+            let mut out = Vec::new();
+            yuyv_to_i420(&src, stride, w as u32, h as u32, &mut out).unwrap();
+            assert_eq!(out.len(), w * h * 3 / 2);
+            for y in 0..h {
+                for x in 0..w {
+                    assert_eq!(out[y * w + x], (x + y) as u8, "Y at {x},{y}");
+                }
+            }
+            let (u, v) = out[w * h..].split_at(w * h / 4);
+            for cy in 0..h / 2 {
+                for cx in 0..w / 2 {
+                    // Chroma of the two source lines; the crate may take the
+                    // first line or average both: accept either.
+                    let (u0, u1) =
+                        (((cx * 3) % 100 + (2 * cy) % 100) as u8, ((cx * 3) % 100 + (2 * cy) % 100 + 1) as u8);
+                    let (v0, v1) =
+                        (((cx * 5) % 100 + (2 * cy) % 100) as u8, ((cx * 5) % 100 + (2 * cy) % 100 + 1) as u8);
+                    let gu = u[cy * w / 2 + cx];
+                    let gv = v[cy * w / 2 + cx];
+                    assert!(gu == u0 || gu == u1, "U at {cx},{cy}: {gu} not {u0}/{u1}");
+                    assert!(gv == v0 || gv == v1, "V at {cx},{cy}: {gv} not {v0}/{v1}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_yuyv_matches_the_scalar_reference() {
+        for (w, h) in [(64usize, 2usize), (96, 4), (640, 480), (1280, 720), (328, 6)] {
+            let src: Vec<u8> = (0..w * h * 2).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            yuyv_to_i420(&src, w * 2, w as u32, h as u32, &mut fast).unwrap();
+            yuyv_to_i420_scalar(&src, w * 2, w as u32, h as u32, &mut slow).unwrap();
+            let y_len = w * h;
+            assert_eq!(fast[..y_len], slow[..y_len], "Y {w}x{h}");
+            // Chroma: the crate decimates 4:2:2 → 4:2:0 by taking one line
+            // of each pair where the scalar code averages both; either is fine.
+            let cw = w / 2;
+            for (i, (a, b)) in fast[y_len..].iter().zip(&slow[y_len..]).enumerate() {
+                let (plane, k) = (i / (cw * h / 2), i % (cw * h / 2));
+                let (pair, cx) = (k / cw, k % cw);
+                let off = 4 * cx + if plane == 0 { 1 } else { 3 };
+                let (top, bottom) = (src[2 * pair * w * 2 + off], src[(2 * pair + 1) * w * 2 + off]);
+                assert!(
+                    *a == top || *a == bottom || a.abs_diff(*b) <= 1,
+                    "chroma {i} of {w}x{h}: {a} vs {top}/{bottom}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nv12_and_yu12_known_pixels_with_padding() {
+        let (w, h, stride) = (8usize, 4usize, 12usize);
+        let mut nv12 = vec![0u8; stride * h * 3 / 2];
+        for y in 0..h {
+            for x in 0..w {
+                nv12[y * stride + x] = (10 * y + x) as u8;
+            }
+        }
+        for y in 0..h / 2 {
+            for x in 0..w / 2 {
+                nv12[stride * h + y * stride + 2 * x] = (100 + 10 * y + x) as u8;
+                nv12[stride * h + y * stride + 2 * x + 1] = (200 + 10 * y + x) as u8;
+            }
+        }
+        let mut out = Vec::new();
+        nv12_to_i420(&nv12, stride, w as u32, h as u32, &mut out).unwrap();
+        assert_eq!(&out[..8], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(&out[8..16], &[10, 11, 12, 13, 14, 15, 16, 17]);
+        assert_eq!(&out[32..40], &[100, 101, 102, 103, 110, 111, 112, 113]);
+        assert_eq!(&out[40..48], &[200, 201, 202, 203, 210, 211, 212, 213]);
+
+        // YU12 with stride 12 (chroma stride 6).
+        let mut yu12 = vec![0u8; 12 * 4 + 6 * 2 * 2];
+        for y in 0..4 {
+            for x in 0..8 {
+                yu12[y * 12 + x] = (10 * y + x) as u8;
+            }
+        }
+        for y in 0..2 {
+            for x in 0..4 {
+                yu12[48 + y * 6 + x] = (100 + 10 * y + x) as u8;
+                yu12[48 + 12 + y * 6 + x] = (200 + 10 * y + x) as u8;
+            }
+        }
+        let mut out2 = Vec::new();
+        yu12_to_i420(&yu12, 12, 8, 4, &mut out2).unwrap();
+        assert_eq!(out, out2);
+    }
+
+    #[test]
+    fn lying_buffers_are_errors_not_panics() {
+        let mut out = Vec::new();
+        assert!(yuyv_to_i420(&[], 1280, 640, 480, &mut out).is_err());
+        assert!(yuyv_to_i420(&[0; 1280 * 479 + 1000], 1280, 640, 480, &mut out).is_err());
+        assert!(nv12_to_i420(&[0; 100], 640, 640, 480, &mut out).is_err());
+        assert!(yu12_to_i420(&[0; 100], 640, 640, 480, &mut out).is_err());
+        assert!(yuyv_to_i420(&[0; 100], 6, 3, 3, &mut out).is_err(), "odd size");
+        assert!(yuyv_to_i420(&[], 0, 0, 0, &mut out).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! `roomcam devices`: what cameras and sound devices this board has, in
+//! the words the config file uses.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use v4l::Device;
+use v4l::video::Capture;
+
+use super::alsa::{list_cards, list_pcms};
+use super::convert::PixelFormat;
+use super::v4l2::{device_error, modes};
+
+/// /dev/video* nodes, sorted by number, plus the stable /dev/v4l/by-id names pointing at them.
+pub fn video_nodes(dev_dir: &Path) -> Vec<(PathBuf, Vec<PathBuf>)> {
+    let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir(dev_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n: u32 = name.strip_prefix("video")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    nodes.sort();
+    let by_id: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(dev_dir.join("v4l/by-id"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((std::fs::canonicalize(e.path()).ok()?, e.path())))
+        .collect();
+    nodes
+        .into_iter()
+        .map(|(_, p)| {
+            let links = by_id.iter().filter(|(target, _)| *target == p).map(|(_, l)| l.clone()).collect();
+            (p, links)
+        })
+        .collect()
+}
+
+fn describe_camera(path: &Path, out: &mut String) {
+    let label = path.display().to_string();
+    let dev = match Device::with_path(path) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(out, "  {}", device_error(&label, "open", &e));
+            return;
+        }
+    };
+    let caps = match dev.query_caps() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "  {}", device_error(&label, "query capabilities", &e));
+            return;
+        }
+    };
+    let _ = writeln!(out, "  driver {}, card {:?}, bus {}", caps.driver, caps.card, caps.bus);
+    if !caps.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE) {
+        let _ = writeln!(out, "  not a video capture node (metadata or output); not usable as --camera");
+        return;
+    }
+    if let Ok(fmt) = dev.format() {
+        let _ = writeln!(out, "  current: {}x{} {}", fmt.width, fmt.height, fmt.fourcc);
+    }
+    match modes(&dev, None) {
+        Ok(modes) => {
+            let mut last = [0u8; 4];
+            for m in modes {
+                if m.fourcc != last {
+                    let usable = match PixelFormat::from_fourcc(&m.fourcc) {
+                        Some(_) => "",
+                        None => " (not usable by roomcam)",
+                    };
+                    let _ = writeln!(out, "  {} {}{usable}:", String::from_utf8_lossy(&m.fourcc), m.description);
+                    last = m.fourcc;
+                }
+                let rates: Vec<String> = m
+                    .rates
+                    .iter()
+                    .map(|r| format!("{r:.4}").trim_end_matches('0').trim_end_matches('.').to_string())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "    {}x{} @ {} fps",
+                    m.width,
+                    m.height,
+                    if rates.is_empty() { "?".into() } else { rates.join(", ") }
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  {}", device_error(&label, "list formats", &e));
+        }
+    }
+}
+
+/// The whole report, as printed by `roomcam devices`.
+pub fn report() -> String {
+    let mut out = String::new();
+    let nodes = video_nodes(Path::new("/dev"));
+    let _ = writeln!(out, "Cameras (V4L2) — use the path or a by-id name as --camera / [camera] device:");
+    if nodes.is_empty() {
+        let _ = writeln!(out, "  none found (/dev/video*): is a camera plugged in and its driver loaded?");
+    }
+    for (path, links) in nodes {
+        let _ = writeln!(out, "{}", path.display());
+        for l in links {
+            let _ = writeln!(out, "  also {}", l.display());
+        }
+        describe_camera(&path, &mut out);
+    }
+    let _ = writeln!(out, "\nSound cards:");
+    let cards = list_cards();
+    if cards.is_empty() {
+        let _ = writeln!(
+            out,
+            "  none found (/proc/asound/cards): is the sound driver loaded? (no access to /dev/snd: add the user to the `audio` group)"
+        );
+    }
+    for (i, id, long) in cards {
+        let _ = writeln!(out, "  card {i}: {id} — {long}");
+    }
+    let _ = writeln!(out, "\nALSA PCMs — use the name as --microphone (capture) / --speaker (playback):");
+    match list_pcms() {
+        Ok(pcms) => {
+            for p in pcms {
+                let dir = match p.direction {
+                    Some(alsa::Direction::Capture) => "capture",
+                    Some(alsa::Direction::Playback) => "playback",
+                    None => "capture+playback",
+                };
+                let _ = writeln!(out, "  {:<40} {dir:<17} {}", p.name, p.description);
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    out
+}

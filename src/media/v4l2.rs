@@ -1,0 +1,439 @@
+//! V4L2 cameras (the `v4l` crate): format negotiation, mmap streaming,
+//! conversion to I420, reopening after the camera goes away.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use v4l::buffer::Type;
+use v4l::frameinterval::FrameIntervalEnum;
+use v4l::framesize::FrameSizeEnum;
+use v4l::io::mmap::Stream;
+use v4l::io::traits::CaptureStream;
+use v4l::video::Capture;
+use v4l::video::capture::Parameters;
+use v4l::{Device, Format, FourCC, Fraction};
+
+use super::convert::{PixelFormat, raw_to_i420};
+use super::mjpeg::MjpegDecoder;
+use super::{I420Frame, MediaError, VideoSource};
+
+/// mmap buffers: one being converted, one being filled, the rest queued,
+/// so a slow conversion or encode never makes the driver drop frames.
+pub const BUFFERS: u32 = 5;
+/// No frame for this long: the camera is considered gone and reopened.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Turns an open/ioctl error into a message that says what to do.
+pub fn device_error(device: &str, action: &str, e: &io::Error) -> MediaError {
+    let hint = match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "permission denied: add the user to the `video` group (usermod -aG video USER, then log in again), \
+             or check the unit's DeviceAllow; ls -l {device}"
+        ),
+        Some(libc::ENOENT) => {
+            "missing: no such device node; is the camera plugged in? `roomcam devices` lists cameras".to_string()
+        }
+        Some(libc::ENODEV) | Some(libc::ENXIO) => "the device went away (unplugged or driver unloaded)".to_string(),
+        Some(libc::EBUSY) => format!("busy: another program is using the camera (fuser -v {device})"),
+        _ => e.to_string(),
+    };
+    MediaError::Device { device: device.to_string(), reason: format!("{action}: {hint}") }
+}
+
+/// What a camera can deliver, for selection and for `roomcam devices`.
+#[derive(Clone, Debug)]
+pub struct Mode {
+    pub fourcc: [u8; 4],
+    pub description: String,
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second the camera offers at this size (descending).
+    pub rates: Vec<f64>,
+}
+
+fn rate_of(f: &Fraction) -> f64 {
+    if f.numerator == 0 { 0.0 } else { f64::from(f.denominator) / f64::from(f.numerator) }
+}
+
+/// Sizes a camera offers for one format. Stepwise ranges are reduced to the
+/// common sizes inside them plus (when given) the wanted size.
+fn sizes(dev: &Device, fourcc: FourCC, want: Option<(u32, u32)>) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for fs in dev.enum_framesizes(fourcc).unwrap_or_default() {
+        match fs.size {
+            FrameSizeEnum::Discrete(d) => out.push((d.width, d.height)),
+            FrameSizeEnum::Stepwise(s) => {
+                let fits = |w: u32, h: u32| {
+                    (s.min_width..=s.max_width).contains(&w)
+                        && (s.min_height..=s.max_height).contains(&h)
+                        && (w - s.min_width).is_multiple_of(s.step_width.max(1))
+                        && (h - s.min_height).is_multiple_of(s.step_height.max(1))
+                };
+                let common = [(320, 240), (640, 480), (800, 600), (1280, 720), (1920, 1080)];
+                for (w, h) in common.into_iter().chain(want) {
+                    if fits(w, h) && !out.contains(&(w, h)) {
+                        out.push((w, h));
+                    }
+                }
+                if !out.contains(&(s.max_width, s.max_height)) {
+                    out.push((s.max_width, s.max_height));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn rates(dev: &Device, fourcc: FourCC, w: u32, h: u32) -> Vec<f64> {
+    let mut out = Vec::new();
+    for fi in dev.enum_frameintervals(fourcc, w, h).unwrap_or_default() {
+        match fi.interval {
+            FrameIntervalEnum::Discrete(f) => out.push(rate_of(&f)),
+            FrameIntervalEnum::Stepwise(s) => {
+                // min interval = max rate.
+                out.push(rate_of(&s.min));
+                out.push(rate_of(&s.max));
+            }
+        }
+    }
+    out.retain(|r| r.is_finite() && *r > 0.0);
+    out.sort_by(|a, b| b.total_cmp(a));
+    out.dedup_by(|a, b| (*a - *b).abs() < 0.01);
+    out
+}
+
+/// Every format/size/rate the device offers (all formats, also those roomcam cannot use).
+pub fn modes(dev: &Device, want: Option<(u32, u32)>) -> io::Result<Vec<Mode>> {
+    let mut out = Vec::new();
+    for f in dev.enum_formats()? {
+        for (w, h) in sizes(dev, f.fourcc, want) {
+            out.push(Mode {
+                fourcc: f.fourcc.repr,
+                description: f.description.clone(),
+                width: w,
+                height: h,
+                rates: rates(dev, f.fourcc, w, h),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The chosen mode and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub reason: String,
+}
+
+/// Picks the mode closest to `want` (size first, then rate, then the
+/// cheapest format to convert). Pure, so it is tested without a camera.
+pub fn choose(modes: &[Mode], want_w: u32, want_h: u32, want_fps: u32) -> Option<Choice> {
+    let want_fps = f64::from(want_fps.max(1));
+    let mut best: Option<((u64, u64, u8), Choice)> = None;
+    for m in modes {
+        let Some(format) = PixelFormat::from_fourcc(&m.fourcc) else { continue };
+        // Rates unknown (driver does not enumerate): assume it can.
+        let fps = if m.rates.is_empty() {
+            want_fps
+        } else {
+            // Lowest rate ≥ wanted, else the highest available.
+            m.rates
+                .iter()
+                .copied()
+                .filter(|r| *r >= want_fps - 0.01)
+                .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.min(r))))
+                .unwrap_or(m.rates[0])
+        };
+        let size_pen = u64::from(m.width.abs_diff(want_w)) + u64::from(m.height.abs_diff(want_h));
+        let fps_pen = ((want_fps - fps).max(0.0) * 100.0) as u64;
+        // Odd sizes cannot be I420; the conversion would fail.
+        if m.width % 2 != 0 || m.height % 2 != 0 || m.width == 0 || m.height == 0 {
+            continue;
+        }
+        let key = (size_pen, fps_pen, format.cost_rank());
+        if best.as_ref().is_none_or(|(k, _)| key < *k) {
+            let mut why = Vec::new();
+            if size_pen == 0 {
+                why.push(format!("{want_w}x{want_h} as configured"));
+            } else {
+                why.push(format!("{}x{} is the nearest size to {want_w}x{want_h} it offers", m.width, m.height));
+            }
+            if fps_pen == 0 {
+                why.push(format!("{fps:.1} fps for {want_fps} wanted"));
+            } else {
+                why.push(format!("{fps:.1} fps is its best at that size ({want_fps} wanted)"));
+            }
+            why.push(format!(
+                "{} {}",
+                String::from_utf8_lossy(&m.fourcc),
+                if format == PixelFormat::Mjpeg { "(decoded on the board)" } else { "(raw)" }
+            ));
+            best = Some((key, Choice { format, width: m.width, height: m.height, fps, reason: why.join(", ") }));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+struct Open {
+    // Field order matters: the stream (buffers) must go before the device.
+    stream: Stream<'static>,
+    _dev: Device,
+    choice: Choice,
+    stride: usize,
+    mjpeg: MjpegDecoder,
+    /// Consecutive unusable buffers.
+    bad_buffers: u32,
+}
+
+/// A V4L2 camera behind [`VideoSource`]. Opens lazily; when the camera
+/// fails (read error, timeout, node gone) it is closed, `next_frame`
+/// returns `MediaError::Device`, and the next call tries to reopen it.
+pub struct V4l2Camera {
+    path: PathBuf,
+    label: String,
+    want: (u32, u32, u32),
+    open: Option<Open>,
+    /// Logged once per outage, not once per retry.
+    was_open: bool,
+}
+
+impl V4l2Camera {
+    pub fn new(path: impl AsRef<Path>, width: u32, height: u32, fps: u32) -> Self {
+        let path = path.as_ref().to_path_buf();
+        Self { label: path.display().to_string(), path, want: (width, height, fps), open: None, was_open: false }
+    }
+
+    /// Opens now (used at start-up to report a clear error early).
+    pub fn open_now(&mut self) -> Result<(), MediaError> {
+        if self.open.is_none() {
+            self.open = Some(self.try_open()?);
+        }
+        Ok(())
+    }
+
+    pub fn current(&self) -> Option<&Choice> {
+        self.open.as_ref().map(|o| &o.choice)
+    }
+
+    fn try_open(&mut self) -> Result<Open, MediaError> {
+        let label = self.label.clone();
+        let dev = Device::with_path(&self.path).map_err(|e| device_error(&label, "open", &e))?;
+        let caps = dev.query_caps().map_err(|e| device_error(&label, "query capabilities", &e))?;
+        if !caps.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE)
+            || !caps.capabilities.contains(v4l::capability::Flags::STREAMING)
+        {
+            return Err(MediaError::Device {
+                device: label,
+                reason: format!(
+                    "{} ({}) is not a streaming capture device (a metadata or output node?); `roomcam devices` lists the capture nodes",
+                    caps.card, caps.driver
+                ),
+            });
+        }
+        let (ww, wh, wfps) = self.want;
+        let modes = modes(&dev, Some((ww, wh))).map_err(|e| device_error(&label, "list formats", &e))?;
+        let Some(choice) = choose(&modes, ww, wh, wfps) else {
+            let offered: Vec<String> = modes.iter().map(|m| String::from_utf8_lossy(&m.fourcc).into_owned()).collect();
+            return Err(MediaError::Unsupported(format!(
+                "camera {label}: none of its formats ({}) is one roomcam reads (YUYV, NV12, YU12, MJPEG); \
+                 H.264 cameras are not supported yet",
+                offered.join(", ")
+            )));
+        };
+        let fmt = dev
+            .set_format(&Format::new(choice.width, choice.height, FourCC::new(choice.format.fourcc())))
+            .map_err(|e| device_error(&label, "set format", &e))?;
+        if fmt.fourcc.repr != *choice.format.fourcc() || (fmt.width, fmt.height) != (choice.width, choice.height) {
+            return Err(MediaError::Device {
+                device: label,
+                reason: format!(
+                    "asked for {}x{} {}, the driver set {}x{} {}",
+                    choice.width,
+                    choice.height,
+                    String::from_utf8_lossy(choice.format.fourcc()),
+                    fmt.width,
+                    fmt.height,
+                    fmt.fourcc
+                ),
+            });
+        }
+        // Rate: best effort; many drivers round.
+        let interval = Fraction::new(1000, (choice.fps * 1000.0).round() as u32);
+        let fps = match dev.set_params(&Parameters::new(interval)) {
+            Ok(p) => rate_of(&p.interval),
+            Err(e) => {
+                log::debug!("camera {label}: cannot set the frame rate: {e}");
+                choice.fps
+            }
+        };
+        let stride = (fmt.stride as usize).max(choice.format.min_stride(fmt.width));
+        let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, BUFFERS)
+            .map_err(|e| device_error(&label, "allocate buffers", &e))?;
+        stream.set_timeout(FRAME_TIMEOUT);
+        log::info!(
+            "camera {label}: {} (driver {}, bus {}): {}x{} {} at {fps:.1} fps, {BUFFERS} mmap buffers; chosen because: {}",
+            caps.card,
+            caps.driver,
+            caps.bus,
+            choice.width,
+            choice.height,
+            String::from_utf8_lossy(choice.format.fourcc()),
+            choice.reason
+        );
+        Ok(Open {
+            stream,
+            _dev: dev,
+            choice: Choice { fps, ..choice },
+            stride,
+            mjpeg: MjpegDecoder::new(),
+            bad_buffers: 0,
+        })
+    }
+
+    fn close(&mut self) {
+        if let Some(open) = self.open.take() {
+            // v4l's Stream panics in Drop when STREAMOFF fails with anything
+            // but ENODEV; a vanished device may give other errors.
+            let Open { stream, _dev, .. } = open;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(stream))).is_err() {
+                log::debug!("camera {}: stream teardown failed (device gone)", self.label);
+            }
+        }
+    }
+}
+
+impl Drop for V4l2Camera {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Converts a CLOCK_MONOTONIC driver timestamp to wall-clock time.
+fn wall_clock(ts: &v4l::timestamp::Timestamp) -> SystemTime {
+    let now_wall = SystemTime::now();
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 || (ts.sec == 0 && ts.usec == 0) {
+        return now_wall;
+    }
+    let now_us = now.tv_sec as i128 * 1_000_000 + now.tv_nsec as i128 / 1_000;
+    let ts_us = ts.sec as i128 * 1_000_000 + ts.usec as i128;
+    let age = now_us - ts_us;
+    if !(0..10_000_000).contains(&age) {
+        // Not monotonic (some drivers use other clocks), or absurd.
+        return now_wall;
+    }
+    now_wall - Duration::from_micros(age as u64)
+}
+
+impl VideoSource for V4l2Camera {
+    fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+        if self.open.is_none() {
+            match self.try_open() {
+                Ok(open) => {
+                    if self.was_open {
+                        log::info!("camera {}: back", self.label);
+                    }
+                    self.open = Some(open);
+                    self.was_open = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let label = self.label.clone();
+        let open = self.open.as_mut().expect("opened above");
+        let result = open.stream.next();
+        let (buf, meta) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                let err = if e.kind() == io::ErrorKind::TimedOut {
+                    MediaError::Device { device: label, reason: format!("no frame for {FRAME_TIMEOUT:?}") }
+                } else {
+                    device_error(&label, "capture", &e)
+                };
+                log::warn!("camera {}: {err}; closing it, will reopen when it is back", self.label);
+                self.close();
+                return Err(err);
+            }
+        };
+        let used = (meta.bytesused as usize).min(buf.len());
+        let data = &buf[..used];
+        let captured_at = wall_clock(&meta.timestamp);
+        let (w, h) = (open.choice.width, open.choice.height);
+        let frame = if data.is_empty() {
+            Err(MediaError::Decoder("empty buffer".into()))
+        } else if meta.flags.contains(v4l::buffer::Flags::ERROR) {
+            Err(MediaError::Decoder("driver marked the buffer as corrupt".into()))
+        } else {
+            match open.choice.format {
+                PixelFormat::Mjpeg => open.mjpeg.decode(data, captured_at),
+                f => raw_to_i420(f, data, open.stride, w, h, captured_at),
+            }
+        };
+        match frame {
+            Ok(f) => {
+                open.bad_buffers = 0;
+                Ok(f)
+            }
+            Err(e) => {
+                open.bad_buffers += 1;
+                // A camera that only sends junk is as good as gone.
+                if open.bad_buffers >= 50 {
+                    self.close();
+                }
+                Err(MediaError::Device { device: label, reason: format!("unusable frame: {e}") })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(fourcc: &[u8; 4], w: u32, h: u32, rates: &[f64]) -> Mode {
+        Mode { fourcc: *fourcc, description: String::new(), width: w, height: h, rates: rates.to_vec() }
+    }
+
+    #[test]
+    fn exact_size_and_rate_wins_and_raw_beats_mjpeg() {
+        let modes = [
+            mode(b"MJPG", 640, 480, &[30.0, 15.0]),
+            mode(b"YUYV", 640, 480, &[30.0, 15.0]),
+            mode(b"YUYV", 1280, 720, &[10.0]),
+            mode(b"H264", 640, 480, &[30.0]),
+        ];
+        let c = choose(&modes, 640, 480, 25).unwrap();
+        assert_eq!((c.format, c.width, c.height, c.fps), (PixelFormat::Yuyv, 640, 480, 30.0));
+        assert!(c.reason.contains("640x480 as configured"), "{}", c.reason);
+    }
+
+    #[test]
+    fn mjpeg_when_raw_is_too_slow_and_nearest_size_otherwise() {
+        let modes = [mode(b"YUYV", 1280, 720, &[10.0, 5.0]), mode(b"MJPG", 1280, 720, &[30.0])];
+        let c = choose(&modes, 1280, 720, 30).unwrap();
+        assert_eq!(c.format, PixelFormat::Mjpeg);
+        let modes = [mode(b"YUYV", 320, 240, &[30.0]), mode(b"YUYV", 800, 600, &[30.0])];
+        let c = choose(&modes, 640, 480, 30).unwrap();
+        assert_eq!((c.width, c.height), (800, 600));
+        assert!(c.reason.contains("nearest"), "{}", c.reason);
+        // Only unusable formats: nothing.
+        assert!(choose(&[mode(b"H264", 640, 480, &[30.0])], 640, 480, 30).is_none());
+    }
+
+    #[test]
+    fn missing_device_says_so() {
+        let mut cam = V4l2Camera::new("/dev/video-does-not-exist", 640, 480, 25);
+        let e = cam.next_frame().unwrap_err().to_string();
+        assert!(e.contains("/dev/video-does-not-exist") && e.contains("missing"), "{e}");
+        let e = device_error("/dev/video0", "open", &io::Error::from_raw_os_error(libc::EACCES)).to_string();
+        assert!(e.contains("video` group"), "{e}");
+        let e = device_error("/dev/video0", "open", &io::Error::from_raw_os_error(libc::EBUSY)).to_string();
+        assert!(e.contains("busy"), "{e}");
+    }
+}

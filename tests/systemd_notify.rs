@@ -1,0 +1,203 @@
+//! The real `roomcam run` binary under systemd's notify protocol, with the
+//! test listening on a unix datagram socket exactly as systemd does for a
+//! `Type=notify` service with `WatchdogSec=`: READY=1 once in the room,
+//! STATUS= lines as viewers come and go and the server disappears,
+//! WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM; and no more
+//! WATCHDOG=1 once the camera hangs.
+
+mod common;
+#[path = "support/room_viewer.rs"]
+mod room_viewer;
+#[path = "support/viewer.rs"]
+mod viewer;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_port, roomcam_run_env, roomcam_serve};
+use room_viewer::RoomViewer;
+use viewer::ViewerOptions;
+
+/// What systemd's side of NOTIFY_SOCKET would see: each datagram and when.
+struct NotifyListener {
+    path: PathBuf,
+    messages: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifyListener {
+    fn bind(name: &str) -> NotifyListener {
+        let dir = std::env::temp_dir().join(format!("roomcam-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify");
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if std::env::var_os("ROOMCAM_TEST_VERBOSE").is_some() {
+                    eprintln!("[notify] {text:?}");
+                }
+                sink.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        NotifyListener { path, messages }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    fn all(&self) -> Vec<(Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Every `KEY=value` assignment received, with its time.
+    fn assignments(&self) -> Vec<(Instant, String)> {
+        self.all()
+            .into_iter()
+            .flat_map(|(t, m)| m.lines().map(|l| (t, l.to_owned())).collect::<Vec<_>>())
+            .collect()
+    }
+
+    async fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((t, _)) = self.assignments().into_iter().find(|(_, l)| pred(l)) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "no {what} within {timeout:?}; got {:#?}", self.all());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pings_between(&self, from: Instant, to: Instant) -> Vec<Instant> {
+        self.assignments()
+            .into_iter()
+            .filter(|(t, l)| l == "WATCHDOG=1" && *t >= from && *t <= to)
+            .map(|(t, _)| t)
+            .collect()
+    }
+}
+
+impl Drop for NotifyListener {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_status_watchdog_and_stopping_over_notify_socket() {
+    let notify = NotifyListener::bind("notify");
+    let port = free_port();
+    let mut server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    // WatchdogSec=2: a ping every second.
+    let mut device = roomcam_run_env(
+        &url,
+        "nursery",
+        &[],
+        &[("NOTIFY_SOCKET", notify.path()), ("WATCHDOG_USEC", "2000000")],
+    );
+
+    let ready = notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1").await;
+    let before_ready: Vec<String> =
+        notify.assignments().into_iter().filter(|(t, _)| *t < ready).map(|(_, l)| l).collect();
+    assert!(
+        before_ready.iter().any(|l| l == "STATUS=connecting to the signaling server"),
+        "STATUS while connecting: {before_ready:?}"
+    );
+    notify
+        .wait_for("waiting status", Duration::from_secs(1), |l| l == "STATUS=waiting for a viewer in room nursery")
+        .await;
+
+    // A viewer comes and goes.
+    let viewer = RoomViewer::join(&url, "nursery", ViewerOptions::default()).await;
+    viewer.wait_frames(10, Duration::from_secs(30)).await;
+    let streaming = notify
+        .wait_for("streaming status", Duration::from_secs(5), |l| l == "STATUS=streaming to 1 viewer in room nursery")
+        .await;
+    viewer.leave().await;
+    notify
+        .wait_for("waiting again", Duration::from_secs(15), |l| {
+            l == "STATUS=waiting for a viewer in room nursery"
+        })
+        .await;
+    let statuses: Vec<String> =
+        notify.assignments().into_iter().filter(|(t, l)| *t > streaming && l.starts_with("STATUS=")).map(|(_, l)| l).collect();
+    assert_eq!(statuses.last().map(String::as_str), Some("STATUS=waiting for a viewer in room nursery"));
+
+    // Watchdog: a ping about every WATCHDOG_USEC / 2 all along.
+    let now = Instant::now();
+    let pings = notify.pings_between(ready, now);
+    let span = now - ready;
+    assert!(
+        pings.len() as f64 >= span.as_secs_f64() / 1.0 - 2.0,
+        "{} pings over {span:?} (one per second expected)",
+        pings.len()
+    );
+    let worst = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    // systemd's own criterion: never WATCHDOG_USEC without a ping.
+    assert!(worst < Duration::from_secs(2), "longest gap between pings {worst:?}");
+
+    // The server goes away: the device says it is reconnecting, and keeps pinging.
+    server.kill();
+    let gone = notify
+        .wait_for("reconnecting status", Duration::from_secs(15), |l| {
+            l == "STATUS=reconnecting to the signaling server"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(notify.pings_between(gone, Instant::now()).len() >= 2, "pings stop while reconnecting");
+
+    // SIGTERM: STOPPING=1 and a clean exit within a few seconds.
+    let t = Instant::now();
+    let code = device.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "exit code after SIGTERM:\n{}", device.lines().join("\n"));
+    assert!(t.elapsed() < Duration::from_secs(8), "shutdown took {:?}", t.elapsed());
+    notify.wait_for("STOPPING=1", Duration::from_secs(1), |l| l == "STOPPING=1").await;
+    let ready_count = notify.assignments().iter().filter(|(_, l)| l == "READY=1").count();
+    assert_eq!(ready_count, 1, "READY=1 once only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_when_the_camera_hangs() {
+    let notify = NotifyListener::bind("notify-stall");
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    // 25 fps: the camera hangs about two seconds in, inside next_frame, like a wedged driver.
+    let mut device = roomcam_run_env(
+        &url,
+        "stall",
+        &[],
+        &[
+            ("NOTIFY_SOCKET", notify.path()),
+            ("WATCHDOG_USEC", "1000000"),
+            ("ROOMCAM_TEST_CAMERA_STALL_AFTER", "50"),
+        ],
+    );
+    let ready = notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1").await;
+    let stalled = notify
+        .wait_for("stall status", Duration::from_secs(20), |l| l.starts_with("STATUS=camera stalled: no frame for 5s"))
+        .await;
+    assert!(notify.pings_between(ready, stalled).len() >= 2, "pings before the stall");
+    // systemd (WatchdogSec=1) would now kill us: no ping for well over the timeout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = notify.pings_between(stalled, Instant::now());
+    assert!(after.is_empty(), "{} WATCHDOG=1 after the camera stalled", after.len());
+    device.wait_for_line("stall logged", Duration::from_secs(1), |l| l.contains("watchdog pings stopped"));
+
+    // Shutting down does not wait for the wedged capture thread for ever.
+    let t = Instant::now();
+    let code = device.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "exit code after SIGTERM:\n{}", device.lines().join("\n"));
+    assert!(t.elapsed() < Duration::from_secs(10), "shutdown took {:?}", t.elapsed());
+    notify.wait_for("STOPPING=1", Duration::from_secs(1), |l| l == "STOPPING=1").await;
+}
