@@ -29,14 +29,18 @@ case $arch in
     qemu=(qemu-system-x86_64 -M q35 -cpu qemu64 -smp 2 -m 1024)
     console=ttyS0
     # TCG on x86_64 keeps up with 640x480 at 25 fps.
-    video="--size 640x480 --fps 25 --bitrate 600"; frames=40; min_fps=3 ;;
+    video="--size 640x480 --fps 25 --bitrate 600"; frames=40; min_fps=3
+    # vivid prefers YU12 (a plain copy); force YUYV here so the SIMD
+    # conversion runs on a real driver (aarch64 keeps YU12).
+    camera_format=YUYV ;;
   aarch64)
     deb_arch=arm64; triple=aarch64-linux-gnu; rust_target=aarch64-unknown-linux-gnu
     qemu=(qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m 1024)
     console=ttyAMA0
     # Emulating arm64 on x86 is several times slower (and openh264 has no
     # NEON assembly there): a smaller picture at a lower rate.
-    video="--size 320x240 --fps 10 --bitrate 300"; frames=20; min_fps=1 ;;
+    video="--size 320x240 --fps 10 --bitrate 300"; frames=20; min_fps=1
+    camera_format="" ;;
   *) echo "unknown arch $arch (x86_64 or aarch64)" >&2; exit 2 ;;
 esac
 
@@ -147,7 +151,7 @@ echo "BOARD: kernel \$(uname -r), \$(nproc) cpus, up \$(cut -d' ' -f1 /proc/upti
 modprobe vivid $vivid_opts || echo "BOARD: modprobe vivid failed"
 modprobe snd-aloop pcm_substreams=2 || echo "BOARD: modprobe snd-aloop failed"
 ls /dev/video* /dev/snd/ 2>&1 | tr '\n' ' '; echo
-export ROOMCAM_ALSA_PERIODS=8 BOARD_VIVID_OPTS="$vivid_opts"
+export ROOMCAM_ALSA_PERIODS=8 BOARD_VIVID_OPTS="$vivid_opts" ROOMCAM_CAMERA_FORMAT="${BOARD_CAMERA_FORMAT-$camera_format}"
 roomcam devices 2>&1 | sed 's/^/[devices] /'
 roomcam serve --listen 127.0.0.1:8080 2>&1 | sed 's/^/[serve] /' &
 sleep 1

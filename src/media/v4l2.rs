@@ -236,7 +236,14 @@ impl V4l2Camera {
             });
         }
         let (ww, wh, wfps) = self.want;
-        let modes = modes(&dev, Some((ww, wh))).map_err(|e| device_error(&label, "list formats", &e))?;
+        let mut modes = modes(&dev, Some((ww, wh))).map_err(|e| device_error(&label, "list formats", &e))?;
+        // ROOMCAM_CAMERA_FORMAT=YUYV|NV12|YU12|MJPG restricts the choice
+        // (tests use it to drive each conversion path on a real driver).
+        if let Ok(only) = std::env::var("ROOMCAM_CAMERA_FORMAT")
+            && only.len() == 4
+        {
+            modes.retain(|m| m.fourcc == only.as_bytes());
+        }
         let Some(choice) = choose(&modes, ww, wh, wfps) else {
             let offered: Vec<String> = modes.iter().map(|m| String::from_utf8_lossy(&m.fourcc).into_owned()).collect();
             return Err(MediaError::Unsupported(format!(
