@@ -68,17 +68,21 @@ async fn main() {
             streaming_rss.push(rss_kib(device.pid()));
         }
         viewer.leave().await;
-        device.wait_for_line("peer closed", Duration::from_secs(10), |l| {
-            l.contains("closed, ready for the next viewer")
-        });
+        device
+            .wait_for_line("peer closed", Duration::from_secs(10), |l| l.contains("closed, ready for the next viewer"));
         while device.count_lines(|l| l.contains("closed, ready for the next viewer")) <= closed_before {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let mut sorted = join_ms.clone();
     sorted.sort_by(f64::total_cmp);
-    println!("join -> first decoded frame over {JOINS} joins (ms): p50 {:.0}, p95 {:.0}, min {:.0}, max {:.0}",
-        percentile(&sorted, 50.0), percentile(&sorted, 95.0), sorted[0], sorted[sorted.len() - 1]);
+    println!(
+        "join -> first decoded frame over {JOINS} joins (ms): p50 {:.0}, p95 {:.0}, min {:.0}, max {:.0}",
+        percentile(&sorted, 50.0),
+        percentile(&sorted, 95.0),
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
     println!("  each: {}", join_ms.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(" "));
     let (rss, hwm) = streaming_rss.first().copied().unwrap_or_default();
     let (_, final_hwm) = rss_kib(device.pid());

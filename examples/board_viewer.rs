@@ -76,10 +76,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use room_viewer::RoomViewer;
 use roomcam::media::alsa::{AlsaMicrophone, AlsaSpeaker};
 use roomcam::media::placeholder::looks_like_placeholder;
 use roomcam::media::{AUDIO_FRAME_SAMPLES, AudioSink, AudioSource, I420Frame, dominant_frequency, rms_dbfs};
-use room_viewer::RoomViewer;
 use viewer::ViewerOptions;
 
 const MIC_TONE_HZ: f32 = 1000.0;
@@ -189,7 +189,9 @@ fn feed(name: String) {
         let mut n = 0u64;
         loop {
             let chunk: Vec<i16> = (0..AUDIO_FRAME_SAMPLES as u64)
-                .map(|i| (8_000.0 * (2.0 * std::f32::consts::PI * MIC_TONE_HZ * (n + i) as f32 / 48_000.0).sin()) as i16)
+                .map(|i| {
+                    (8_000.0 * (2.0 * std::f32::consts::PI * MIC_TONE_HZ * (n + i) as f32 / 48_000.0).sin()) as i16
+                })
                 .collect();
             n += AUDIO_FRAME_SAMPLES as u64;
             let _ = spk.write(&chunk);
@@ -297,7 +299,9 @@ async fn main() {
     // (4) Unplug vivid, see the placeholder, plug it back, see bars again.
     let states_before = rv.viewer.stats().states.len();
     let t_unplug = Instant::now();
-    if !sh("for d in /sys/bus/platform/drivers/vivid/vivid.*; do echo $(basename $d) > /sys/bus/platform/drivers/vivid/unbind; done") {
+    if !sh(
+        "for d in /sys/bus/platform/drivers/vivid/vivid.*; do echo $(basename $d) > /sys/bus/platform/drivers/vivid/unbind; done",
+    ) {
         println!("board: unbind failed; trying rmmod directly");
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -328,7 +332,10 @@ async fn main() {
     loop {
         let s = rv.viewer.stats();
         if s.last_frame.as_ref().is_some_and(|f| bars(f).is_ok()) {
-            println!("board: resumed {:.1} s after modprobe vivid, same peer connection", t_plug.elapsed().as_secs_f64());
+            println!(
+                "board: resumed {:.1} s after modprobe vivid, same peer connection",
+                t_plug.elapsed().as_secs_f64()
+            );
             break;
         }
         if Instant::now() > deadline {

@@ -107,7 +107,8 @@ mod tests {
 
     #[test]
     fn merge_is_deep_and_the_top_wins() {
-        let mut base: toml::Table = toml::from_str("[camera]\nfps = 15\nbitrate = 600\n[log]\nlevel = \"info\"").unwrap();
+        let mut base: toml::Table =
+            toml::from_str("[camera]\nfps = 15\nbitrate = 600\n[log]\nlevel = \"info\"").unwrap();
         let over: toml::Table = toml::from_str("[camera]\nfps = 30").unwrap();
         merge(&mut base, &over);
         assert_eq!(base["camera"]["fps"].as_integer(), Some(30));

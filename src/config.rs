@@ -162,11 +162,7 @@ pub struct WebRtcConfig {
 
 impl Default for WebRtcConfig {
     fn default() -> Self {
-        WebRtcConfig {
-            ice_servers: Vec::new(),
-            loopback_candidates: LoopbackChoice::Auto,
-            disconnect_timeout: 10,
-        }
+        WebRtcConfig { ice_servers: Vec::new(), loopback_candidates: LoopbackChoice::Auto, disconnect_timeout: 10 }
     }
 }
 
@@ -231,8 +227,8 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Config::parse(&text, path)
     }
 
@@ -270,34 +266,19 @@ impl Config {
 
     fn parse_file_only(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_and_column(text, span.start))
-                .unwrap_or((1, 1));
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.message().trim().to_owned(),
-            }
+            let (line, column) = e.span().map(|span| line_and_column(text, span.start)).unwrap_or((1, 1));
+            ConfigError::Syntax { path: path.to_owned(), line, column, message: e.message().trim().to_owned() }
         })?;
-        config
-            .validate()
-            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
         Ok(config)
     }
 
     /// Checks that hold across fields, after overrides were applied too.
     pub fn validate(&self) -> Result<(), String> {
         let s = &self.signaling;
-        let scheme_ok = ["http://", "https://", "ws://", "wss://"]
-            .iter()
-            .any(|scheme| s.server.starts_with(scheme));
+        let scheme_ok = ["http://", "https://", "ws://", "wss://"].iter().any(|scheme| s.server.starts_with(scheme));
         if !scheme_ok || url::Url::parse(&s.server).is_err() {
-            return Err(format!(
-                "signaling.server {:?} must be an http://, https://, ws:// or wss:// URL",
-                s.server
-            ));
+            return Err(format!("signaling.server {:?} must be an http://, https://, ws:// or wss:// URL", s.server));
         }
         if s.room.trim().is_empty() {
             return Err("signaling.room must not be empty".into());
@@ -438,10 +419,7 @@ capacity = 4
 
     #[test]
     fn cross_field_checks() {
-        assert!(matches!(
-            parse("[signaling]\nserver = \"ftp://x\"\n"),
-            Err(ConfigError::Invalid { .. })
-        ));
+        assert!(matches!(parse("[signaling]\nserver = \"ftp://x\"\n"), Err(ConfigError::Invalid { .. })));
         assert!(matches!(parse("[camera]\nfps = 0\n"), Err(ConfigError::Invalid { .. })));
         assert!(matches!(
             parse("[webrtc]\nice-servers = [{ urls = [\"turn:x\"] }]\n"),

@@ -8,11 +8,11 @@
 //! - `daemon`: wires the edges to the session
 //! - `config`: the TOML configuration file
 
+pub mod board;
 pub mod config;
+pub mod daemon;
+pub mod logging;
 pub mod media;
 pub mod peer;
 pub mod session;
 pub mod signaling;
-pub mod daemon;
-pub mod logging;
-pub mod board;

@@ -20,11 +20,8 @@ pub fn init(level: &str) {
     if stderr_is_journal()
         && let Ok(journal) = systemd_journal_logger::JournalLog::new()
     {
-        let max = filter
-            .split(',')
-            .next()
-            .and_then(|l| l.parse::<log::LevelFilter>().ok())
-            .unwrap_or(log::LevelFilter::Info);
+        let max =
+            filter.split(',').next().and_then(|l| l.parse::<log::LevelFilter>().ok()).unwrap_or(log::LevelFilter::Info);
         if journal.with_syslog_identifier("roomcam".into()).install().is_ok() {
             log::set_max_level(max);
             return;

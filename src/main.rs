@@ -122,9 +122,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let config = device_config(&args.device)?;
             roomcam::logging::init(&config.log.level);
-            runtime()?.block_on(async {
-                Ok(roomcam::daemon::run(config, shutdown_signal()).await?)
-            })
+            runtime()?.block_on(async { Ok(roomcam::daemon::run(config, shutdown_signal()).await?) })
         }
         Command::Serve(args) => {
             let mut config = load_or_default(args.config.as_deref())?;

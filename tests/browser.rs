@@ -60,11 +60,7 @@ fn wait_for_file(path: &PathBuf, page: &mut Proc, timeout: Duration) {
 }
 
 fn device_heard_something(device: &Proc) -> Option<SpeakerReport> {
-    device
-        .lines()
-        .iter()
-        .filter_map(|l| SpeakerReport::parse(l))
-        .find(|r| r.tone_hz.is_some() && r.rms_dbfs > -50.0)
+    device.lines().iter().filter_map(|l| SpeakerReport::parse(l)).find(|r| r.tone_hz.is_some() && r.rms_dbfs > -50.0)
 }
 
 #[test]
@@ -78,7 +74,17 @@ fn chromium_views_the_device_on_roomcams_server_talks_back_and_rejoins() {
     let shot = artifact("roomcam-serve.png");
     let report = check_viewer(
         &format!("{url}/?room=browser"),
-        &["--expect-role", "answerer", "--expect-video", "--expect-audio", "--talk", "3", "--rejoin", "--screenshot", &shot],
+        &[
+            "--expect-role",
+            "answerer",
+            "--expect-video",
+            "--expect-audio",
+            "--talk",
+            "3",
+            "--rejoin",
+            "--screenshot",
+            &shot,
+        ],
     );
     eprintln!("page report: {report}");
     let talk = device_heard_something(&device);

@@ -61,7 +61,10 @@ fn missing_sound_devices_are_a_clear_error_not_a_panic() {
     for (flag, value, word) in [("--microphone", "hw:7,0", "capture"), ("--speaker", "hw:7,0", "playback")] {
         let (code, _, stderr) = roomcam(&["run", flag, value, "--server", "http://127.0.0.1:9"]);
         assert_eq!(code, Some(1), "{flag}: {stderr}");
-        assert!(stderr.contains("\"hw:7,0\"") && stderr.contains(word) && stderr.contains("roomcam devices"), "{stderr}");
+        assert!(
+            stderr.contains("\"hw:7,0\"") && stderr.contains(word) && stderr.contains("roomcam devices"),
+            "{stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -72,7 +75,13 @@ fn missing_sound_devices_are_a_clear_error_not_a_panic() {
 fn missing_camera_is_waited_for_with_a_clear_warning() {
     let mut device = common::Proc::spawn(
         "roomcam-run",
-        Command::new(roomcam_bin()).args(["run", "--camera", "/dev/video-nonexistent", "--server", "http://127.0.0.1:9"]),
+        Command::new(roomcam_bin()).args([
+            "run",
+            "--camera",
+            "/dev/video-nonexistent",
+            "--server",
+            "http://127.0.0.1:9",
+        ]),
     );
     let line = device.wait_for_line("camera warning", std::time::Duration::from_secs(10), |l| {
         l.contains("/dev/video-nonexistent") && l.contains("plugged in")

@@ -22,12 +22,10 @@ use roomcam::media::audio::{OpusDecoder, OpusEncoder, dominant_frequency};
 use roomcam::media::test_sources::{TestPattern, ToneSource, looks_like_test_pattern, read_stamp};
 use roomcam::media::video::{H264Encoder, H264Settings};
 use roomcam::media::{
-    AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSource, EncodedAudio, EncodedVideo, I420Frame,
-    VideoEncoder, VideoSource,
+    AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSource, EncodedAudio, EncodedVideo, I420Frame, VideoEncoder,
+    VideoSource,
 };
-use roomcam::peer::{
-    ConnectionState, IceCandidate, MediaTaps, Peer, PeerError, PeerEvent, PeerSettings, SdpKind,
-};
+use roomcam::peer::{ConnectionState, IceCandidate, MediaTaps, Peer, PeerError, PeerEvent, PeerSettings, SdpKind};
 use viewer::{Viewer, ViewerOptions, ViewerSignal};
 
 const WIDTH: u32 = 320;
@@ -53,10 +51,7 @@ struct Source {
 }
 
 impl Source {
-    fn start(
-        video: broadcast::Sender<EncodedVideo>,
-        audio: broadcast::Sender<EncodedAudio>,
-    ) -> Source {
+    fn start(video: broadcast::Sender<EncodedVideo>, audio: broadcast::Sender<EncodedAudio>) -> Source {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(Mutex::new(HashMap::new()));
@@ -103,12 +98,7 @@ impl Source {
                 let _ = audio.send(encoder.encode(&pcm).expect("opus encode"));
             }
         }));
-        Source {
-            stop,
-            keyframe,
-            sent,
-            threads,
-        }
+        Source { stop, keyframe, sent, threads }
     }
 
     fn stop(self) {
@@ -155,16 +145,9 @@ async fn rig(viewer_options: ViewerOptions) -> Rig {
         audio: audio_tx.clone(),
         talkback: Arc::new(move |payload: Bytes| sink.lock().unwrap().push(payload)),
     };
-    let settings = PeerSettings {
-        ice_servers: vec![],
-        include_loopback: true,
-    };
+    let settings = PeerSettings { ice_servers: vec![], include_loopback: true };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let peer = Arc::new(
-        Peer::create("viewer-1".into(), &settings, taps, events_tx)
-            .await
-            .expect("Peer::create"),
-    );
+    let peer = Arc::new(Peer::create("viewer-1".into(), &settings, taps, events_tx).await.expect("Peer::create"));
     let (viewer, signals) = Viewer::new(viewer_options).await.expect("viewer");
     let viewer = Arc::new(viewer);
     let source = Source::start(video_tx, audio_tx);
@@ -177,14 +160,7 @@ async fn rig(viewer_options: ViewerOptions) -> Rig {
         Arc::clone(&record),
         Arc::clone(&source.keyframe),
     ));
-    Rig {
-        peer,
-        viewer,
-        record,
-        talkback,
-        source,
-        pump,
-    }
+    Rig { peer, viewer, record, talkback, source, pump }
 }
 
 async fn pump(
@@ -256,17 +232,9 @@ async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> b
 
 fn luma_psnr(a: &I420Frame, b: &I420Frame) -> f64 {
     let n = (a.width * a.height) as usize;
-    let mse = a.data[..n]
-        .iter()
-        .zip(&b.data[..n])
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
+    let mse = a.data[..n].iter().zip(&b.data[..n]).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>()
         / n as f64;
-    if mse == 0.0 {
-        99.0
-    } else {
-        10.0 * (255.0 * 255.0 / mse).log10()
-    }
+    if mse == 0.0 { 99.0 } else { 10.0 * (255.0 * 255.0 / mse).log10() }
 }
 
 /// Waits for media in all three directions and checks its content.
@@ -281,10 +249,7 @@ async fn assert_media_flows(rig: &Rig) {
     .await;
     let stats = viewer.stats();
     let record_errors = rig.record.lock().unwrap().errors.clone();
-    assert!(
-        record_errors.is_empty(),
-        "signaling errors: {record_errors:?}"
-    );
+    assert!(record_errors.is_empty(), "signaling errors: {record_errors:?}");
     assert!(
         flowing,
         "media did not flow: {} frames decoded ({} video packets, {} decode errors, {} PLIs), \
@@ -311,33 +276,19 @@ async fn assert_media_flows(rig: &Rig) {
     let mut compared = 0;
     for frame in &stats.recent_frames {
         assert_eq!((frame.width, frame.height), (WIDTH, HEIGHT));
-        assert!(
-            looks_like_test_pattern(frame),
-            "decoded picture is not the test pattern"
-        );
+        assert!(looks_like_test_pattern(frame), "decoded picture is not the test pattern");
         let stamp = read_stamp(frame).expect("stamp readable in the decoded picture");
         if let Some(prev) = previous {
-            assert!(
-                stamp.frame_number > prev,
-                "frame {} after {prev}",
-                stamp.frame_number
-            );
+            assert!(stamp.frame_number > prev, "frame {} after {prev}", stamp.frame_number);
         }
         previous = Some(stamp.frame_number);
         if let Some(original) = sent.get(&stamp.frame_number) {
             let psnr = luma_psnr(frame, original);
-            assert!(
-                psnr > 30.0,
-                "frame {}: PSNR {psnr:.1} dB",
-                stamp.frame_number
-            );
+            assert!(psnr > 30.0, "frame {}: PSNR {psnr:.1} dB", stamp.frame_number);
             compared += 1;
         }
     }
-    assert!(
-        compared >= 20,
-        "only {compared} decoded frames matched a sent one"
-    );
+    assert!(compared >= 20, "only {compared} decoded frames matched a sent one");
 
     // Audio roomcam → viewer: the 440 Hz tone.
     let pcm = viewer.received_pcm(1.0);
@@ -365,10 +316,7 @@ async fn assert_media_flows(rig: &Rig) {
 /// Candidates as the classic `{label, id, candidate}` form needs them, and
 /// at least one on 127.0.0.1.
 fn assert_candidates(record: &Record) -> Vec<u16> {
-    assert!(
-        !record.local_candidates.is_empty(),
-        "roomcam trickled no candidate"
-    );
+    assert!(!record.local_candidates.is_empty(), "roomcam trickled no candidate");
     let mut ports = Vec::new();
     for c in &record.local_candidates {
         assert!(c.candidate.starts_with("candidate:"), "{}", c.candidate);
@@ -376,18 +324,11 @@ fn assert_candidates(record: &Record) -> Vec<u16> {
         assert_eq!(c.sdp_mline_index, Some(0), "{c:?}");
         let fields: Vec<&str> = c.candidate.split_whitespace().collect();
         assert!(fields.len() >= 8, "{}", c.candidate);
-        assert_ne!(
-            fields[4], "0.0.0.0",
-            "unusable wildcard candidate {}",
-            c.candidate
-        );
+        assert_ne!(fields[4], "0.0.0.0", "unusable wildcard candidate {}", c.candidate);
         ports.push(fields[5].parse().expect("candidate port"));
     }
     assert!(
-        record
-            .local_candidates
-            .iter()
-            .any(|c| c.candidate.contains(" 127.0.0.1 ")),
+        record.local_candidates.iter().any(|c| c.candidate.contains(" 127.0.0.1 ")),
         "no loopback candidate: {:?}",
         record.local_candidates
     );
@@ -418,11 +359,7 @@ fn bound_udp_ports() -> HashSet<u16> {
 async fn finish(rig: Rig) -> Record {
     let ports: Vec<u16> = {
         let record = rig.record.lock().unwrap();
-        record
-            .current_candidates
-            .iter()
-            .filter_map(|c| c.candidate.split_whitespace().nth(5)?.parse().ok())
-            .collect()
+        record.current_candidates.iter().filter_map(|c| c.candidate.split_whitespace().nth(5)?.parse().ok()).collect()
     };
     assert!(!ports.is_empty());
     let bound = bound_udp_ports();
@@ -443,17 +380,9 @@ async fn finish(rig: Rig) -> Record {
         ports.iter().all(|p| !bound.contains(p))
     })
     .await;
-    assert!(
-        freed,
-        "roomcam's UDP ports {ports:?} still bound after close"
-    );
+    assert!(freed, "roomcam's UDP ports {ports:?} still bound after close");
     let record = std::mem::take(&mut *rig.record.lock().unwrap());
-    assert_eq!(
-        record.states.last(),
-        Some(&ConnectionState::Closed),
-        "{:?}",
-        record.states
-    );
+    assert_eq!(record.states.last(), Some(&ConnectionState::Closed), "{:?}", record.states);
     record
 }
 
@@ -461,26 +390,15 @@ async fn finish(rig: Rig) -> Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roomcam_offers_viewer_answers() {
-    let rig = rig(ViewerOptions {
-        talkback_hz: Some(660.0),
-        ..ViewerOptions::default()
-    })
-    .await;
+    let rig = rig(ViewerOptions { talkback_hz: Some(660.0), ..ViewerOptions::default() }).await;
     rig.peer.create_offer(false).await.expect("create_offer");
 
-    assert!(
-        rig.viewer.wait_connected(Duration::from_secs(15)).await,
-        "viewer never connected"
-    );
+    assert!(rig.viewer.wait_connected(Duration::from_secs(15)).await, "viewer never connected");
     assert_media_flows(&rig).await;
 
     {
         let record = rig.record.lock().unwrap();
-        assert!(
-            record.states.contains(&ConnectionState::Connected),
-            "{:?}",
-            record.states
-        );
+        assert!(record.states.contains(&ConnectionState::Connected), "{:?}", record.states);
         assert_candidates(&record);
         // roomcam's offer: H.264 only, sendonly video, sendrecv audio.
         let (kind, offer) = &record.local_descriptions[0];
@@ -496,51 +414,31 @@ async fn roomcam_offers_viewer_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_offers_many_codecs_roomcam_answers_h264() {
-    let rig = rig(ViewerOptions {
-        talkback_hz: Some(660.0),
-        browser_like_codecs: true,
-        ..ViewerOptions::default()
-    })
-    .await;
+    let rig =
+        rig(ViewerOptions { talkback_hz: Some(660.0), browser_like_codecs: true, ..ViewerOptions::default() }).await;
     rig.viewer.create_offer().await.expect("viewer offer");
 
-    assert!(
-        rig.viewer.wait_connected(Duration::from_secs(15)).await,
-        "viewer never connected"
-    );
+    assert!(rig.viewer.wait_connected(Duration::from_secs(15)).await, "viewer never connected");
     assert_media_flows(&rig).await;
 
     {
         let record = rig.record.lock().unwrap();
         let (_, offer) = &record.viewer_descriptions[0];
-        assert!(
-            video_payloads(offer).len() >= 5,
-            "the viewer should offer several codecs"
-        );
+        assert!(video_payloads(offer).len() >= 5, "the viewer should offer several codecs");
         assert!(media_section(offer, "video").contains("VP8/90000"));
         let (kind, answer) = &record.local_descriptions[0];
         assert_eq!(*kind, SdpKind::Answer);
         let video = media_section(answer, "video");
         let payloads = video_payloads(answer);
-        assert_eq!(
-            payloads.len(),
-            1,
-            "answer should carry exactly one video codec: {video}"
-        );
+        assert_eq!(payloads.len(), 1, "answer should carry exactly one video codec: {video}");
         let pt = &payloads[0];
-        assert!(
-            video.contains(&format!("a=rtpmap:{pt} H264/90000")),
-            "{video}"
-        );
+        assert!(video.contains(&format!("a=rtpmap:{pt} H264/90000")), "{video}");
         let fmtp = video
             .lines()
             .find(|l| l.starts_with(&format!("a=fmtp:{pt} ")))
             .unwrap_or_else(|| panic!("no fmtp for {pt}: {video}"));
         assert!(fmtp.contains("packetization-mode=1") && fmtp.contains("profile-level-id=42e01f"));
-        assert!(
-            video.contains("a=sendonly"),
-            "viewer offered recvonly: {video}"
-        );
+        assert!(video.contains("a=sendonly"), "viewer offered recvonly: {video}");
         assert!(media_section(answer, "audio").contains("a=sendrecv"));
         assert_candidates(&record);
     }
@@ -551,28 +449,18 @@ async fn viewer_offers_many_codecs_roomcam_answers_h264() {
 async fn ice_restart_keeps_video_flowing() {
     let rig = rig(ViewerOptions::default()).await;
     rig.peer.create_offer(false).await.expect("create_offer");
-    assert!(
-        rig.viewer.wait_connected(Duration::from_secs(15)).await,
-        "viewer never connected"
-    );
+    assert!(rig.viewer.wait_connected(Duration::from_secs(15)).await, "viewer never connected");
     let viewer = Arc::clone(&rig.viewer);
     assert!(
-        wait_until(Duration::from_secs(30), || viewer.stats().frames_decoded
-            >= 10)
-        .await,
+        wait_until(Duration::from_secs(30), || viewer.stats().frames_decoded >= 10).await,
         "no video before the restart: {:?}",
         viewer.stats().frames_decoded
     );
 
-    rig.peer
-        .create_offer(true)
-        .await
-        .expect("ICE restart offer");
+    rig.peer.create_offer(true).await.expect("ICE restart offer");
     let before = viewer.stats().frames_decoded;
     assert!(
-        wait_until(Duration::from_secs(20), || viewer.stats().frames_decoded
-            >= before + 30)
-        .await,
+        wait_until(Duration::from_secs(20), || viewer.stats().frames_decoded >= before + 30).await,
         "video stalled after the ICE restart ({} → {})",
         before,
         viewer.stats().frames_decoded
@@ -581,11 +469,7 @@ async fn ice_restart_keeps_video_flowing() {
         let record = rig.record.lock().unwrap();
         assert!(record.errors.is_empty(), "{:?}", record.errors);
         assert_eq!(record.local_descriptions.len(), 2);
-        let ufrag = |sdp: &str| {
-            sdp.lines()
-                .find(|l| l.starts_with("a=ice-ufrag:"))
-                .map(str::to_owned)
-        };
+        let ufrag = |sdp: &str| sdp.lines().find(|l| l.starts_with("a=ice-ufrag:")).map(str::to_owned);
         assert_ne!(
             ufrag(&record.local_descriptions[0].1),
             ufrag(&record.local_descriptions[1].1),
@@ -600,19 +484,10 @@ async fn bad_input_is_rejected_without_panicking() {
     init_logging();
     let (video, _) = broadcast::channel(4);
     let (audio, _) = broadcast::channel(4);
-    let taps = MediaTaps {
-        video,
-        audio,
-        talkback: Arc::new(|_| {}),
-    };
-    let settings = PeerSettings {
-        ice_servers: vec![],
-        include_loopback: true,
-    };
+    let taps = MediaTaps { video, audio, talkback: Arc::new(|_| {}) };
+    let settings = PeerSettings { ice_servers: vec![], include_loopback: true };
     let (events, _events_rx) = mpsc::unbounded_channel();
-    let peer = Peer::create("bad".into(), &settings, taps, events)
-        .await
-        .expect("create");
+    let peer = Peer::create("bad".into(), &settings, taps, events).await.expect("create");
 
     for sdp in [
         "garbage",
@@ -635,11 +510,7 @@ async fn bad_input_is_rejected_without_panicking() {
     let (viewer, _signals) = Viewer::new(ViewerOptions::default()).await.expect("viewer");
     viewer.create_offer().await.expect("viewer offer");
     let offer = viewer.local_description().await.expect("viewer offer sdp");
-    assert!(matches!(
-        peer.set_remote_description(SdpKind::Answer, offer.clone())
-            .await,
-        Err(PeerError::BadSdp(_))
-    ));
+    assert!(matches!(peer.set_remote_description(SdpKind::Answer, offer.clone()).await, Err(PeerError::BadSdp(_))));
 
     let candidate = |c: &str, mid: Option<&str>, index: Option<u16>| IceCandidate {
         candidate: c.to_owned(),
@@ -647,52 +518,31 @@ async fn bad_input_is_rejected_without_panicking() {
         sdp_mline_index: index,
     };
     const GOOD: &str = "candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host";
-    for bad in [
-        "garbage",
-        "candidate:1 1 udp",
-        "candidate:x y z w v u typ host",
-    ] {
+    for bad in ["garbage", "candidate:1 1 udp", "candidate:x y z w v u typ host"] {
         assert!(
             matches!(
-                peer.add_remote_candidate(candidate(bad, Some("0"), Some(0)))
-                    .await,
+                peer.add_remote_candidate(candidate(bad, Some("0"), Some(0))).await,
                 Err(PeerError::BadCandidate(_))
             ),
             "{bad}"
         );
     }
     // Early candidates are held, not rejected.
-    peer.add_remote_candidate(candidate(GOOD, Some("0"), Some(0)))
-        .await
-        .expect("an early candidate is held");
+    peer.add_remote_candidate(candidate(GOOD, Some("0"), Some(0))).await.expect("an early candidate is held");
     // End-of-candidates is accepted.
-    peer.add_remote_candidate(candidate("", None, None))
-        .await
-        .expect("end of candidates");
+    peer.add_remote_candidate(candidate("", None, None)).await.expect("end of candidates");
 
-    peer.set_remote_description(SdpKind::Offer, offer)
-        .await
-        .expect("a real offer");
+    peer.set_remote_description(SdpKind::Offer, offer).await.expect("a real offer");
     assert!(matches!(
-        peer.add_remote_candidate(candidate(GOOD, Some("nope"), Some(0)))
-            .await,
+        peer.add_remote_candidate(candidate(GOOD, Some("nope"), Some(0))).await,
         Err(PeerError::BadCandidate(_))
     ));
-    assert!(matches!(
-        peer.add_remote_candidate(candidate(GOOD, None, Some(7)))
-            .await,
-        Err(PeerError::BadCandidate(_))
-    ));
-    peer.add_remote_candidate(candidate(GOOD, Some("0"), Some(0)))
-        .await
-        .expect("a good candidate");
+    assert!(matches!(peer.add_remote_candidate(candidate(GOOD, None, Some(7))).await, Err(PeerError::BadCandidate(_))));
+    peer.add_remote_candidate(candidate(GOOD, Some("0"), Some(0))).await.expect("a good candidate");
 
     peer.close().await;
     viewer.close().await;
-    assert!(
-        peer.create_offer(false).await.is_err(),
-        "a closed peer refuses to offer"
-    );
+    assert!(peer.create_offer(false).await.is_err(), "a closed peer refuses to offer");
 }
 
 // ---------------------------------------------------------------------------
@@ -723,12 +573,9 @@ fn video_payloads(sdp: &str) -> Vec<String> {
         .skip(3)
         .filter(|pt| {
             let rtpmap = format!("a=rtpmap:{pt} ");
-            !section.lines().any(|l| {
-                l.starts_with(&rtpmap)
-                    && ["rtx/", "red/", "ulpfec/", "flexfec"]
-                        .iter()
-                        .any(|h| l.contains(h))
-            })
+            !section
+                .lines()
+                .any(|l| l.starts_with(&rtpmap) && ["rtx/", "red/", "ulpfec/", "flexfec"].iter().any(|h| l.contains(h)))
         })
         .map(str::to_owned)
         .collect()

@@ -22,7 +22,9 @@ fn offer_json() -> serde_json::Value {
 /// The classic scenario, the same for every server: `from` tells whether the
 /// server names senders (roomcam's own does, classic ones do not).
 async fn room_scenario(url: &str, protocol: ProtocolChoice, expected: EngineIoVersion, names_senders: bool) {
-    let room = "interop";
+    // One room per run: the previous run's members may still be disconnecting.
+    let room_name = format!("interop-{protocol:?}");
+    let room = room_name.as_str();
     let mut device = Member::connect(url, protocol);
     assert_eq!(device.expect_connected().await, expected);
     let device_id = device.join(room).await;
@@ -38,7 +40,10 @@ async fn room_scenario(url: &str, protocol: ProtocolChoice, expected: EngineIoVe
     device.emit("message", vec![room.into(), offer_json()]);
     let relayed = viewer.expect_room("relayed offer", |r| matches!(r, RoomEvent::Message { .. })).await;
     let RoomEvent::Message { data, from, .. } = relayed else { unreachable!() };
-    assert_eq!(data, SignalData::Description { kind: SdpKind::Offer, sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into() });
+    assert_eq!(
+        data,
+        SignalData::Description { kind: SdpKind::Offer, sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into() }
+    );
     assert_eq!(from, names_senders.then(|| device_id.clone()));
     viewer.emit(
         "message",
@@ -56,7 +61,9 @@ async fn room_scenario(url: &str, protocol: ProtocolChoice, expected: EngineIoVe
         // Classic servers relay for anyone who names the room; roomcam's only for members.
         third.emit("message", vec![room.into(), offer_json()]);
         device
-            .expect_no_room("message from a refused member", Duration::from_millis(500), |r| matches!(r, RoomEvent::Message { .. }))
+            .expect_no_room("message from a refused member", Duration::from_millis(500), |r| {
+                matches!(r, RoomEvent::Message { .. })
+            })
             .await;
     }
     third.close();
@@ -196,7 +203,9 @@ async fn own_server_tokens_capacity_addressing_and_bye_on_disconnect() {
         let mut viewer = Member::connect(&url, ProtocolChoice::Auto);
         viewer.expect_connected().await;
         viewer.emit("join", vec!["vault".into(), json!({"token": "s3cret"})]);
-        let RoomEvent::Joined { id, .. } = viewer.expect_room("joined", |r| matches!(r, RoomEvent::Joined { .. })).await else {
+        let RoomEvent::Joined { id, .. } =
+            viewer.expect_room("joined", |r| matches!(r, RoomEvent::Joined { .. })).await
+        else {
             unreachable!()
         };
         device.expect_room("otherjoin", |r| matches!(r, RoomEvent::OtherJoined { .. })).await;
@@ -213,7 +222,9 @@ async fn own_server_tokens_capacity_addressing_and_bye_on_disconnect() {
     device.emit("message", vec!["vault".into(), offer_json(), json!(ids[1])]);
     viewers[1].expect_room("addressed offer", |r| matches!(r, RoomEvent::Message { .. })).await;
     viewers[0]
-        .expect_no_room("offer meant for the other viewer", Duration::from_millis(500), |r| matches!(r, RoomEvent::Message { .. }))
+        .expect_no_room("offer meant for the other viewer", Duration::from_millis(500), |r| {
+            matches!(r, RoomEvent::Message { .. })
+        })
         .await;
 
     // A viewer that just disconnects gets a `bye` (roomcam's extension).
@@ -232,9 +243,21 @@ async fn own_server_survives_garbage() {
     let ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket";
     let (mut raw, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.unwrap();
     for frame in [
-        "40", "42", "42[", "42[1]", "42[\"join\"]", "42[\"join\",5]", "42[\"join\",{\"a\":1}]",
-        "42[\"message\"]", "42[\"message\",\"r\"]", "42[\"message\",\"nope\",{},7]", "42[\"leave\"]",
-        "4x", "9", "", "451-[\"join\",{\"_placeholder\":true,\"num\":0}]",
+        "40",
+        "42",
+        "42[",
+        "42[1]",
+        "42[\"join\"]",
+        "42[\"join\",5]",
+        "42[\"join\",{\"a\":1}]",
+        "42[\"message\"]",
+        "42[\"message\",\"r\"]",
+        "42[\"message\",\"nope\",{},7]",
+        "42[\"leave\"]",
+        "4x",
+        "9",
+        "",
+        "451-[\"join\",{\"_placeholder\":true,\"num\":0}]",
     ] {
         let _ = raw.send(Message::text(frame)).await;
     }

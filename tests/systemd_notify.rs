@@ -58,10 +58,7 @@ impl NotifyListener {
 
     /// Every `KEY=value` assignment received, with its time.
     fn assignments(&self) -> Vec<(Instant, String)> {
-        self.all()
-            .into_iter()
-            .flat_map(|(t, m)| m.lines().map(|l| (t, l.to_owned())).collect::<Vec<_>>())
-            .collect()
+        self.all().into_iter().flat_map(|(t, m)| m.lines().map(|l| (t, l.to_owned())).collect::<Vec<_>>()).collect()
     }
 
     async fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Instant {
@@ -99,12 +96,8 @@ async fn ready_status_watchdog_and_stopping_over_notify_socket() {
     let mut server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
     // WatchdogSec=2: a ping every second.
-    let mut device = roomcam_run_env(
-        &url,
-        "nursery",
-        &[],
-        &[("NOTIFY_SOCKET", notify.path()), ("WATCHDOG_USEC", "2000000")],
-    );
+    let mut device =
+        roomcam_run_env(&url, "nursery", &[], &[("NOTIFY_SOCKET", notify.path()), ("WATCHDOG_USEC", "2000000")]);
 
     let ready = notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1").await;
     let before_ready: Vec<String> =
@@ -125,12 +118,14 @@ async fn ready_status_watchdog_and_stopping_over_notify_socket() {
         .await;
     viewer.leave().await;
     notify
-        .wait_for("waiting again", Duration::from_secs(15), |l| {
-            l == "STATUS=waiting for a viewer in room nursery"
-        })
+        .wait_for("waiting again", Duration::from_secs(15), |l| l == "STATUS=waiting for a viewer in room nursery")
         .await;
-    let statuses: Vec<String> =
-        notify.assignments().into_iter().filter(|(t, l)| *t > streaming && l.starts_with("STATUS=")).map(|(_, l)| l).collect();
+    let statuses: Vec<String> = notify
+        .assignments()
+        .into_iter()
+        .filter(|(t, l)| *t > streaming && l.starts_with("STATUS="))
+        .map(|(_, l)| l)
+        .collect();
     assert_eq!(statuses.last().map(String::as_str), Some("STATUS=waiting for a viewer in room nursery"));
 
     // Watchdog: a ping about every WATCHDOG_USEC / 2 all along.
@@ -177,11 +172,7 @@ async fn watchdog_pings_stop_when_the_camera_hangs() {
         &url,
         "stall",
         &[],
-        &[
-            ("NOTIFY_SOCKET", notify.path()),
-            ("WATCHDOG_USEC", "1000000"),
-            ("ROOMCAM_TEST_CAMERA_STALL_AFTER", "50"),
-        ],
+        &[("NOTIFY_SOCKET", notify.path()), ("WATCHDOG_USEC", "1000000"), ("ROOMCAM_TEST_CAMERA_STALL_AFTER", "50")],
     );
     let ready = notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1").await;
     let stalled = notify

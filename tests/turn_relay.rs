@@ -26,9 +26,19 @@ fn coturn(port: u16) -> Proc {
         .arg(format!("--listening-port={port}"))
         .args(["--min-port=49152", "--max-port=49999"])
         .args(["--lt-cred-mech", "--user=roomcam:turn-secret", "--realm=roomcam.test"])
-        .args(["--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers", "--simple-log", "--log-file=stdout", "--verbose"]);
+        .args([
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--allow-loopback-peers",
+            "--simple-log",
+            "--log-file=stdout",
+            "--verbose",
+        ]);
     let mut proc = Proc::spawn("coturn", &mut cmd);
-    proc.wait_for_line("coturn listening", Duration::from_secs(15), |l| l.contains("listener opened on") || l.contains("Total UDP servers"));
+    proc.wait_for_line("coturn listening", Duration::from_secs(15), |l| {
+        l.contains("listener opened on") || l.contains("Total UDP servers")
+    });
     proc
 }
 

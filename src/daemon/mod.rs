@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use crate::config::{Config, LoopbackChoice};
 use crate::media::MediaError;
 use crate::media::audio::OpusSettings;
-use crate::media::video::{H264Encoder, H264Settings};
 use crate::media::pipeline::{MediaPipeline, PipelineSettings};
+use crate::media::video::{H264Encoder, H264Settings};
 use crate::peer::{IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind};
 use crate::session::{Action, Event, Session, SessionSettings};
 use crate::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
@@ -187,9 +187,7 @@ fn include_loopback(choice: LoopbackChoice) -> bool {
 
 /// Connecting a UDP socket sends nothing; it only asks the kernel for a route.
 fn has_route_off_host() -> bool {
-    let probe = |bind: &str, target: &str| {
-        std::net::UdpSocket::bind(bind).and_then(|s| s.connect(target)).is_ok()
-    };
+    let probe = |bind: &str, target: &str| std::net::UdpSocket::bind(bind).and_then(|s| s.connect(target)).is_ok();
     // TEST-NET-1 and the IPv6 documentation prefix: never really contacted.
     probe("0.0.0.0:0", "192.0.2.1:9") || probe("[::]:0", "[2001:db8::1]:9")
 }

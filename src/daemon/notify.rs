@@ -36,7 +36,12 @@ impl Notifier {
         Notifier::from_vars(socket.as_deref(), usec.as_deref(), pid.as_deref(), std::process::id())
     }
 
-    pub fn from_vars(socket: Option<&OsStr>, watchdog_usec: Option<&str>, watchdog_pid: Option<&str>, my_pid: u32) -> Notifier {
+    pub fn from_vars(
+        socket: Option<&OsStr>,
+        watchdog_usec: Option<&str>,
+        watchdog_pid: Option<&str>,
+        my_pid: u32,
+    ) -> Notifier {
         let target = socket.and_then(|path| match notify_address(path) {
             Ok(addr) => match UnixDatagram::unbound() {
                 Ok(sock) => Some((sock, addr)),
@@ -133,7 +138,13 @@ impl CaptureWatch {
 }
 
 /// The STATUS= line for a state of the device; `stalled` is the stall threshold when the camera stalled.
-pub fn status_line(room: &str, state: &RoomState, viewers: usize, ever_connected: bool, stalled: Option<Duration>) -> String {
+pub fn status_line(
+    room: &str,
+    state: &RoomState,
+    viewers: usize,
+    ever_connected: bool,
+    stalled: Option<Duration>,
+) -> String {
     let streaming = match viewers {
         1 => "streaming to 1 viewer".to_owned(),
         n => format!("streaming to {n} viewers"),
@@ -142,7 +153,9 @@ pub fn status_line(room: &str, state: &RoomState, viewers: usize, ever_connected
         return format!("camera stalled: no frame for {}s or more; watchdog pings stopped", still.as_secs());
     }
     match state {
-        RoomState::Offline if viewers > 0 => format!("{streaming} in room {room}; reconnecting to the signaling server"),
+        RoomState::Offline if viewers > 0 => {
+            format!("{streaming} in room {room}; reconnecting to the signaling server")
+        }
         RoomState::Offline if ever_connected => "reconnecting to the signaling server".to_owned(),
         RoomState::Offline => "connecting to the signaling server".to_owned(),
         RoomState::Joining => format!("joining room {room}"),
@@ -305,7 +318,10 @@ mod tests {
             status_line("hall", &RoomState::Offline, 1, true, None),
             "streaming to 1 viewer in room hall; reconnecting to the signaling server"
         );
-        assert!(status_line("hall", &room, 1, true, Some(Duration::from_secs(6))).starts_with("camera stalled: no frame for 6s"));
+        assert!(
+            status_line("hall", &room, 1, true, Some(Duration::from_secs(6)))
+                .starts_with("camera stalled: no frame for 6s")
+        );
     }
 
     /// The supervisor against a real datagram socket, with time passed in.

@@ -12,9 +12,7 @@ use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{PayloadType, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,17 +20,14 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
-    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType,
-    RTCSessionDescription,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::rtcp::is_keyframe_request;
 use super::setup;
-use super::{
-    ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, SdpKind,
-};
+use super::{ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, SdpKind};
 
 /// Remote candidates that arrive before the remote description are held
 /// (signaling may reorder them); beyond this many something is wrong.
@@ -105,16 +100,11 @@ impl Shared {
         }
         *last = Some(state);
         drop(last);
-        self.emit(PeerEvent::ConnectionState {
-            peer: self.id.clone(),
-            state,
-        });
+        self.emit(PeerEvent::ConnectionState { peer: self.id.clone(), state });
     }
 
     fn keyframe_requested(&self) {
-        self.emit(PeerEvent::KeyframeRequested {
-            peer: self.id.clone(),
-        });
+        self.emit(PeerEvent::KeyframeRequested { peer: self.id.clone() });
     }
 
     fn spawn<F>(&self, fut: F)
@@ -144,17 +134,10 @@ impl Shared {
 
     fn local_candidate(&self, candidate: String) {
         let mut signal = lock(&self.signal);
-        let candidate = IceCandidate {
-            candidate,
-            sdp_mid: signal.bundle_mid.clone(),
-            sdp_mline_index: Some(0),
-        };
+        let candidate = IceCandidate { candidate, sdp_mid: signal.bundle_mid.clone(), sdp_mline_index: Some(0) };
         if signal.description_sent {
             drop(signal);
-            self.emit(PeerEvent::LocalCandidate {
-                peer: self.id.clone(),
-                candidate,
-            });
+            self.emit(PeerEvent::LocalCandidate { peer: self.id.clone(), candidate });
         } else {
             signal.pending.push(candidate);
         }
@@ -170,16 +153,10 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         match event.candidate.to_json() {
             Ok(init) => {
-                debug!(
-                    "peer {}: local candidate {}",
-                    self.shared.id, init.candidate
-                );
+                debug!("peer {}: local candidate {}", self.shared.id, init.candidate);
                 self.shared.local_candidate(init.candidate);
             }
-            Err(e) => warn!(
-                "peer {}: unserializable local candidate: {e}",
-                self.shared.id
-            ),
+            Err(e) => warn!("peer {}: unserializable local candidate: {e}", self.shared.id),
         }
     }
 
@@ -272,22 +249,15 @@ impl Peer {
         self.ensure_open()?;
         self.add_transceivers(false).await?;
         let options = RTCOfferOptions { ice_restart };
-        let offer = self
-            .pc
-            .create_offer(Some(options))
-            .await
-            .map_err(|e| PeerError::WebRtc(format!("create offer: {e}")))?;
+        let offer =
+            self.pc.create_offer(Some(options)).await.map_err(|e| PeerError::WebRtc(format!("create offer: {e}")))?;
         info!("peer {}: offering (ice restart: {ice_restart})", self.id);
         self.apply_local(offer).await
     }
 
     /// Applies the remote SDP; for an offer also creates + sets the answer and
     /// emits `LocalDescription`.
-    pub async fn set_remote_description(
-        &self,
-        kind: SdpKind,
-        sdp: String,
-    ) -> Result<(), PeerError> {
+    pub async fn set_remote_description(&self, kind: SdpKind, sdp: String) -> Result<(), PeerError> {
         self.ensure_open()?;
         // The SDP parser is third-party code fed with remote input: contain
         // a panic there as a rejected description rather than a dead daemon.
@@ -311,11 +281,8 @@ impl Peer {
         self.apply_early_candidates().await;
 
         if kind == SdpKind::Offer {
-            let answer = self
-                .pc
-                .create_answer(None)
-                .await
-                .map_err(|e| PeerError::WebRtc(format!("create answer: {e}")))?;
+            let answer =
+                self.pc.create_answer(None).await.map_err(|e| PeerError::WebRtc(format!("create answer: {e}")))?;
             self.apply_local(answer).await?;
         }
         Ok(())
@@ -332,24 +299,15 @@ impl Peer {
         let body = value.strip_prefix("candidate:").unwrap_or(value);
         // Parse before queueing, so a malformed candidate is reported to the
         // caller that sent it, not logged later.
-        rtc::ice::candidate::unmarshal_candidate(body)
-            .map_err(|e| PeerError::BadCandidate(format!("{e}: {value}")))?;
-        let candidate = IceCandidate {
-            candidate: value.to_owned(),
-            ..candidate
-        };
+        rtc::ice::candidate::unmarshal_candidate(body).map_err(|e| PeerError::BadCandidate(format!("{e}: {value}")))?;
+        let candidate = IceCandidate { candidate: value.to_owned(), ..candidate };
 
         let Some(remote) = self.pc.remote_description().await else {
             let mut early = lock(&self.early_candidates);
             if early.len() >= MAX_EARLY_CANDIDATES {
-                return Err(PeerError::BadCandidate(
-                    "too many candidates before the remote description".into(),
-                ));
+                return Err(PeerError::BadCandidate("too many candidates before the remote description".into()));
             }
-            debug!(
-                "peer {}: holding candidate until the remote description",
-                self.id
-            );
+            debug!("peer {}: holding candidate until the remote description", self.id);
             early.push(candidate);
             return Ok(());
         };
@@ -401,11 +359,7 @@ impl Peer {
 
         let mut signal = lock(&self.shared.signal);
         if result.is_ok() {
-            self.shared.emit(PeerEvent::LocalDescription {
-                peer: self.id.clone(),
-                kind,
-                sdp,
-            });
+            self.shared.emit(PeerEvent::LocalDescription { peer: self.id.clone(), kind, sdp });
         }
         // Candidates gathered meanwhile go out after the description (or,
         // on failure, still go out: they belong to the previous description).
@@ -413,10 +367,7 @@ impl Peer {
         let bundle_mid = signal.bundle_mid.clone();
         for mut candidate in std::mem::take(&mut signal.pending) {
             candidate.sdp_mid = bundle_mid.clone();
-            self.shared.emit(PeerEvent::LocalCandidate {
-                peer: self.id.clone(),
-                candidate,
-            });
+            self.shared.emit(PeerEvent::LocalCandidate { peer: self.id.clone(), candidate });
         }
         result
     }
@@ -434,15 +385,10 @@ impl Peer {
         if *added {
             return Ok(());
         }
-        let video_direction = if answering {
-            RTCRtpTransceiverDirection::Sendrecv
-        } else {
-            RTCRtpTransceiverDirection::Sendonly
-        };
+        let video_direction =
+            if answering { RTCRtpTransceiverDirection::Sendrecv } else { RTCRtpTransceiverDirection::Sendonly };
         let video_sender = self.add_transceiver(&self.video, video_direction).await?;
-        let audio_sender = self
-            .add_transceiver(&self.audio, RTCRtpTransceiverDirection::Sendrecv)
-            .await?;
+        let audio_sender = self.add_transceiver(&self.audio, RTCRtpTransceiverDirection::Sendrecv).await?;
         *added = true;
 
         let shared = &self.shared;
@@ -460,10 +406,7 @@ impl Peer {
             audio_sender,
             self.taps.audio.clone(),
         ));
-        shared.spawn(read_video_rtcp(
-            Arc::clone(shared),
-            Arc::clone(&self.video.track),
-        ));
+        shared.spawn(read_video_rtcp(Arc::clone(shared), Arc::clone(&self.video.track)));
         Ok(())
     }
 
@@ -476,11 +419,7 @@ impl Peer {
             .pc
             .add_transceiver_from_track(
                 Arc::clone(&local.track) as Arc<dyn TrackLocal>,
-                Some(RTCRtpTransceiverInit {
-                    direction,
-                    streams: vec![],
-                    send_encodings: vec![],
-                }),
+                Some(RTCRtpTransceiverInit { direction, streams: vec![], send_encodings: vec![] }),
             )
             .await
             .map_err(|e| PeerError::WebRtc(format!("add transceiver: {e}")))?;
@@ -519,10 +458,7 @@ impl Peer {
             username_fragment: None,
             url: None,
         };
-        self.pc
-            .add_ice_candidate(init)
-            .await
-            .map_err(|e| PeerError::BadCandidate(e.to_string()))?;
+        self.pc.add_ice_candidate(init).await.map_err(|e| PeerError::BadCandidate(e.to_string()))?;
         self.wake_driver().await;
         Ok(())
     }
@@ -550,10 +486,7 @@ impl Drop for Peer {
         // webrtc 0.21 keeps a dropped connection's driver (and its sockets)
         // running on the runtime: only close() stops it.
         self.shared.abort_tasks();
-        warn!(
-            "peer {}: dropped without close(), closing in the background",
-            self.id
-        );
+        warn!("peer {}: dropped without close(), closing in the background", self.id);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let pc = Arc::clone(&self.pc);
             runtime.spawn(async move {
@@ -575,20 +508,14 @@ async fn build_connection(
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(setup::setting_engine(settings, mdns))
-        .with_handler(Arc::new(Handler {
-            shared: Arc::clone(shared),
-        }))
+        .with_handler(Arc::new(Handler { shared: Arc::clone(shared) }))
         .with_udp_addrs(udp_addrs.to_vec())
         .build()
         .await
         .map_err(|e| PeerError::WebRtc(format!("peer connection: {e}")))
 }
 
-fn new_local_track(
-    id: &str,
-    kind: RtpCodecKind,
-    codec: RTCRtpCodec,
-) -> Result<LocalTrack, PeerError> {
+fn new_local_track(id: &str, kind: RtpCodecKind, codec: RTCRtpCodec) -> Result<LocalTrack, PeerError> {
     let ssrc = rand::random::<u32>();
     let name = match kind {
         RtpCodecKind::Video => "video",
@@ -601,20 +528,14 @@ fn new_local_track(
         format!("roomcam {name} for {id}"),
         kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
             codec,
             ..Default::default()
         }],
     );
     let track = TrackLocalStaticSample::new(Instant::now(), track)
         .map_err(|e| PeerError::WebRtc(format!("{name} track: {e}")))?;
-    Ok(LocalTrack {
-        track: Arc::new(track),
-        ssrc,
-    })
+    Ok(LocalTrack { track: Arc::new(track), ssrc })
 }
 
 fn first_mid(desc: &RTCSessionDescription) -> Option<String> {
@@ -627,18 +548,13 @@ fn first_mid(desc: &RTCSessionDescription) -> Option<String> {
 /// or whose m-lines lack the mid that rtc 0.21 requires (its error for that
 /// case is cryptic).
 fn check_media_sections(desc: &RTCSessionDescription) -> Result<(), PeerError> {
-    let parsed = desc
-        .unmarshal()
-        .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+    let parsed = desc.unmarshal().map_err(|e| PeerError::BadSdp(e.to_string()))?;
     if parsed.media_descriptions.is_empty() {
         return Err(PeerError::BadSdp("no media sections".into()));
     }
     for media in &parsed.media_descriptions {
         if media.attribute("mid").flatten().is_none_or(str::is_empty) {
-            return Err(PeerError::BadSdp(format!(
-                "m={} section without a=mid",
-                media.media_name.media
-            )));
+            return Err(PeerError::BadSdp(format!("m={} section without a=mid", media.media_name.media)));
         }
     }
     Ok(())
@@ -647,18 +563,11 @@ fn check_media_sections(desc: &RTCSessionDescription) -> Result<(), PeerError> {
 /// rtc 0.21 ignores sdpMid/sdpMLineIndex (everything is bundled on one
 /// transport), so a candidate aimed at an m-line that does not exist would be
 /// accepted silently; reject it, it means the signaling is confused.
-fn check_candidate_target(
-    remote: &RTCSessionDescription,
-    candidate: &IceCandidate,
-) -> Result<(), PeerError> {
-    let parsed = remote
-        .unmarshal()
-        .map_err(|e| PeerError::BadCandidate(format!("remote description: {e}")))?;
+fn check_candidate_target(remote: &RTCSessionDescription, candidate: &IceCandidate) -> Result<(), PeerError> {
+    let parsed = remote.unmarshal().map_err(|e| PeerError::BadCandidate(format!("remote description: {e}")))?;
     let sections = &parsed.media_descriptions;
     if let Some(mid) = candidate.sdp_mid.as_deref().filter(|m| !m.is_empty()) {
-        let known = sections
-            .iter()
-            .any(|m| m.attribute("mid").flatten() == Some(mid));
+        let known = sections.iter().any(|m| m.attribute("mid").flatten() == Some(mid));
         if !known {
             return Err(PeerError::BadCandidate(format!("unknown mid {mid:?}")));
         }
@@ -686,19 +595,12 @@ async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, mime: &str) -> Opt
 }
 
 /// Waits for the first Connected, then resolves the payload type.
-async fn wait_until_sendable(
-    shared: &Shared,
-    sender: &Arc<dyn RtpSender>,
-    mime: &str,
-) -> Option<PayloadType> {
+async fn wait_until_sendable(shared: &Shared, sender: &Arc<dyn RtpSender>, mime: &str) -> Option<PayloadType> {
     let mut connected = shared.connected.subscribe();
     connected.wait_for(|c| *c).await.ok()?;
     let pt = negotiated_payload_type(sender, mime).await;
     if pt.is_none() {
-        error!(
-            "peer {}: the viewer did not accept {mime}; not sending it",
-            shared.id
-        );
+        error!("peer {}: the viewer did not accept {mime}; not sending it", shared.id);
     }
     pt
 }
@@ -711,10 +613,7 @@ struct WriteErrors {
 impl WriteErrors {
     fn record(&mut self, peer: &str, what: &str, e: &dyn std::fmt::Display) {
         if self.count.is_multiple_of(500) {
-            warn!(
-                "peer {peer}: writing {what} failed ({} so far): {e}",
-                self.count + 1
-            );
+            warn!("peer {peer}: writing {what} failed ({} so far): {e}", self.count + 1);
         }
         self.count += 1;
     }
@@ -757,18 +656,11 @@ async fn send_video(
                 continue;
             }
             if !frame.keyframe {
-                warn!(
-                    "peer {}: no keyframe within {KEYFRAME_WAIT_LIMIT:?}, sending anyway",
-                    shared.id
-                );
+                warn!("peer {}: no keyframe within {KEYFRAME_WAIT_LIMIT:?}, sending anyway", shared.id);
             }
             waiting_since = None;
         }
-        let sample = Sample {
-            data: frame.data,
-            duration: frame.duration,
-            ..Sample::new(Instant::now())
-        };
+        let sample = Sample { data: frame.data, duration: frame.duration, ..Sample::new(Instant::now()) };
         if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
             errors.record(&shared.id, "video", &e);
         }
@@ -793,10 +685,7 @@ async fn send_audio(
             Ok(packet) => packet,
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 // Opus packets are independent; a gap is a click, nothing to repair.
-                debug!(
-                    "peer {}: audio lagged, {skipped} packets dropped",
-                    shared.id
-                );
+                debug!("peer {}: audio lagged, {skipped} packets dropped", shared.id);
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => {
@@ -804,11 +693,7 @@ async fn send_audio(
                 return;
             }
         };
-        let sample = Sample {
-            data: packet.data,
-            duration: packet.duration,
-            ..Sample::new(Instant::now())
-        };
+        let sample = Sample { data: packet.data, duration: packet.duration, ..Sample::new(Instant::now()) };
         if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
             errors.record(&shared.id, "audio", &e);
         }
@@ -835,9 +720,7 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         match event {
             // Only audio is wanted; other tracks (a viewer's camera) are
             // still drained so the driver's queue does not overflow.
-            TrackRemoteEvent::OnRtpPacket(packet)
-                if kind == RtpCodecKind::Audio && !packet.payload.is_empty() =>
-            {
+            TrackRemoteEvent::OnRtpPacket(packet) if kind == RtpCodecKind::Audio && !packet.payload.is_empty() => {
                 packets += 1;
                 if packets == 1 {
                     info!("peer {}: talk-back audio started", shared.id);
@@ -848,8 +731,5 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             _ => {}
         }
     }
-    debug!(
-        "peer {}: remote {kind} track ended after {packets} packets",
-        shared.id
-    );
+    debug!("peer {}: remote {kind} track ended after {packets} packets", shared.id);
 }

@@ -61,11 +61,23 @@ pub enum ConnectionState {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerEvent {
-    LocalDescription { peer: PeerId, kind: SdpKind, sdp: String },
-    LocalCandidate { peer: PeerId, candidate: IceCandidate },
-    ConnectionState { peer: PeerId, state: ConnectionState },
+    LocalDescription {
+        peer: PeerId,
+        kind: SdpKind,
+        sdp: String,
+    },
+    LocalCandidate {
+        peer: PeerId,
+        candidate: IceCandidate,
+    },
+    ConnectionState {
+        peer: PeerId,
+        state: ConnectionState,
+    },
     /// The viewer sent PLI or FIR.
-    KeyframeRequested { peer: PeerId },
+    KeyframeRequested {
+        peer: PeerId,
+    },
 }
 
 /// Where a peer takes its outgoing media from and gives incoming audio to.

@@ -6,24 +6,19 @@ use std::net::IpAddr;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
-};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::peer_connection::configuration::{RTCConfiguration, RTCConfigurationBuilder};
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtp_transceiver::PayloadType;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 
 use super::rtcp::KeyframeRequestForwarder;
 use super::{PeerError, PeerSettings};
 
 /// The only video format roomcam sends: constrained baseline, level 3.1,
 /// non-interleaved. Every browser decodes it, and a Pi's encoders produce it.
-pub const H264_FMTP: &str =
-    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// Chrome's usual payload types; used when roomcam offers, irrelevant when it answers.
 const H264_PAYLOAD_TYPE: PayloadType = 102;
 const OPUS_PAYLOAD_TYPE: PayloadType = 111;
@@ -34,10 +29,7 @@ const OPUS_PAYLOAD_TYPE: PayloadType = 111;
 const FORWARDER_SLOT: usize = 14_000;
 
 fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
-    RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    }
+    RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() }
 }
 
 pub(crate) fn h264_codec() -> RTCRtpCodec {
@@ -48,11 +40,7 @@ pub(crate) fn h264_codec() -> RTCRtpCodec {
         sdp_fmtp_line: H264_FMTP.to_owned(),
         // Without "nack pli" / "ccm fir" in the SDP a browser never asks for
         // a keyframe, and a viewer that lost one stays frozen.
-        rtcp_feedback: vec![
-            feedback("nack", ""),
-            feedback("nack", "pli"),
-            feedback("ccm", "fir"),
-        ],
+        rtcp_feedback: vec![feedback("nack", ""), feedback("nack", "pli"), feedback("ccm", "fir")],
     }
 }
 
@@ -75,19 +63,13 @@ pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry),
     let mut media_engine = MediaEngine::default();
     media_engine
         .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: h264_codec(),
-                payload_type: H264_PAYLOAD_TYPE,
-            },
+            RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: H264_PAYLOAD_TYPE },
             RtpCodecKind::Video,
         )
         .map_err(|e| PeerError::WebRtc(format!("register H.264: {e}")))?;
     media_engine
         .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: opus_codec(),
-                payload_type: OPUS_PAYLOAD_TYPE,
-            },
+            RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PAYLOAD_TYPE },
             RtpCodecKind::Audio,
         )
         .map_err(|e| PeerError::WebRtc(format!("register Opus: {e}")))?;
@@ -97,10 +79,7 @@ pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry),
         .map_err(|e| PeerError::WebRtc(format!("interceptors: {e}")))?;
     // Inbound RTCP ends inside the interceptor chain unless an interceptor
     // marks it for the application; this one marks PLI and FIR.
-    let registry = registry.with(
-        Slot::from(FORWARDER_SLOT),
-        KeyframeRequestForwarder::default(),
-    );
+    let registry = registry.with(Slot::from(FORWARDER_SLOT), KeyframeRequestForwarder::default());
     Ok((media_engine, registry))
 }
 
@@ -109,11 +88,7 @@ pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry),
 const ICE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub(crate) fn setting_engine(settings: &PeerSettings, mdns: bool) -> SettingEngine {
-    let mode = if mdns {
-        MulticastDnsMode::QueryOnly
-    } else {
-        MulticastDnsMode::Disabled
-    };
+    let mode = if mdns { MulticastDnsMode::QueryOnly } else { MulticastDnsMode::Disabled };
     SettingEngineBuilder::new()
         .with_multicast_dns_mode(mode)
         // Stored but not read by webrtc/rtc 0.21.1 (loopback candidates come
@@ -148,9 +123,7 @@ pub(crate) fn configuration(settings: &PeerSettings) -> RTCConfiguration {
             credential: s.credential.clone().unwrap_or_default(),
         })
         .collect();
-    RTCConfigurationBuilder::new()
-        .with_ice_servers(ice_servers)
-        .build()
+    RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build()
 }
 
 /// Which address families have a usable (non-loopback, non-link-local) interface.
@@ -163,30 +136,16 @@ pub(crate) struct LanInterfaces {
 impl LanInterfaces {
     pub(crate) fn detect() -> Self {
         let addrs: Vec<IpAddr> = match rtc::shared::ifaces::ifaces() {
-            Ok(list) => list
-                .into_iter()
-                .filter_map(|i| i.addr.map(|a| a.ip()))
-                .collect(),
+            Ok(list) => list.into_iter().filter_map(|i| i.addr.map(|a| a.ip())).collect(),
             Err(e) => {
                 log::warn!("cannot list network interfaces ({e}); assuming an IPv4 LAN");
-                return Self {
-                    v4: true,
-                    v6: false,
-                };
+                return Self { v4: true, v6: false };
             }
         };
         let usable = |v4: bool| {
-            addrs.iter().any(|ip| {
-                ip.is_ipv4() == v4
-                    && !ip.is_loopback()
-                    && !ip.is_unspecified()
-                    && !is_link_local(ip)
-            })
+            addrs.iter().any(|ip| ip.is_ipv4() == v4 && !ip.is_loopback() && !ip.is_unspecified() && !is_link_local(ip))
         };
-        Self {
-            v4: usable(true),
-            v6: usable(false),
-        }
+        Self { v4: usable(true), v6: usable(false) }
     }
 
     pub(crate) fn any(self) -> bool {
@@ -229,10 +188,7 @@ mod tests {
 
     #[test]
     fn loopback_is_bound_explicitly_when_asked() {
-        let lan = LanInterfaces {
-            v4: true,
-            v6: false,
-        };
+        let lan = LanInterfaces { v4: true, v6: false };
         assert_eq!(udp_bind_addrs(lan, true), ["0.0.0.0:0", "127.0.0.1:0"]);
         assert_eq!(udp_bind_addrs(lan, false), ["0.0.0.0:0"]);
         // Only loopback: no wildcard, it would become a 0.0.0.0 candidate.

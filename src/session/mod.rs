@@ -52,21 +52,46 @@ pub enum Event {
     Room(RoomEvent),
     Peer(PeerEvent),
     /// A peer operation (SDP, candidate) failed: the peer is unusable.
-    PeerFailed { peer: PeerId, reason: String },
+    PeerFailed {
+        peer: PeerId,
+        reason: String,
+    },
     Tick,
     Shutdown,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    Join { room: String, token: Option<String> },
-    Leave { room: String },
-    Send { data: SignalData, to: Option<PeerId> },
-    CreatePeer { peer: PeerId },
-    CreateOffer { peer: PeerId, ice_restart: bool },
-    SetRemoteDescription { peer: PeerId, kind: SdpKind, sdp: String },
-    AddRemoteCandidate { peer: PeerId, candidate: IceCandidate },
-    ClosePeer { peer: PeerId },
+    Join {
+        room: String,
+        token: Option<String>,
+    },
+    Leave {
+        room: String,
+    },
+    Send {
+        data: SignalData,
+        to: Option<PeerId>,
+    },
+    CreatePeer {
+        peer: PeerId,
+    },
+    CreateOffer {
+        peer: PeerId,
+        ice_restart: bool,
+    },
+    SetRemoteDescription {
+        peer: PeerId,
+        kind: SdpKind,
+        sdp: String,
+    },
+    AddRemoteCandidate {
+        peer: PeerId,
+        candidate: IceCandidate,
+    },
+    ClosePeer {
+        peer: PeerId,
+    },
     /// Number of viewers whose media flows; the encoders run only while > 0.
     SetViewers(usize),
     RequestKeyframe,
@@ -78,9 +103,13 @@ pub enum RoomState {
     Offline,
     /// `join` sent, no answer yet.
     Joining,
-    InRoom { my_id: String },
+    InRoom {
+        my_id: String,
+    },
     /// Refused (room full, bad token): join again at `retry_at`.
-    Refused { retry_at: Instant },
+    Refused {
+        retry_at: Instant,
+    },
     Stopped,
 }
 
@@ -188,10 +217,7 @@ impl Session {
 
     fn join(&mut self, actions: &mut Vec<Action>) {
         self.room = RoomState::Joining;
-        actions.push(Action::Join {
-            room: self.settings.room.clone(),
-            token: self.settings.token.clone(),
-        });
+        actions.push(Action::Join { room: self.settings.room.clone(), token: self.settings.token.clone() });
     }
 
     fn on_room_event(&mut self, event: RoomEvent, now: Instant, actions: &mut Vec<Action>) {
@@ -305,7 +331,9 @@ impl Session {
                     info!(room:% = room, peer:% = peer; "room {room} peer {peer}: answer received");
                     self.apply_remote(&peer, SdpKind::Answer, sdp, actions);
                 }
-                Some(_) => warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: unexpected answer (we did not offer); dropped"),
+                Some(_) => {
+                    warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: unexpected answer (we did not offer); dropped")
+                }
                 None => warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: answer for no peer; dropped"),
             },
             SignalData::Candidate(candidate) => match self.peers.get_mut(&peer) {
@@ -403,9 +431,7 @@ impl Session {
                     self.settings.disconnect_timeout.as_secs()
                 );
                 expired.push(id.clone());
-            } else if !slot.ever_connected
-                && now.duration_since(slot.created_at) >= self.settings.connect_timeout
-            {
+            } else if !slot.ever_connected && now.duration_since(slot.created_at) >= self.settings.connect_timeout {
                 warn!(
                     room:% = room, peer:% = id;
                     "room {room} peer {id}: not connected after {}s; closing it",

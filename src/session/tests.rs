@@ -96,10 +96,7 @@ fn device_offers_when_a_viewer_joins() {
     let mut s = Script::in_room();
     assert_eq!(
         s.room(otherjoin("v1")),
-        vec![
-            Action::CreatePeer { peer: "v1".into() },
-            Action::CreateOffer { peer: "v1".into(), ice_restart: false }
-        ]
+        vec![Action::CreatePeer { peer: "v1".into() }, Action::CreateOffer { peer: "v1".into(), ice_restart: false }]
     );
     // Our offer and candidates go to that viewer.
     assert_eq!(
@@ -170,10 +167,7 @@ fn bye_closes_the_peer_and_the_next_viewer_gets_a_new_one() {
     assert_eq!(s.room(bye("v1")), vec![close("v1"), Action::SetViewers(0)]);
     assert_eq!(
         s.room(otherjoin("v2")),
-        vec![
-            Action::CreatePeer { peer: "v2".into() },
-            Action::CreateOffer { peer: "v2".into(), ice_restart: false }
-        ]
+        vec![Action::CreatePeer { peer: "v2".into() }, Action::CreateOffer { peer: "v2".into(), ice_restart: false }]
     );
     assert_eq!(s.session.peer_ids(), vec!["v2".to_string()]);
 }
@@ -205,10 +199,7 @@ fn several_viewers_on_roomcams_server() {
     // Once the server names senders, a newcomer does not evict the others.
     assert_eq!(
         s.room(otherjoin("v2")),
-        vec![
-            Action::CreatePeer { peer: "v2".into() },
-            Action::CreateOffer { peer: "v2".into(), ice_restart: false }
-        ]
+        vec![Action::CreatePeer { peer: "v2".into() }, Action::CreateOffer { peer: "v2".into(), ice_restart: false }]
     );
     s.room(message(answer("a2"), Some("v2")));
     assert_eq!(s.state("v2", S::Connected), vec![Action::RequestKeyframe, Action::SetViewers(2)]);
@@ -303,10 +294,7 @@ fn stray_and_misaddressed_messages_are_dropped() {
     let mut s = Script::in_room();
     assert_eq!(s.room(message(answer("a"), None)), vec![]);
     assert_eq!(s.room(message(SignalData::Candidate(candidate(1)), Some("nobody"))), vec![]);
-    assert_eq!(
-        s.room(RoomEvent::OtherJoined { room: "another-room".into(), id: "x".into() }),
-        vec![]
-    );
+    assert_eq!(s.room(RoomEvent::OtherJoined { room: "another-room".into(), id: "x".into() }), vec![]);
     // We answered v1: an answer from it is a protocol error, not a crash.
     s.room(message(offer("o"), Some("v1")));
     assert_eq!(s.room(message(answer("a"), Some("v1"))), vec![]);
@@ -337,9 +325,6 @@ fn shutdown_closes_peers_and_leaves() {
     let mut s = Script::in_room();
     s.room(otherjoin("v1"));
     s.state("v1", S::Connected);
-    assert_eq!(
-        s.send(Event::Shutdown),
-        vec![close("v1"), Action::Leave { room: ROOM.into() }, Action::SetViewers(0)]
-    );
+    assert_eq!(s.send(Event::Shutdown), vec![close("v1"), Action::Leave { room: ROOM.into() }, Action::SetViewers(0)]);
     assert_eq!(s.send(Event::SignalingConnected), vec![]);
 }

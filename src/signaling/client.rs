@@ -36,8 +36,12 @@ pub struct ClientSettings {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientEvent {
     /// Connected to the default namespace: the room may be joined.
-    Connected { version: EngineIoVersion },
-    Disconnected { reason: String },
+    Connected {
+        version: EngineIoVersion,
+    },
+    Disconnected {
+        reason: String,
+    },
     Room(RoomEvent),
 }
 
@@ -375,8 +379,8 @@ fn tls_connector(settings: &ClientSettings) -> Result<Option<tokio_tungstenite::
     for cert in native.certs {
         let _ = roots.add(cert);
     }
-    let pem = std::fs::read(extra_ca)
-        .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", extra_ca.display())))?;
+    let pem =
+        std::fs::read(extra_ca).map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", extra_ca.display())))?;
     use rustls::pki_types::pem::PemObject;
     let mut added = 0;
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {

@@ -41,12 +41,17 @@ pub enum Packet {
     Noop,
     Upgrade,
     /// socket.io CONNECT for the default namespace (v4 carries `{"sid":…}`).
-    Connect { sid: Option<String> },
+    Connect {
+        sid: Option<String>,
+    },
     /// socket.io DISCONNECT (the server kicked us out of the namespace).
     Disconnect,
     /// socket.io CONNECT_ERROR (v4) / ERROR (v3).
     ConnectError(Value),
-    Event { name: String, args: Vec<Value> },
+    Event {
+        name: String,
+        args: Vec<Value>,
+    },
     /// Acks and binary packets: roomcam's protocol uses neither.
     Ignored,
 }
@@ -84,20 +89,13 @@ pub fn decode(frame: &str) -> Result<Packet, CodecError> {
 }
 
 fn decode_open(json: &str) -> Result<OpenInfo, CodecError> {
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| CodecError::BadOpen(e.to_string()))?;
-    let sid = value
-        .get("sid")
-        .and_then(Value::as_str)
-        .ok_or_else(|| CodecError::BadOpen("no sid".into()))?
-        .to_owned();
+    let value: Value = serde_json::from_str(json).map_err(|e| CodecError::BadOpen(e.to_string()))?;
+    let sid = value.get("sid").and_then(Value::as_str).ok_or_else(|| CodecError::BadOpen("no sid".into()))?.to_owned();
     let number = |key: &str| value.get(key).and_then(Value::as_u64);
     Ok(OpenInfo {
         sid,
-        ping_interval_ms: number("pingInterval")
-            .ok_or_else(|| CodecError::BadOpen("no pingInterval".into()))?,
-        ping_timeout_ms: number("pingTimeout")
-            .ok_or_else(|| CodecError::BadOpen("no pingTimeout".into()))?,
+        ping_interval_ms: number("pingInterval").ok_or_else(|| CodecError::BadOpen("no pingInterval".into()))?,
+        ping_timeout_ms: number("pingTimeout").ok_or_else(|| CodecError::BadOpen("no pingTimeout".into()))?,
         max_payload: number("maxPayload"),
     })
 }
@@ -135,16 +133,13 @@ fn decode_socket_io(body: &str) -> Result<Packet, CodecError> {
             decode_event(json)
         }
         '3' => Ok(Packet::Ignored),
-        '4' => Ok(Packet::ConnectError(
-            serde_json::from_str(rest).unwrap_or_else(|_| Value::String(rest.to_owned())),
-        )),
+        '4' => Ok(Packet::ConnectError(serde_json::from_str(rest).unwrap_or_else(|_| Value::String(rest.to_owned())))),
         other => Err(CodecError::UnknownSocketType(other)),
     }
 }
 
 fn decode_event(json: &str) -> Result<Packet, CodecError> {
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| CodecError::BadEvent(e.to_string()))?;
+    let value: Value = serde_json::from_str(json).map_err(|e| CodecError::BadEvent(e.to_string()))?;
     let Value::Array(mut items) = value else {
         return Err(CodecError::BadEvent("not an array".into()));
     };
@@ -176,7 +171,8 @@ mod tests {
 
     #[test]
     fn decodes_v4_open() {
-        let p = decode(r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#).unwrap();
+        let p = decode(r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#)
+            .unwrap();
         assert_eq!(
             p,
             Packet::Open(OpenInfo {
@@ -202,10 +198,7 @@ mod tests {
     #[test]
     fn decodes_connect_both_versions() {
         assert_eq!(decode("40").unwrap(), Packet::Connect { sid: None });
-        assert_eq!(
-            decode(r#"40{"sid":"s1"}"#).unwrap(),
-            Packet::Connect { sid: Some("s1".into()) }
-        );
+        assert_eq!(decode(r#"40{"sid":"s1"}"#).unwrap(), Packet::Connect { sid: Some("s1".into()) });
         assert_eq!(decode("40/,").unwrap(), Packet::Connect { sid: None });
     }
 
@@ -239,9 +232,24 @@ mod tests {
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
         for bad in [
-            "", "9", "4", "4x", "42", "42{", "42[]", "42[1,2]", "42{\"a\":1}", "0", "0{}",
-            "0{\"sid\":5}", "0{\"sid\":\"a\",\"pingInterval\":\"x\",\"pingTimeout\":1}",
-            "42/admin,[\"x\"]", "42/", "42\u{0}", "4\u{1F600}", "\u{1F600}",
+            "",
+            "9",
+            "4",
+            "4x",
+            "42",
+            "42{",
+            "42[]",
+            "42[1,2]",
+            "42{\"a\":1}",
+            "0",
+            "0{}",
+            "0{\"sid\":5}",
+            "0{\"sid\":\"a\",\"pingInterval\":\"x\",\"pingTimeout\":1}",
+            "42/admin,[\"x\"]",
+            "42/",
+            "42\u{0}",
+            "4\u{1F600}",
+            "\u{1F600}",
         ] {
             assert!(decode(bad).is_err(), "{bad:?} should not decode");
         }
@@ -249,14 +257,8 @@ mod tests {
 
     #[test]
     fn encodes_events() {
-        assert_eq!(
-            encode_event("join", &[json!("room"), json!({"token":"t"})]),
-            r#"42["join","room",{"token":"t"}]"#
-        );
+        assert_eq!(encode_event("join", &[json!("room"), json!({"token":"t"})]), r#"42["join","room",{"token":"t"}]"#);
         let round = decode(&encode_event("message", &[json!("r"), json!({"sdp":"v=0\r\n"})])).unwrap();
-        assert_eq!(
-            round,
-            Packet::Event { name: "message".into(), args: vec![json!("r"), json!({"sdp":"v=0\r\n"})] }
-        );
+        assert_eq!(round, Packet::Event { name: "message".into(), args: vec![json!("r"), json!({"sdp":"v=0\r\n"})] });
     }
 }

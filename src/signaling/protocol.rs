@@ -35,10 +35,11 @@ pub enum ProtocolError {
 }
 
 fn string_arg(args: &[Value], event: &'static str, index: usize) -> Result<String, ProtocolError> {
-    args.get(index)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or(ProtocolError::BadArgument { event, index, expected: "a string" })
+    args.get(index).and_then(Value::as_str).map(str::to_owned).ok_or(ProtocolError::BadArgument {
+        event,
+        index,
+        expected: "a string",
+    })
 }
 
 impl RoomEvent {
@@ -46,10 +47,7 @@ impl RoomEvent {
         let room = |event| string_arg(args, event, 0);
         Ok(match name {
             "joined" => RoomEvent::Joined { room: room("joined")?, id: string_arg(args, "joined", 1)? },
-            "otherjoin" => RoomEvent::OtherJoined {
-                room: room("otherjoin")?,
-                id: string_arg(args, "otherjoin", 1)?,
-            },
+            "otherjoin" => RoomEvent::OtherJoined { room: room("otherjoin")?, id: string_arg(args, "otherjoin", 1)? },
             "full" => RoomEvent::Full { room: room("full")? },
             "unauthorized" => RoomEvent::Unauthorized { room: room("unauthorized")? },
             "bye" => RoomEvent::Bye { room: room("bye")?, id: string_arg(args, "bye", 1)? },
@@ -73,17 +71,15 @@ impl SignalData {
     pub fn from_json(data: &Value) -> Result<SignalData, ProtocolError> {
         // Some classic clients send the data JSON-encoded as a string.
         if let Value::String(text) = data {
-            let parsed: Value = serde_json::from_str(text)
-                .map_err(|_| ProtocolError::BadData("a string that is not JSON".into()))?;
+            let parsed: Value =
+                serde_json::from_str(text).map_err(|_| ProtocolError::BadData("a string that is not JSON".into()))?;
             if parsed.is_string() {
                 return Err(ProtocolError::BadData("doubly encoded string".into()));
             }
             return SignalData::from_json(&parsed);
         }
-        let kind = data
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ProtocolError::BadData("no \"type\"".into()))?;
+        let kind =
+            data.get("type").and_then(Value::as_str).ok_or_else(|| ProtocolError::BadData("no \"type\"".into()))?;
         let text = |key: &str| {
             data.get(key)
                 .and_then(Value::as_str)
@@ -171,11 +167,8 @@ mod tests {
             RoomEvent::Full { room: "r".into() }
         );
         assert_eq!(
-            RoomEvent::from_socket_event(
-                "message",
-                &[json!("r"), json!({"type":"answer","sdp":"v=0"}), json!("v1")]
-            )
-            .unwrap(),
+            RoomEvent::from_socket_event("message", &[json!("r"), json!({"type":"answer","sdp":"v=0"}), json!("v1")])
+                .unwrap(),
             RoomEvent::Message {
                 room: "r".into(),
                 data: SignalData::Description { kind: SdpKind::Answer, sdp: "v=0".into() },
@@ -186,7 +179,8 @@ mod tests {
 
     #[test]
     fn classic_candidate_round_trip() {
-        let wire = json!({"type":"candidate","label":1,"id":"1","candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host"});
+        let wire =
+            json!({"type":"candidate","label":1,"id":"1","candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host"});
         let data = SignalData::from_json(&wire).unwrap();
         assert_eq!(
             data,
@@ -231,10 +225,7 @@ mod tests {
         assert!(RoomEvent::from_socket_event("message", &[json!("r")]).is_err());
         assert!(RoomEvent::from_socket_event("joined", &[json!(1), json!("x")]).is_err());
         assert!(RoomEvent::from_socket_event("joined", &[]).is_err());
-        assert!(matches!(
-            RoomEvent::from_socket_event("weird", &[]),
-            Err(ProtocolError::UnknownEvent(_))
-        ));
+        assert!(matches!(RoomEvent::from_socket_event("weird", &[]), Err(ProtocolError::UnknownEvent(_))));
     }
 
     #[test]

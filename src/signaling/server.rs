@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
 use tokio::net::TcpListener;
 
 use crate::config::{IceServerConfig, RoomConfig, ServerConfig};
@@ -195,12 +196,13 @@ pub fn app(config: &ServerConfig) -> Router {
         },
     });
     let (layer, io) = SocketIo::new_layer();
-    // The handlers must be registered before this closure returns: socketioxide
-    // sends the namespace CONNECT first and spawns the closure's future later,
-    // so a client that emits `join` right on CONNECT (every client does)
-    // would race an `async` registration and lose its join now and then. The
-    // closure body itself runs while the socket's packet loop waits for it.
-    io.ns("/", move |socket: SocketRef| {
+    // The handlers must be in place before the client hears the namespace
+    // CONNECT, because every client emits `join` right on CONNECT. socketioxide
+    // sends CONNECT from a spawned task *before* calling the connect handler,
+    // so a handler that registers events could lose that race (seen as "no
+    // joined within 10s" under load). Connect middleware runs before CONNECT
+    // is sent: events are registered there, and the handler itself is empty.
+    let register_events = move |socket: SocketRef| {
         let on_join = hub.clone();
         socket.on("join", move |s: SocketRef, TryData::<Args>(args)| {
             let hub = on_join.clone();
@@ -227,8 +229,9 @@ pub fn app(config: &ServerConfig) -> Router {
                 hub.leave(&s, "disconnected");
             }
         });
-        std::future::ready(())
-    });
+        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+    };
+    io.ns("/", (async || {}).with(register_events));
     let config_json = ice_servers_json(&config.viewer_ice_servers).to_string();
     Router::new()
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], VIEWER_HTML) }))

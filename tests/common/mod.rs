@@ -204,7 +204,12 @@ impl Member {
     }
 
     /// Next event that `pred` accepts; others are skipped. Panics on timeout.
-    pub async fn expect<T>(&mut self, what: &str, timeout: Duration, mut pred: impl FnMut(&ClientEvent) -> Option<T>) -> T {
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&ClientEvent) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -247,9 +252,14 @@ impl Member {
 
     pub async fn join(&mut self, room: &str) -> String {
         self.emit("join", vec![room.into()]);
-        match self.expect_room("joined", |r| matches!(r, RoomEvent::Joined { .. })).await {
+        let answer = self
+            .expect_room("an answer to join", |r| {
+                matches!(r, RoomEvent::Joined { .. } | RoomEvent::Full { .. } | RoomEvent::Unauthorized { .. })
+            })
+            .await;
+        match answer {
             RoomEvent::Joined { id, .. } => id,
-            _ => unreachable!(),
+            refused => panic!("join {room:?} refused: {refused:?}"),
         }
     }
 

@@ -99,4 +99,3 @@ impl RoomViewer {
         self.viewer.close().await;
     }
 }
-

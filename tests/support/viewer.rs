@@ -35,8 +35,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
@@ -45,8 +44,8 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType, RTCSessionDescription,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -77,12 +76,7 @@ pub struct ViewerOptions {
 
 impl Default for ViewerOptions {
     fn default() -> Self {
-        Self {
-            include_loopback: true,
-            browser_like_codecs: false,
-            talkback_hz: None,
-            relay_only_via: None,
-        }
+        Self { include_loopback: true, browser_like_codecs: false, talkback_hz: None, relay_only_via: None }
     }
 }
 
@@ -189,10 +183,7 @@ pub struct Viewer {
 }
 
 fn fb(typ: &str, parameter: &str) -> RTCPFeedback {
-    RTCPFeedback {
-        typ: typ.into(),
-        parameter: parameter.into(),
-    }
+    RTCPFeedback { typ: typ.into(), parameter: parameter.into() }
 }
 
 fn video_codec(mime: &str, fmtp: &str, payload_type: u8) -> RTCRtpCodecParameters {
@@ -251,20 +242,12 @@ fn media_engine(browser_like: bool) -> anyhow::Result<MediaEngine> {
     for codec in video {
         me.register_codec(codec, RtpCodecKind::Video)?;
     }
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: opus_codec(),
-            payload_type: 111,
-        },
-        RtpCodecKind::Audio,
-    )?;
+    me.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: 111 }, RtpCodecKind::Audio)?;
     Ok(me)
 }
 
 impl Viewer {
-    pub async fn new(
-        options: ViewerOptions,
-    ) -> anyhow::Result<(Viewer, mpsc::UnboundedReceiver<ViewerSignal>)> {
+    pub async fn new(options: ViewerOptions) -> anyhow::Result<(Viewer, mpsc::UnboundedReceiver<ViewerSignal>)> {
         let (signals, signals_rx) = mpsc::unbounded_channel();
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -280,11 +263,8 @@ impl Viewer {
         let mut me = media_engine(options.browser_like_codecs)?;
         let registry = register_default_interceptors(Registry::new(), &mut me)?;
         // Loopback only when asked: the tests run where 127.0.0.1 is all there is.
-        let addrs = if options.include_loopback {
-            vec!["127.0.0.1:0".to_owned()]
-        } else {
-            vec!["0.0.0.0:0".to_owned()]
-        };
+        let addrs =
+            if options.include_loopback { vec!["127.0.0.1:0".to_owned()] } else { vec!["0.0.0.0:0".to_owned()] };
         let mut configuration = RTCConfigurationBuilder::new();
         if let Some((url, username, credential)) = &options.relay_only_via {
             configuration = configuration
@@ -299,9 +279,7 @@ impl Viewer {
             .with_configuration(configuration.build())
             .with_media_engine(me)
             .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler {
-                shared: Arc::clone(&shared),
-            }))
+            .with_handler(Arc::new(Handler { shared: Arc::clone(&shared) }))
             // mDNS needs a multicast-capable interface; the tests have only lo.
             .with_setting_engine(
                 SettingEngineBuilder::new()
@@ -336,10 +314,7 @@ impl Viewer {
                 "viewer mic".into(),
                 RtpCodecKind::Audio,
                 vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
                     codec: opus_codec(),
                     ..Default::default()
                 }],
@@ -355,28 +330,12 @@ impl Viewer {
                 }),
             )
             .await?;
-        let audio_sender = audio
-            .sender()
-            .await?
-            .ok_or_else(|| anyhow!("audio transceiver without sender"))?;
+        let audio_sender = audio.sender().await?.ok_or_else(|| anyhow!("audio transceiver without sender"))?;
 
         if let Some(hz) = options.talkback_hz {
-            shared.spawn(talk_back(
-                Arc::clone(&shared),
-                mic,
-                ssrc,
-                Arc::clone(&audio_sender),
-                hz,
-            ));
+            shared.spawn(talk_back(Arc::clone(&shared), mic, ssrc, Arc::clone(&audio_sender), hz));
         }
-        Ok((
-            Viewer {
-                pc,
-                shared,
-                audio_sender,
-            },
-            signals_rx,
-        ))
+        Ok((Viewer { pc, shared, audio_sender }, signals_rx))
     }
 
     /// Offers (recvonly video, sendrecv audio); the offer goes out as a signal.
@@ -417,25 +376,15 @@ impl Viewer {
     }
 
     async fn apply_local(&self, desc: RTCSessionDescription) -> anyhow::Result<()> {
-        let kind = if desc.sdp_type == RTCSdpType::Offer {
-            SdpKind::Offer
-        } else {
-            SdpKind::Answer
-        };
+        let kind = if desc.sdp_type == RTCSdpType::Offer { SdpKind::Offer } else { SdpKind::Answer };
         let sdp = desc.sdp.clone();
         let mid = desc.unmarshal().ok().and_then(|parsed| {
-            parsed
-                .media_descriptions
-                .first()
-                .and_then(|m| m.attribute("mid").flatten().map(str::to_owned))
+            parsed.media_descriptions.first().and_then(|m| m.attribute("mid").flatten().map(str::to_owned))
         });
         self.shared.candidates.lock().unwrap().open = false;
         self.pc.set_local_description(desc).await?;
         let mut gate = self.shared.candidates.lock().unwrap();
-        let _ = self
-            .shared
-            .signals
-            .send(ViewerSignal::Description { kind, sdp });
+        let _ = self.shared.signals.send(ViewerSignal::Description { kind, sdp });
         gate.open = true;
         gate.mid = mid;
         for candidate in std::mem::take(&mut gate.pending) {
@@ -457,9 +406,7 @@ impl Viewer {
 
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut rx = self.shared.connected.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
     }
 
     pub async fn local_description(&self) -> Option<String> {
@@ -480,10 +427,7 @@ impl Viewer {
 }
 
 async fn send_pli(track: &Arc<dyn TrackRemote>, shared: &Shared, media_ssrc: u32) {
-    let pli = PictureLossIndication {
-        sender_ssrc: 0,
-        media_ssrc,
-    };
+    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
     if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
         shared.stats.lock().unwrap().plis_sent += 1;
     }
@@ -552,11 +496,7 @@ async fn receive_video(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     }
 }
 
-fn decode_loop(
-    shared: Arc<Shared>,
-    access_units: std::sync::mpsc::Receiver<Vec<u8>>,
-    pli: mpsc::UnboundedSender<()>,
-) {
+fn decode_loop(shared: Arc<Shared>, access_units: std::sync::mpsc::Receiver<Vec<u8>>, pli: mpsc::UnboundedSender<()>) {
     let mut decoder = match H264Decoder::new() {
         Ok(d) => d,
         Err(e) => {
@@ -655,17 +595,9 @@ async fn talk_back(
         let Ok(packet) = encoder.encode(&pcm) else {
             continue;
         };
-        let sample = Sample {
-            data: Bytes::clone(&packet.data),
-            duration: packet.duration,
-            ..Sample::new(Instant::now())
-        };
-        if mic
-            .sample_writer(ssrc, pt)
-            .write_sample(&sample)
-            .await
-            .is_ok()
-        {
+        let sample =
+            Sample { data: Bytes::clone(&packet.data), duration: packet.duration, ..Sample::new(Instant::now()) };
+        if mic.sample_writer(ssrc, pt).write_sample(&sample).await.is_ok() {
             shared.stats.lock().unwrap().talkback_packets_sent += 1;
         }
     }
