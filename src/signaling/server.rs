@@ -202,21 +202,36 @@ pub fn app(config: &ServerConfig) -> Router {
     // so a handler that registers events could lose that race (seen as "no
     // joined within 10s" under load). Connect middleware runs before CONNECT
     // is sent: events are registered there, and the handler itself is empty.
+    // The handlers then wait for the socket to count as connected, which
+    // socketioxide marks only *after* sending CONNECT: an event handled in
+    // between could not emit its answer (seen: a `join` admitted to the
+    // room whose `joined` was silently dropped).
     let register_events = move |socket: SocketRef| {
         let on_join = hub.clone();
         socket.on("join", move |s: SocketRef, TryData::<Args>(args)| {
             let hub = on_join.clone();
-            async move { hub.join(&s, &args.unwrap_or_default().0) }
+            async move {
+                if until_connected(&s).await {
+                    hub.join(&s, &args.unwrap_or_default().0)
+                }
+            }
         });
         let on_message = hub.clone();
         socket.on("message", move |s: SocketRef, TryData::<Args>(args)| {
             let hub = on_message.clone();
-            async move { hub.relay(&s, &args.unwrap_or_default().0) }
+            async move {
+                if until_connected(&s).await {
+                    hub.relay(&s, &args.unwrap_or_default().0)
+                }
+            }
         });
         let on_leave = hub.clone();
         socket.on("leave", move |s: SocketRef| {
             let hub = on_leave.clone();
             async move {
+                if !until_connected(&s).await {
+                    return;
+                }
                 if let Some(room) = hub.leave(&s, "by request") {
                     let _ = s.emit("leaved", &(room.as_str(), s.id.to_string().as_str()));
                 }
@@ -245,6 +260,19 @@ pub fn app(config: &ServerConfig) -> Router {
             }),
         )
         .layer(layer)
+}
+
+/// Waits (briefly: socketioxide sets the flag right after sending CONNECT)
+/// until the socket may emit; false if it never does.
+async fn until_connected(socket: &SocketRef) -> bool {
+    for _ in 0..1000 {
+        if socket.connected() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    warn!("server: {}: never finished connecting; event ignored", socket.id);
+    false
 }
 
 fn javascript(body: &'static str) -> impl IntoResponse {
