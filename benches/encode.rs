@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use roomcam::media::AudioSource;
 use roomcam::media::{
-    AUDIO_FRAME_SAMPLES, H264Encoder, H264Settings, OpusEncoder, TestPattern, ToneSource, VideoEncoder, VideoSource,
+    AUDIO_FRAME_SAMPLES, H264Encoder, H264Settings, OpusEncoder, TestPattern, ToneSource, VideoEncoder,
 };
 
 const WARMUP: usize = 20;
@@ -35,7 +35,7 @@ fn video(label: &str, settings: H264Settings, noise: bool) {
     let mut rng: u32 = 0x2545_F491;
     for i in 0..WARMUP + FRAMES {
         let t0 = Instant::now();
-        let mut frame = src.next_frame().expect("frame");
+        let mut frame = src.next_picture();
         if noise {
             let luma = frame.width as usize * frame.height as usize;
             for p in &mut frame.data[..luma] {

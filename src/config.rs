@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::media::convert::PixelFormat;
+
 /// `sysexits.h` EX_CONFIG: systemd is told not to restart on it.
 pub const EXIT_CONFIG: i32 = 78;
 
@@ -94,8 +96,12 @@ impl<'de> Deserialize<'de> for FrameSize {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CameraConfig {
-    /// `test` (moving test pattern) or a V4L2 device path.
+    /// `test` (moving test pattern), `test-h264` (the same from a simulated
+    /// camera that encodes H.264 itself) or a V4L2 device path.
     pub device: String,
+    /// Which of the camera's formats to use; `auto` picks the cheapest for
+    /// the board among those with the wanted size and rate.
+    pub format: CameraFormat,
     pub size: FrameSize,
     pub fps: u32,
     /// H.264 target bitrate in kbit/s.
@@ -108,10 +114,48 @@ impl Default for CameraConfig {
     fn default() -> Self {
         CameraConfig {
             device: "test".into(),
+            format: CameraFormat::Auto,
             size: FrameSize { width: 640, height: 480 },
             fps: 25,
             bitrate: 1000,
             encoder_threads: 1,
+        }
+    }
+}
+
+/// `camera.format`: `auto` or a V4L2 fourcc roomcam reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CameraFormat {
+    #[default]
+    Auto,
+    Only(PixelFormat),
+}
+
+impl std::str::FromStr for CameraFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(CameraFormat::Auto);
+        }
+        let fourcc: Option<[u8; 4]> = text.to_ascii_uppercase().as_bytes().try_into().ok();
+        fourcc.and_then(|f| PixelFormat::from_fourcc(&f)).map(CameraFormat::Only).ok_or_else(|| {
+            format!("{text:?} is not a camera format roomcam reads: auto, YUYV, NV12, YU12, MJPG or H264")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for CameraFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl CameraFormat {
+    pub fn only(self) -> Option<PixelFormat> {
+        match self {
+            CameraFormat::Auto => None,
+            CameraFormat::Only(format) => Some(format),
         }
     }
 }
@@ -125,11 +169,14 @@ pub struct AudioConfig {
     pub speaker: String,
     /// Opus bitrate in kbit/s.
     pub bitrate: u32,
+    /// 10 ms periods in each ALSA buffer (microphone and speaker). 4 suits
+    /// a board; more survive a slow or loaded machine at the price of delay.
+    pub periods: u32,
 }
 
 impl Default for AudioConfig {
     fn default() -> Self {
-        AudioConfig { microphone: "test".into(), speaker: "null".into(), bitrate: 32 }
+        AudioConfig { microphone: "test".into(), speaker: "null".into(), bitrate: 32, periods: 4 }
     }
 }
 
@@ -295,6 +342,9 @@ impl Config {
         if !(6..=510).contains(&self.audio.bitrate) {
             return Err(format!("audio.bitrate {} kbit/s must be 6..510", self.audio.bitrate));
         }
+        if !(2..=64).contains(&self.audio.periods) {
+            return Err(format!("audio.periods {} must be 2..64", self.audio.periods));
+        }
         for server in self.webrtc.ice_servers.iter().chain(&self.server.viewer_ice_servers) {
             validate_ice_server(server)?;
         }
@@ -408,6 +458,18 @@ capacity = 4
         assert!(message.contains("640x480"), "{message}");
         let (line, column, _) = syntax_error("[signaling\nroom = 1");
         assert_eq!((line, column), (1, 11));
+    }
+
+    #[test]
+    fn camera_format_and_alsa_periods() {
+        let config = parse("[camera]\nformat = \"h264\"\n[audio]\nperiods = 8\n").unwrap();
+        assert_eq!(config.camera.format.only(), Some(PixelFormat::H264));
+        assert_eq!(config.audio.periods, 8);
+        assert_eq!(parse("").unwrap().camera.format, CameraFormat::Auto);
+        let (line, column, message) = syntax_error("[camera]\nformat = \"RGB3\"\n");
+        assert_eq!((line, column), (2, 10));
+        assert!(message.contains("auto, YUYV, NV12, YU12, MJPG or H264"), "{message}");
+        assert!(matches!(parse("[audio]\nperiods = 1\n"), Err(ConfigError::Invalid { .. })));
     }
 
     #[test]

@@ -9,6 +9,9 @@ use roomcam::config::{Config, ConfigError, EXIT_CONFIG, FrameSize, IceServerConf
 
 #[derive(Parser)]
 #[command(name = "roomcam", version, about = "Camera + microphone to a WebRTC room, from a small board")]
+// The last of a repeated flag wins, so a wrapper (a unit drop-in, a test) can
+// append an override to a command line it was given.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -186,3 +186,30 @@ async fn sigterm_leaves_the_room_and_exits_cleanly() {
     assert!(device.lines().iter().any(|l| l.contains("shutting down")));
     viewer.vanish().await;
 }
+
+/// A camera that encodes H.264 itself (`--camera test-h264` simulates one
+/// the way UVC H.264 cameras behave: SPS/PPS only with its first IDR, no
+/// way to ask for another): its own stream reaches each new viewer,
+/// decodable from the first frame, and the log says why PLI goes unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_cameras_own_stream_is_passed_through() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "passthrough", &["--camera", "test-h264"]);
+    device.wait_in_room();
+    for round in 0..2 {
+        let viewer = RoomViewer::join(&url, "passthrough", ViewerOptions::default()).await;
+        let stats = viewer.wait_frames(30, Duration::from_secs(20)).await;
+        assert_stream_is_the_test_pattern(&stats);
+        if round == 0 {
+            device.wait_for_line("no-PLI warning", Duration::from_secs(5), |l| {
+                l.contains("cannot be asked for a keyframe")
+            });
+        }
+        viewer.leave().await;
+        device
+            .wait_for_line("peer closed", Duration::from_secs(10), |l| l.contains("closed, ready for the next viewer"));
+    }
+    assert!(device.is_running(), "the device exited");
+}

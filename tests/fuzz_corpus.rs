@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use roomcam::media::fuzzing::{camera_buffer, h264_stream};
-use roomcam::media::{H264Encoder, H264Settings, TestPattern, VideoEncoder, VideoSource};
+use roomcam::media::{H264Encoder, H264Settings, TestPattern, VideoEncoder};
 
 struct Rng(u64);
 impl Rng {
@@ -97,7 +97,7 @@ fn h264_seeds() -> Vec<Vec<u8>> {
     let mut src = TestPattern::new(320, 240, 30).unwrap().without_pacing();
     let mut seeds = Vec::new();
     for _ in 0..3 {
-        let frame = src.next_frame().unwrap();
+        let frame = src.next_picture();
         if let Some(ev) = enc.encode(&frame, false).unwrap() {
             seeds.push(ev.data.to_vec());
         }

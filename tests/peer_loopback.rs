@@ -23,7 +23,6 @@ use roomcam::media::test_sources::{TestPattern, ToneSource, looks_like_test_patt
 use roomcam::media::video::{H264Encoder, H264Settings};
 use roomcam::media::{
     AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSource, EncodedAudio, EncodedVideo, I420Frame, VideoEncoder,
-    VideoSource,
 };
 use roomcam::peer::{ConnectionState, IceCandidate, MediaTaps, Peer, PeerError, PeerEvent, PeerSettings, SdpKind};
 use viewer::{Viewer, ViewerOptions, ViewerSignal};
@@ -73,7 +72,7 @@ impl Source {
             .expect("H.264 encoder");
             let mut number: u32 = 0;
             while !stop_v.load(Ordering::Acquire) {
-                let frame = pattern.next_frame().expect("pattern frame");
+                let frame = pattern.next_picture();
                 {
                     let mut sent = sent_v.lock().unwrap();
                     sent.insert(number, frame.clone());
@@ -143,7 +142,9 @@ async fn rig(viewer_options: ViewerOptions) -> Rig {
     let taps = MediaTaps {
         video: video_tx.clone(),
         audio: audio_tx.clone(),
-        talkback: Arc::new(move |payload: Bytes| sink.lock().unwrap().push(payload)),
+        talkback: Arc::new(move |_talker: &roomcam::media::pipeline::Talker, payload: Bytes| {
+            sink.lock().unwrap().push(payload)
+        }),
     };
     let settings = PeerSettings { ice_servers: vec![], include_loopback: true };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -484,7 +485,7 @@ async fn bad_input_is_rejected_without_panicking() {
     init_logging();
     let (video, _) = broadcast::channel(4);
     let (audio, _) = broadcast::channel(4);
-    let taps = MediaTaps { video, audio, talkback: Arc::new(|_| {}) };
+    let taps = MediaTaps { video, audio, talkback: Arc::new(|_: &_, _| {}) };
     let settings = PeerSettings { ice_servers: vec![], include_loopback: true };
     let (events, _events_rx) = mpsc::unbounded_channel();
     let peer = Peer::create("bad".into(), &settings, taps, events).await.expect("create");

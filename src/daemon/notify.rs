@@ -17,7 +17,7 @@ use std::ffi::OsStr;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
-use crate::media::{I420Frame, MediaError, VideoSource};
+use crate::media::{CameraFrame, KeyframeRequest, MediaError, VideoSource};
 use crate::session::{RoomState, Session};
 
 /// Where to send notifications, and how often systemd wants to hear from us.
@@ -258,7 +258,7 @@ struct StallingCamera {
 }
 
 impl VideoSource for StallingCamera {
-    fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+    fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
         if self.left == 0 {
             loop {
                 std::thread::park();
@@ -266,6 +266,10 @@ impl VideoSource for StallingCamera {
         }
         self.left -= 1;
         self.inner.next_frame()
+    }
+
+    fn request_keyframe(&mut self) -> KeyframeRequest {
+        self.inner.request_keyframe()
     }
 }
 

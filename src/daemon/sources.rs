@@ -2,19 +2,32 @@
 
 use crate::config::Config;
 use crate::media::alsa::{AlsaMicrophone, AlsaSpeaker};
-use crate::media::test_sources::{NullSpeaker, TestPattern, ToneSource};
+use crate::media::test_sources::{H264TestCamera, NullSpeaker, TestPattern, ToneSource};
 use crate::media::v4l2::V4l2Camera;
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 
 /// The tone the test microphone plays; tests listen for it.
 pub const TEST_TONE_HZ: f32 = 440.0;
 
+/// IDR period of the simulated H.264 camera: that of a typical UVC camera,
+/// and how long a new viewer waits, since it cannot be asked for an IDR.
+pub const TEST_H264_CAMERA_GOP: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn open_camera(config: &Config) -> Result<Box<dyn VideoSource>, MediaError> {
     let camera = &config.camera;
     match camera.device.as_str() {
         "test" => Ok(Box::new(TestPattern::new(camera.size.width, camera.size.height, camera.fps)?)),
+        "test-h264" => Ok(Box::new(H264TestCamera::new(
+            camera.size.width,
+            camera.size.height,
+            camera.fps,
+            TEST_H264_CAMERA_GOP,
+            false,
+        )?)),
         device => {
-            let mut cam = V4l2Camera::new(device, camera.size.width, camera.size.height, camera.fps);
+            let mut cam = V4l2Camera::new(device, camera.size.width, camera.size.height, camera.fps)
+                .with_format(camera.format.only())
+                .with_h264_bitrate(camera.bitrate);
             // A camera that is missing at start-up is waited for (the
             // placeholder shows meanwhile); one that can never work
             // (no usable format) fails the start.

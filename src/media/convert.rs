@@ -10,7 +10,8 @@ use super::{I420Frame, MediaError};
 use std::time::SystemTime;
 use yuvutils_rs::{BufferStoreMut, YuvPackedImage, YuvPlanarImageMut};
 
-/// The raw formats roomcam converts, by V4L2 fourcc.
+/// The camera formats roomcam reads, by V4L2 fourcc: raw ones it converts,
+/// MJPEG it decodes, H.264 it passes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
     /// Packed 4:2:2, Y0 U Y1 V.
@@ -21,6 +22,8 @@ pub enum PixelFormat {
     Yu12,
     /// Motion JPEG: one JFIF picture per buffer.
     Mjpeg,
+    /// The camera's own H.264, one Annex-B access unit per buffer.
+    H264,
 }
 
 impl PixelFormat {
@@ -30,6 +33,7 @@ impl PixelFormat {
             b"NV12" => Some(Self::Nv12),
             b"YU12" => Some(Self::Yu12),
             b"MJPG" | b"JPEG" => Some(Self::Mjpeg),
+            b"H264" => Some(Self::H264),
             _ => None,
         }
     }
@@ -40,17 +44,21 @@ impl PixelFormat {
             Self::Nv12 => b"NV12",
             Self::Yu12 => b"YU12",
             Self::Mjpeg => b"MJPG",
+            Self::H264 => b"H264",
         }
     }
 
     /// Preference when several formats can deliver the wanted size and
-    /// rate: raw formats cost a copy, MJPEG costs a decode.
+    /// rate, by what the board pays: H.264 from the camera costs neither a
+    /// conversion nor an encode, raw formats cost a copy and an encode,
+    /// MJPEG a decode on top.
     pub fn cost_rank(self) -> u8 {
         match self {
-            Self::Yu12 => 0,
-            Self::Nv12 => 1,
-            Self::Yuyv => 2,
-            Self::Mjpeg => 3,
+            Self::H264 => 0,
+            Self::Yu12 => 1,
+            Self::Nv12 => 2,
+            Self::Yuyv => 3,
+            Self::Mjpeg => 4,
         }
     }
 
@@ -58,7 +66,7 @@ impl PixelFormat {
     pub fn min_stride(self, width: u32) -> usize {
         match self {
             Self::Yuyv => width as usize * 2,
-            Self::Nv12 | Self::Yu12 | Self::Mjpeg => width as usize,
+            Self::Nv12 | Self::Yu12 | Self::Mjpeg | Self::H264 => width as usize,
         }
     }
 }
@@ -238,7 +246,9 @@ pub fn raw_to_i420(
         PixelFormat::Yuyv => yuyv_to_i420(src, stride, width, height, &mut data)?,
         PixelFormat::Nv12 => nv12_to_i420(src, stride, width, height, &mut data)?,
         PixelFormat::Yu12 => yu12_to_i420(src, stride, width, height, &mut data)?,
-        PixelFormat::Mjpeg => return Err(MediaError::Unsupported("MJPEG through raw_to_i420".into())),
+        PixelFormat::Mjpeg | PixelFormat::H264 => {
+            return Err(MediaError::Unsupported(format!("{format:?} through raw_to_i420")));
+        }
     }
     Ok(I420Frame { width, height, data, captured_at })
 }

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use super::convert::{nv12_to_i420, yu12_to_i420, yuyv_to_i420};
 use super::mjpeg::MjpegDecoder;
-use super::video::{H264Decoder, nal_types, nal_units};
+use super::passthrough::camera_access_unit;
+use super::video::{H264Decoder, ParameterSets, nal_types, nal_units};
 
 /// A camera buffer claiming to be MJPEG (and, reinterpreted, raw formats
 /// with sizes taken from the first bytes: a camera that lies about sizes).
@@ -28,9 +29,18 @@ pub fn camera_buffer(data: &[u8]) {
     }
 }
 
-/// An H.264 Annex-B stream (camera passthrough or a peer): NAL parsing and
-/// decoding.
+/// An H.264 Annex-B stream (camera passthrough or a peer): the checks a
+/// passthrough camera's buffers go through, NAL parsing and decoding.
 pub fn h264_stream(data: &[u8]) {
+    let mut sets = ParameterSets::default();
+    for buffer in [data, &data[data.len() / 2..]] {
+        if let Ok(au) = camera_access_unit(buffer, std::time::Duration::from_millis(40))
+            && au.keyframe
+        {
+            let completed = sets.complete_idr(au.data.to_vec());
+            assert!(completed.len() >= au.data.len(), "parameter sets lost bytes");
+        }
+    }
     let _ = nal_types(data);
     for nal in nal_units(data) {
         let _ = nal.first();

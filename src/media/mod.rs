@@ -12,8 +12,10 @@ pub mod convert;
 pub mod devices;
 pub mod fuzzing;
 pub mod mjpeg;
+pub mod passthrough;
 pub mod pipeline;
 pub mod placeholder;
+pub mod talkback;
 pub mod test_sources;
 pub mod v4l2;
 pub mod video;
@@ -21,7 +23,8 @@ pub mod video;
 pub use audio::{OpusApplication, OpusDecoder, OpusEncoder, OpusSettings, dominant_frequency, rms_dbfs};
 pub use pipeline::{MediaPipeline, PipelineSettings, PipelineStats};
 pub use test_sources::{
-    NullSpeaker, SpeakerReport, SpeakerStats, Stamp, TestPattern, ToneSource, looks_like_test_pattern, read_stamp,
+    H264TestCamera, NullSpeaker, SpeakerReport, SpeakerStats, Stamp, TestPattern, ToneSource, looks_like_test_pattern,
+    read_stamp,
 };
 pub use video::{H264Decoder, H264Encoder, H264Settings};
 
@@ -103,9 +106,35 @@ pub struct EncodedAudio {
     pub duration: Duration,
 }
 
+/// What a camera hands over: a picture for roomcam's own encoder, or an
+/// access unit from a camera that encodes H.264 itself, which is passed
+/// through untouched (on a small board the camera's encoder is free, ours
+/// is not).
+#[derive(Clone, Debug)]
+pub enum CameraFrame {
+    Picture(I420Frame),
+    H264(EncodedVideo),
+}
+
+/// Whether a camera that encodes for itself acted on a keyframe request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyframeRequest {
+    /// The camera will send an IDR soon.
+    Forced,
+    /// The camera has no way to be asked (no V4L2 force-key-frame control):
+    /// viewers wait for its next periodic IDR.
+    Unsupported,
+}
+
 /// A camera. `next_frame` blocks until the source's next frame is due.
 pub trait VideoSource: Send {
-    fn next_frame(&mut self) -> Result<I420Frame, MediaError>;
+    fn next_frame(&mut self) -> Result<CameraFrame, MediaError>;
+
+    /// Asks a camera that delivers H.264 for an IDR (a new viewer, PLI,
+    /// FIR). Never called for pictures: roomcam's encoder makes those IDRs.
+    fn request_keyframe(&mut self) -> KeyframeRequest {
+        KeyframeRequest::Unsupported
+    }
 }
 
 /// A microphone. `read_frame` blocks until 20 ms of mono 48 kHz audio is ready.

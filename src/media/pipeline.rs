@@ -4,12 +4,18 @@
 //! Threads (all plain std threads: capture, encode and playback must keep
 //! their timing whatever the async runtime is doing):
 //!
-//! * `capture`: pulls frames from the camera into a one-frame slot;
-//! * `encode`: takes the newest frame from the slot, encodes, broadcasts;
+//! * `capture`: pulls frames from the camera into a one-picture slot (or,
+//!   from a camera that encodes H.264 itself, into an ordered queue);
+//! * `encode`: takes the newest picture from the slot, encodes, broadcasts
+//!   (and broadcasts the camera's own access units, in order, so that the
+//!   "camera unavailable" picture and the camera's stream never interleave);
 //! * `audio`: microphone → Opus → broadcast (Opus is cheap enough to run
 //!   inline, and 20 ms frames must not queue behind video);
-//! * `speaker`: talk-back Opus packets → decode → speaker.
+//! * `speaker`: talk-back Opus packets → decode (one decoder per viewer)
+//!   → the newest talker's voice → speaker.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -19,11 +25,19 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use super::audio::{OpusDecoder, OpusEncoder, OpusSettings};
+use super::audio::{OpusDecoder, OpusEncoder, OpusSettings, rms_dbfs};
+use super::talkback::{Floor, FloorChange, VOICE_DBFS};
+use super::video::ParameterSets;
 use super::{
-    AUDIO_FRAME_SAMPLES, AudioSink, AudioSource, EncodedAudio, EncodedVideo, I420Frame, MediaError, VideoEncoder,
-    VideoSource,
+    AUDIO_FRAME_SAMPLES, AudioSink, AudioSource, CameraFrame, EncodedAudio, EncodedVideo, I420Frame, KeyframeRequest,
+    MediaError, VideoEncoder, VideoSource,
 };
+
+/// Access units from an H.264 camera waiting to be sent (about half a
+/// second). They cannot be skipped like pictures (each depends on the one
+/// before), so when the sender falls this far behind the queue is dropped
+/// and restarts at the camera's next IDR.
+const PASSTHROUGH_QUEUE: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
@@ -57,9 +71,11 @@ impl Default for PipelineSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PipelineStats {
     pub frames_captured: u64,
-    /// Captured but never encoded: replaced in the slot by a newer frame
-    /// (encoder too slow) or captured while nobody was watching.
+    /// Captured but never sent: replaced in the slot by a newer frame
+    /// (encoder too slow), captured while nobody was watching, or (from an
+    /// H.264 camera) waiting for an IDR.
     pub frames_dropped: u64,
+    /// Sent to the viewers: encoded by roomcam or passed through from the camera.
     pub frames_encoded: u64,
     pub keyframes: u64,
     /// Frames the encoder's rate control chose to skip.
@@ -68,6 +84,8 @@ pub struct PipelineStats {
     pub talkback_received: u64,
     /// Talk-back packets dropped because the speaker queue was full.
     pub talkback_dropped: u64,
+    /// Talk-back packets not played because a newer talker had the speaker.
+    pub talkback_muted: u64,
     /// Talk-back packets that failed to decode or to play.
     pub talkback_errors: u64,
     pub source_errors: u64,
@@ -83,6 +101,7 @@ struct Counters {
     audio_packets: AtomicU64,
     talkback_received: AtomicU64,
     talkback_dropped: AtomicU64,
+    talkback_muted: AtomicU64,
     talkback_errors: AtomicU64,
     source_errors: AtomicU64,
 }
@@ -142,11 +161,37 @@ struct Shared {
     keyframe_requested: AtomicBool,
     /// Set on 0 → >0 viewers: the next thing sent must be an IDR.
     restart: AtomicBool,
-    /// "Latest frame wins": capture overwrites, encode takes.
-    slot: Mutex<Option<I420Frame>>,
+    /// The sender wants an IDR from a camera that encodes for itself.
+    camera_keyframe_wanted: AtomicBool,
+    slot: Mutex<Slot>,
     slot_cv: Condvar,
     counters: Counters,
     talkback_limit: RateLimit,
+}
+
+/// Hand-over from the capture thread to the encode thread.
+#[derive(Default)]
+struct Slot {
+    /// "Latest picture wins": capture overwrites, the encoder takes.
+    picture: Option<I420Frame>,
+    /// From an H.264 camera, in order.
+    access_units: VecDeque<EncodedVideo>,
+    /// The queue overflowed: drop until the camera's next IDR.
+    access_units_broken: bool,
+}
+
+/// What the encode thread gets next.
+enum Next {
+    Picture(I420Frame),
+    AccessUnit(EncodedVideo),
+}
+
+/// Where the stream the viewers decode currently comes from. A switch
+/// needs an IDR from the new origin, since their references differ.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Encoder,
+    Camera,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,21 +206,43 @@ impl Shared {
     }
 
     fn put_frame(&self, frame: I420Frame) {
-        if lock(&self.slot).replace(frame).is_some() {
+        if lock(&self.slot).picture.replace(frame).is_some() {
             bump(&self.counters.frames_dropped);
         }
         self.slot_cv.notify_one();
     }
 
-    /// Blocks for the newest frame; `None` once stopping.
-    fn take_frame(&self) -> Option<I420Frame> {
+    fn put_access_unit(&self, au: EncodedVideo) {
+        let mut slot = lock(&self.slot);
+        if slot.access_units.len() >= PASSTHROUGH_QUEUE {
+            let dropped = slot.access_units.len() as u64;
+            slot.access_units.clear();
+            slot.access_units_broken = true;
+            self.counters.frames_dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.camera_keyframe_wanted.store(true, Ordering::Release);
+        }
+        if slot.access_units_broken && !au.keyframe {
+            bump(&self.counters.frames_dropped);
+            return;
+        }
+        slot.access_units_broken = false;
+        slot.access_units.push_back(au);
+        drop(slot);
+        self.slot_cv.notify_one();
+    }
+
+    /// Blocks for the next access unit or the newest picture; `None` once stopping.
+    fn take(&self) -> Option<Next> {
         let mut slot = lock(&self.slot);
         loop {
             if self.stopping() {
                 return None;
             }
-            if let Some(frame) = slot.take() {
-                return Some(frame);
+            if let Some(au) = slot.access_units.pop_front() {
+                return Some(Next::AccessUnit(au));
+            }
+            if let Some(frame) = slot.picture.take() {
+                return Some(Next::Picture(frame));
             }
             // The timeout is only a backstop for the stop flag.
             slot =
@@ -232,8 +299,15 @@ pub struct MediaPipeline {
     threads: Vec<JoinHandle<()>>,
     video_tx: broadcast::Sender<EncodedVideo>,
     audio_tx: broadcast::Sender<EncodedAudio>,
-    talkback_tx: SyncSender<Bytes>,
+    talkback_tx: SyncSender<(Talker, Bytes)>,
 }
+
+/// Who sent a talk-back packet (the peer's id): each gets its own Opus
+/// decoder, and only the newest talker is played.
+pub type Talker = Arc<str>;
+
+/// Where peers hand talk-back Opus payloads.
+pub type Talkback = Arc<dyn Fn(&Talker, Bytes) + Send + Sync>;
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, MediaError> {
     std::thread::Builder::new()
@@ -255,9 +329,15 @@ impl MediaPipeline {
         speaker: Box<dyn AudioSink>,
         settings: PipelineSettings,
     ) -> Result<Self, MediaError> {
+        // Parameter sets are tracked from the very first access unit: a
+        // camera may send its SPS/PPS only once, with the first IDR.
+        let mut parameter_sets = ParameterSets::default();
         match video.next_frame() {
             Err(e @ MediaError::Unsupported(_)) => return Err(e),
             Err(e) => log::warn!("camera: {e}; will keep retrying"),
+            Ok(CameraFrame::H264(au)) if au.keyframe => {
+                parameter_sets.complete_idr(au.data.to_vec());
+            }
             Ok(_) => {}
         }
         if let Some(source) = audio.as_mut() {
@@ -272,14 +352,16 @@ impl MediaPipeline {
             Some(_) => Some(OpusEncoder::with_settings(&settings.opus)?),
             None => None,
         };
-        let opus_decoder = OpusDecoder::new()?;
+        // Fail the start now, not per viewer, if Opus cannot decode at all.
+        OpusDecoder::new()?;
 
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             viewers: AtomicUsize::new(0),
             keyframe_requested: AtomicBool::new(false),
             restart: AtomicBool::new(false),
-            slot: Mutex::new(None),
+            camera_keyframe_wanted: AtomicBool::new(false),
+            slot: Mutex::new(Slot::default()),
             slot_cv: Condvar::new(),
             counters: Counters::default(),
             talkback_limit: RateLimit::new(Duration::from_secs(5)),
@@ -293,7 +375,9 @@ impl MediaPipeline {
 
         let shared = Arc::clone(&pipeline.shared);
         let placeholder_size = settings.placeholder_size;
-        pipeline.threads.push(spawn("capture", move || capture_loop(&shared, video.as_mut(), placeholder_size))?);
+        pipeline
+            .threads
+            .push(spawn("capture", move || capture_loop(&shared, video.as_mut(), parameter_sets, placeholder_size))?);
 
         let shared = Arc::clone(&pipeline.shared);
         let tx = pipeline.video_tx.clone();
@@ -306,7 +390,7 @@ impl MediaPipeline {
         }
 
         let shared = Arc::clone(&pipeline.shared);
-        pipeline.threads.push(spawn("speaker", move || speaker_loop(&shared, &talkback_rx, opus_decoder, speaker))?);
+        pipeline.threads.push(spawn("speaker", move || speaker_loop(&shared, &talkback_rx, speaker))?);
         Ok(pipeline)
     }
 
@@ -347,12 +431,12 @@ impl MediaPipeline {
     /// Accepts talk-back Opus payloads from any thread without blocking.
     /// An empty payload means "a packet was lost here" and is concealed.
     /// When the speaker falls behind, packets are dropped.
-    pub fn talkback_handle(&self) -> Arc<dyn Fn(Bytes) + Send + Sync> {
+    pub fn talkback_handle(&self) -> Talkback {
         let tx = self.talkback_tx.clone();
         let shared = Arc::clone(&self.shared);
-        Arc::new(move |packet: Bytes| {
+        Arc::new(move |talker: &Talker, packet: Bytes| {
             bump(&shared.counters.talkback_received);
-            match tx.try_send(packet) {
+            match tx.try_send((Arc::clone(talker), packet)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     bump(&shared.counters.talkback_dropped);
@@ -376,6 +460,7 @@ impl MediaPipeline {
             audio_packets: get(&c.audio_packets),
             talkback_received: get(&c.talkback_received),
             talkback_dropped: get(&c.talkback_dropped),
+            talkback_muted: get(&c.talkback_muted),
             talkback_errors: get(&c.talkback_errors),
             source_errors: get(&c.source_errors),
         }
@@ -406,21 +491,53 @@ impl Drop for MediaPipeline {
     }
 }
 
-fn capture_loop(shared: &Shared, source: &mut dyn VideoSource, mut size: (u32, u32)) {
+fn capture_loop(
+    shared: &Shared,
+    source: &mut dyn VideoSource,
+    mut parameter_sets: ParameterSets,
+    mut size: (u32, u32),
+) {
     let mut backoff = Backoff::new();
     // While the camera is away, viewers get a placeholder picture at least
     // this often, and the camera is retried at least this often.
     backoff.max = Duration::from_millis(500);
+    let mut told_keyframes_unsupported = false;
     while !shared.stopping() {
+        if shared.camera_keyframe_wanted.swap(false, Ordering::AcqRel)
+            && source.request_keyframe() == KeyframeRequest::Unsupported
+            && !std::mem::replace(&mut told_keyframes_unsupported, true)
+        {
+            log::warn!(
+                "camera: it encodes H.264 itself and cannot be asked for a keyframe, so viewers' picture-loss \
+                 requests (PLI/FIR) cannot be honoured: a new or recovering viewer waits for the camera's next IDR"
+            );
+        }
         match source.next_frame() {
             Ok(frame) => {
                 backoff.reset();
-                size = (frame.width, frame.height);
                 bump(&shared.counters.frames_captured);
-                if shared.viewers.load(Ordering::Acquire) > 0 {
-                    shared.put_frame(frame);
-                } else {
-                    bump(&shared.counters.frames_dropped);
+                let watched = shared.viewers.load(Ordering::Acquire) > 0;
+                match frame {
+                    CameraFrame::Picture(picture) => {
+                        size = (picture.width, picture.height);
+                        if watched {
+                            shared.put_frame(picture);
+                        } else {
+                            bump(&shared.counters.frames_dropped);
+                        }
+                    }
+                    CameraFrame::H264(mut au) => {
+                        // Every keyframe, watched or not: the camera may have
+                        // sent its SPS/PPS long before the first viewer came.
+                        if au.keyframe {
+                            au.data = parameter_sets.complete_idr(au.data.to_vec()).into();
+                        }
+                        if watched {
+                            shared.put_access_unit(au);
+                        } else {
+                            bump(&shared.counters.frames_dropped);
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -437,12 +554,17 @@ fn capture_loop(shared: &Shared, source: &mut dyn VideoSource, mut size: (u32, u
     }
 }
 
+/// Encodes pictures and forwards a camera's own access units: every frame
+/// the viewers get leaves from here, in order.
 fn encode_loop(shared: &Shared, mut encoder: Box<dyn VideoEncoder>, tx: &broadcast::Sender<EncodedVideo>) {
     let limit = RateLimit::new(Duration::from_secs(10));
     let mut want_key = true;
     // Until an IDR has gone out, P frames are useless to every viewer.
     let mut need_idr_first = true;
-    while let Some(frame) = shared.take_frame() {
+    let mut origin: Option<Origin> = None;
+    // The camera was asked for the IDR that `need_idr_first` waits for.
+    let mut asked_camera = false;
+    while let Some(next) = shared.take() {
         if shared.viewers.load(Ordering::Acquire) == 0 {
             bump(&shared.counters.frames_dropped);
             need_idr_first = true;
@@ -452,7 +574,36 @@ fn encode_loop(shared: &Shared, mut encoder: Box<dyn VideoEncoder>, tx: &broadca
         if shared.restart.swap(false, Ordering::AcqRel) {
             need_idr_first = true;
         }
-        want_key |= shared.keyframe_requested.swap(false, Ordering::AcqRel) || need_idr_first;
+        let keyframe_requested = shared.keyframe_requested.swap(false, Ordering::AcqRel);
+        let frame = match next {
+            Next::Picture(frame) => frame,
+            Next::AccessUnit(au) => {
+                if origin != Some(Origin::Camera) {
+                    origin = Some(Origin::Camera);
+                    need_idr_first = true;
+                }
+                if keyframe_requested || (need_idr_first && !au.keyframe && !asked_camera) {
+                    shared.camera_keyframe_wanted.store(true, Ordering::Release);
+                    asked_camera = true;
+                }
+                if au.keyframe {
+                    need_idr_first = false;
+                    asked_camera = false;
+                    bump(&shared.counters.keyframes);
+                } else if need_idr_first {
+                    bump(&shared.counters.frames_dropped);
+                    continue;
+                }
+                bump(&shared.counters.frames_encoded);
+                let _ = tx.send(au);
+                continue;
+            }
+        };
+        if origin != Some(Origin::Encoder) {
+            origin = Some(Origin::Encoder);
+            need_idr_first = true;
+        }
+        want_key |= keyframe_requested || need_idr_first;
         match encoder.encode(&frame, want_key) {
             Ok(Some(ev)) => {
                 if ev.keyframe {
@@ -507,27 +658,57 @@ fn audio_loop(
     }
 }
 
-fn speaker_loop(shared: &Shared, rx: &Receiver<Bytes>, mut decoder: OpusDecoder, mut sink: Box<dyn AudioSink>) {
+/// A viewer silent this long loses its decoder (it has most likely left).
+const TALKER_IDLE: Duration = Duration::from_secs(30);
+
+fn speaker_loop(shared: &Shared, rx: &Receiver<(Talker, Bytes)>, mut sink: Box<dyn AudioSink>) {
     let decode_limit = RateLimit::new(Duration::from_secs(5));
     let sink_limit = RateLimit::new(Duration::from_secs(10));
+    let mut decoders: HashMap<Talker, (OpusDecoder, Instant)> = HashMap::new();
+    let mut floor = Floor::default();
     while !shared.stopping() {
-        let packet = match rx.recv_timeout(Duration::from_millis(100)) {
+        let (talker, packet) = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(p) => p,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        match decoder.decode(&packet) {
-            Ok(pcm) if pcm.is_empty() => {}
-            Ok(pcm) => {
-                if let Err(e) = sink.write(&pcm) {
-                    bump(&shared.counters.talkback_errors);
-                    warn_limited!(sink_limit, "speaker: {e}");
-                }
+        let now = Instant::now();
+        decoders.retain(|_, (_, last)| now.duration_since(*last) < TALKER_IDLE);
+        let decoded = match decoders.entry(Arc::clone(&talker)) {
+            Entry::Occupied(mut e) => {
+                e.get_mut().1 = now;
+                e.into_mut().0.decode(&packet)
             }
+            Entry::Vacant(e) => match OpusDecoder::new() {
+                Ok(decoder) => e.insert((decoder, now)).0.decode(&packet),
+                Err(err) => Err(err),
+            },
+        };
+        let pcm = match decoded {
+            Ok(pcm) if pcm.is_empty() => continue,
+            Ok(pcm) => pcm,
             Err(e) => {
                 bump(&shared.counters.talkback_errors);
-                warn_limited!(decode_limit, "talk-back: dropping bad packet: {e}");
+                warn_limited!(decode_limit, "talk-back from {talker}: dropping bad packet: {e}");
+                continue;
             }
+        };
+        let (play, change) = floor.admit(&talker, rms_dbfs(&pcm) > VOICE_DBFS, now);
+        match change {
+            Some(FloorChange::Taken { talker, over: Some(over) }) => {
+                log::info!("talk-back: {talker} talks over {over}; {over} muted while {talker} talks")
+            }
+            Some(FloorChange::Taken { talker, over: None }) => log::info!("talk-back: {talker} has the speaker"),
+            Some(FloorChange::Released) => log::info!("talk-back: nobody talks"),
+            None => {}
+        }
+        if !play {
+            bump(&shared.counters.talkback_muted);
+            continue;
+        }
+        if let Err(e) = sink.write(&pcm) {
+            bump(&shared.counters.talkback_errors);
+            warn_limited!(sink_limit, "speaker: {e}");
         }
     }
 }
@@ -537,7 +718,9 @@ mod tests {
     use super::*;
     use crate::media::AUDIO_SAMPLE_RATE;
     use crate::media::audio::{dominant_frequency, sine};
-    use crate::media::test_sources::{NullSpeaker, TestPattern, ToneSource, looks_like_test_pattern, read_stamp};
+    use crate::media::test_sources::{
+        H264TestCamera, NullSpeaker, TestPattern, ToneSource, looks_like_test_pattern, read_stamp,
+    };
     use crate::media::video::{H264Decoder, H264Encoder, H264Settings};
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -696,7 +879,7 @@ mod tests {
     }
 
     impl VideoSource for FlakyCamera {
-        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+        fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
             if self.failures > 0 {
                 self.failures -= 1;
                 return Err(MediaError::Device { device: "/dev/video0".into(), reason: "unplugged".into() });
@@ -719,12 +902,12 @@ mod tests {
 
     /// Works, then is "unplugged" for a while, then works again.
     struct UnpluggedCamera {
-        inner: TestPattern,
+        inner: Box<dyn VideoSource>,
         calls: u32,
     }
 
     impl VideoSource for UnpluggedCamera {
-        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+        fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
             self.calls += 1;
             if (10..16).contains(&self.calls) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -732,35 +915,148 @@ mod tests {
             }
             self.inner.next_frame()
         }
+
+        fn request_keyframe(&mut self) -> KeyframeRequest {
+            self.inner.request_keyframe()
+        }
     }
 
     #[test]
     fn viewers_see_a_placeholder_while_the_camera_is_away_then_the_camera_again() {
-        let cam = UnpluggedCamera { inner: TestPattern::new(320, 240, 30).unwrap(), calls: 0 };
-        let p = start_video(Box::new(cam), h264(320, 240));
-        let mut rx = p.video_sender().subscribe();
-        p.set_viewers(1);
-        let mut dec = H264Decoder::new().unwrap();
-        let (mut saw_placeholder, mut pattern_after) = (false, false);
-        let end = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < end && !pattern_after {
-            for ev in collect(&mut rx, 1, Duration::from_millis(200)) {
-                if let Ok(Some(pic)) = dec.decode(&ev.data) {
+        let raw: Box<dyn VideoSource> = pattern(30);
+        let h264_camera = Box::new(H264TestCamera::new(320, 240, 30, Duration::from_secs(5), true).unwrap());
+        for inner in [raw, h264_camera] {
+            let cam = UnpluggedCamera { inner, calls: 0 };
+            let p = start_video(Box::new(cam), h264(320, 240));
+            let mut rx = p.video_sender().subscribe();
+            p.set_viewers(1);
+            // One decoder throughout, as a viewer that never reconnects:
+            // after the first IDR every frame must decode, whether it came
+            // from the camera or from the placeholder, in whichever order.
+            let mut dec = H264Decoder::new().unwrap();
+            let (mut saw_placeholder, mut pattern_after, mut decoded) = (false, false, 0);
+            let end = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < end && !pattern_after {
+                for ev in collect(&mut rx, 1, Duration::from_millis(200)) {
+                    let pic = dec.decode(&ev.data).unwrap().expect("every frame decodes");
+                    decoded += 1;
                     if crate::media::placeholder::looks_like_placeholder(&pic) {
                         saw_placeholder = true;
                     } else if saw_placeholder && looks_like_test_pattern(&pic) {
                         pattern_after = true;
+                    } else {
+                        assert!(looks_like_test_pattern(&pic), "frame {decoded} is neither camera nor placeholder");
                     }
                 }
             }
+            assert!(saw_placeholder, "no placeholder while the camera was away");
+            assert!(pattern_after, "camera pictures did not come back");
         }
-        assert!(saw_placeholder, "no placeholder while the camera was away");
-        assert!(pattern_after, "camera pictures did not come back");
+    }
+
+    #[test]
+    fn an_h264_cameras_stream_is_passed_through_from_an_idr_with_parameter_sets() {
+        // Like most UVC cameras: no keyframe on request, SPS/PPS only once.
+        let camera = H264TestCamera::new(320, 240, 30, Duration::from_millis(500), false).unwrap();
+        // The encoder must never run while the camera delivers H.264.
+        let p = start_video(Box::new(camera), Box::new(FailingEncoder));
+        let mut rx = p.video_sender().subscribe();
+        std::thread::sleep(Duration::from_millis(700));
+        p.set_viewers(1);
+        p.request_keyframe();
+        let frames = collect(&mut rx, 45, Duration::from_secs(5));
+        assert_eq!(frames.len(), 45);
+        assert!(frames[0].keyframe, "a viewer's first frame is an IDR");
+        assert_eq!(&crate::media::video::nal_types(&frames[0].data)[..2], &[7, 8], "with SPS and PPS");
+        let mut dec = H264Decoder::new().unwrap();
+        let mut last = None;
+        for ev in &frames {
+            let pic = dec.decode(&ev.data).unwrap().expect("every access unit decodes");
+            let stamp = read_stamp(&pic).expect("the camera's own picture");
+            // Passed through: consecutive camera frames, none skipped.
+            if let Some(prev) = last {
+                assert_eq!(stamp.frame_number, prev + 1);
+            }
+            last = Some(stamp.frame_number);
+        }
+        assert!(frames.iter().filter(|f| f.keyframe).count() >= 2, "the camera's periodic IDRs go through");
+        let stats = p.stats();
+        assert!(stats.frames_encoded >= 45 && stats.encoder_skips == 0, "{stats:?}");
+    }
+
+    #[test]
+    fn keyframe_requests_reach_an_h264_camera_that_can_take_them() {
+        let camera = H264TestCamera::new(320, 240, 30, Duration::from_secs(60), true).unwrap();
+        let p = start_video(Box::new(camera), Box::new(FailingEncoder));
+        let mut rx = p.video_sender().subscribe();
+        p.set_viewers(1);
+        let first = collect(&mut rx, 5, Duration::from_secs(3));
+        assert!(first[0].keyframe);
+        assert_eq!(first.iter().filter(|f| f.keyframe).count(), 1);
+        p.request_keyframe();
+        let next = collect(&mut rx, 5, Duration::from_secs(3));
+        assert!(next.iter().any(|f| f.keyframe), "no IDR within 5 frames of the request (GOP is 60 s)");
+    }
+
+    /// For streams that must bypass roomcam's encoder.
+    struct FailingEncoder;
+    impl VideoEncoder for FailingEncoder {
+        fn encode(&mut self, _: &I420Frame, _: bool) -> Result<Option<EncodedVideo>, MediaError> {
+            panic!("the encoder ran on a passed-through stream");
+        }
+    }
+
+    /// Records what reaches the speaker.
+    struct RecordingSpeaker(Arc<Mutex<Vec<i16>>>);
+    impl AudioSink for RecordingSpeaker {
+        fn write(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
+            lock(&self.0).extend_from_slice(pcm);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_newest_talker_has_the_speaker() {
+        let played = Arc::new(Mutex::new(Vec::new()));
+        let speaker = Box::new(RecordingSpeaker(Arc::clone(&played)));
+        let p = MediaPipeline::start(pattern(30), h264(320, 240), None, speaker, PipelineSettings::default()).unwrap();
+        let talk = p.talkback_handle();
+        let (alice, bob) = (Talker::from("alice"), Talker::from("bob"));
+        let (mut alice_opus, mut bob_opus) = (OpusEncoder::new(32_000).unwrap(), OpusEncoder::new(32_000).unwrap());
+        let alice_voice = sine(440.0, 8_000.0, 48_000 * 4, 0);
+        let bob_voice = sine(660.0, 8_000.0, 48_000 * 4, 0);
+        let silence = [0i16; AUDIO_FRAME_SAMPLES];
+        let frame = |pcm: &[i16]| -> [i16; AUDIO_FRAME_SAMPLES] { pcm.try_into().unwrap() };
+        // Alice talks throughout; Bob from 0.8 s to 1.8 s (and sends
+        // silence otherwise, as a browser with push-to-talk released does).
+        for i in 0..150 {
+            let chunk = i * AUDIO_FRAME_SAMPLES..(i + 1) * AUDIO_FRAME_SAMPLES;
+            talk(&alice, alice_opus.encode(&frame(&alice_voice[chunk.clone()])).unwrap().data);
+            let bob_frame = if (40..90).contains(&i) { frame(&bob_voice[chunk]) } else { silence };
+            talk(&bob, bob_opus.encode(&bob_frame).unwrap().data);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(wait_until(Duration::from_secs(2), || p.stats().talkback_received == 300));
+        std::thread::sleep(Duration::from_millis(200));
+        let pcm = lock(&played).clone();
+        // What was heard, 200 ms at a time: Alice, then only Bob, then Alice again.
+        let heard: Vec<u32> = pcm
+            .chunks_exact(9_600)
+            .map(|c| dominant_frequency(c, AUDIO_SAMPLE_RATE).map_or(0, |f| (f / 110.0).round() as u32 * 110))
+            .collect();
+        let mut phases = heard.clone();
+        phases.dedup();
+        phases.retain(|&f| f != 0);
+        assert_eq!(phases, vec![440, 660, 440], "heard {heard:?}");
+        // Nothing was mixed: while Bob had the speaker Alice was muted.
+        assert!(p.stats().talkback_muted >= 45, "{:?}", p.stats());
+        // (150 frames of one voice, give or take the frames at a handover.)
+        assert!(pcm.len() <= 152 * AUDIO_FRAME_SAMPLES, "one voice at a time, not two: {} samples", pcm.len());
     }
 
     struct NoCamera;
     impl VideoSource for NoCamera {
-        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+        fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
             Err(MediaError::Unsupported("MJPEG".into()))
         }
     }
@@ -819,12 +1115,13 @@ mod tests {
         let tone = sine(660.0, 8_231.0, 48_000 * 5 / 2, 0);
         // Pushed from another thread, a bit faster than real time.
         let pusher = std::thread::spawn(move || {
+            let viewer = Talker::from("viewer");
             for (i, chunk) in tone.chunks_exact(AUDIO_FRAME_SAMPLES).enumerate() {
                 let mut frame = [0i16; AUDIO_FRAME_SAMPLES];
                 frame.copy_from_slice(chunk);
-                talk(enc.encode(&frame).unwrap().data);
+                talk(&viewer, enc.encode(&frame).unwrap().data);
                 if i % 25 == 7 {
-                    talk(Bytes::from_static(&[0xFF, 0xFF]));
+                    talk(&viewer, Bytes::from_static(&[0xFF, 0xFF]));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -857,8 +1154,9 @@ mod tests {
         let talk = p.talkback_handle();
         let pkt = OpusEncoder::new(24_000).unwrap().encode(&[0; AUDIO_FRAME_SAMPLES]).unwrap().data;
         let t0 = Instant::now();
+        let viewer = Talker::from("viewer");
         for _ in 0..200 {
-            talk(pkt.clone());
+            talk(&viewer, pkt.clone());
         }
         assert!(t0.elapsed() < Duration::from_millis(100), "talk-back blocked for {:?}", t0.elapsed());
         let s = p.stats();
@@ -866,7 +1164,7 @@ mod tests {
         assert!(s.talkback_dropped >= 190, "{s:?}");
         p.stop();
         // After stop the handle still works (drops) instead of panicking.
-        talk(pkt);
+        talk(&viewer, pkt);
         assert_eq!(p.stats().talkback_dropped, s.talkback_dropped + 1);
     }
 

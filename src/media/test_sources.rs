@@ -12,7 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::audio::{SILENCE_FLOOR_DBFS, dominant_frequency, rms_dbfs};
-use super::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSink, AudioSource, I420Frame, MediaError, VideoSource};
+use super::video::{H264Encoder, H264Settings, nal_units};
+use super::{
+    AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSink, AudioSource, CameraFrame, I420Frame, KeyframeRequest,
+    MediaError, VideoEncoder, VideoSource,
+};
 
 // ---------------------------------------------------------------------------
 // Real-time pacing
@@ -294,12 +298,91 @@ impl TestPattern {
     }
 }
 
-impl VideoSource for TestPattern {
-    fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+impl TestPattern {
+    /// Waits until the next frame is due, then draws it.
+    pub fn next_picture(&mut self) -> I420Frame {
         self.pacer.wait();
         let frame = self.render(self.frame_number, SystemTime::now());
         self.frame_number = self.frame_number.wrapping_add(1);
-        Ok(frame)
+        frame
+    }
+}
+
+impl VideoSource for TestPattern {
+    fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
+        Ok(CameraFrame::Picture(self.next_picture()))
+    }
+}
+
+/// A camera with its own H.264 encoder (`--camera test-h264`), behaving the
+/// way UVC H.264 cameras do: the stamped test pattern, an IDR every `gop`,
+/// SPS/PPS only with the first one, and (unless `honours_keyframe_requests`)
+/// no way to ask for an IDR. Exercises the passthrough path without one.
+pub struct H264TestCamera {
+    pattern: TestPattern,
+    encoder: H264Encoder,
+    honours_keyframe_requests: bool,
+    keyframe_requested: bool,
+    sent_parameter_sets: bool,
+}
+
+impl H264TestCamera {
+    pub fn new(
+        width: u32,
+        height: u32,
+        fps: u32,
+        gop: Duration,
+        honours_keyframe_requests: bool,
+    ) -> Result<Self, MediaError> {
+        let encoder = H264Encoder::new(H264Settings {
+            width,
+            height,
+            fps,
+            bitrate_kbps: 800,
+            keyframe_interval: Some(gop),
+            allow_frame_skip: false,
+            ..H264Settings::default()
+        })?;
+        Ok(Self {
+            pattern: TestPattern::new(width, height, fps)?,
+            encoder,
+            honours_keyframe_requests,
+            keyframe_requested: false,
+            sent_parameter_sets: false,
+        })
+    }
+
+    pub fn without_pacing(mut self) -> Self {
+        self.pattern = self.pattern.without_pacing();
+        self
+    }
+}
+
+impl VideoSource for H264TestCamera {
+    fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
+        loop {
+            let picture = self.pattern.next_picture();
+            let force = std::mem::take(&mut self.keyframe_requested);
+            let Some(mut au) = self.encoder.encode(&picture, force)? else { continue };
+            if self.sent_parameter_sets {
+                let without_sets: Vec<u8> = nal_units(&au.data)
+                    .filter(|nal| !matches!(nal.first().map(|h| h & 0x1F), Some(7 | 8)))
+                    .flat_map(|nal| [&[0, 0, 0, 1][..], nal].concat())
+                    .collect();
+                au.data = without_sets.into();
+            }
+            self.sent_parameter_sets |= au.keyframe;
+            return Ok(CameraFrame::H264(au));
+        }
+    }
+
+    fn request_keyframe(&mut self) -> KeyframeRequest {
+        if self.honours_keyframe_requests {
+            self.keyframe_requested = true;
+            KeyframeRequest::Forced
+        } else {
+            KeyframeRequest::Unsupported
+        }
     }
 }
 
@@ -540,7 +623,7 @@ mod tests {
     fn frames_move_and_are_paced() {
         let mut tp = TestPattern::new(320, 240, 50).unwrap();
         let t0 = Instant::now();
-        let frames: Vec<I420Frame> = (0..11).map(|_| tp.next_frame().unwrap()).collect();
+        let frames: Vec<I420Frame> = (0..11).map(|_| tp.next_picture()).collect();
         let elapsed = t0.elapsed();
         // 11 frames at 50 fps: the first is immediate, the last due at 200 ms.
         assert!(elapsed >= Duration::from_millis(195), "{elapsed:?}");

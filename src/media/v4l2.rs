@@ -1,11 +1,13 @@
 //! V4L2 cameras (the `v4l` crate): format negotiation, mmap streaming,
-//! conversion to I420, reopening after the camera goes away.
+//! conversion to I420 (or the camera's own H.264 passed through),
+//! reopening after the camera goes away.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use v4l::buffer::Type;
+use v4l::control::{Control, Value};
 use v4l::frameinterval::FrameIntervalEnum;
 use v4l::framesize::FrameSizeEnum;
 use v4l::io::mmap::Stream;
@@ -16,7 +18,14 @@ use v4l::{Device, Format, FourCC, Fraction};
 
 use super::convert::{PixelFormat, raw_to_i420};
 use super::mjpeg::MjpegDecoder;
-use super::{I420Frame, MediaError, VideoSource};
+use super::passthrough::camera_access_unit;
+use super::{CameraFrame, KeyframeRequest, MediaError, VideoSource};
+
+/// V4L2 codec controls (linux/v4l2-controls.h, V4L2_CID_CODEC_BASE + n)
+/// that an H.264 camera may offer.
+const CID_BITRATE: u32 = 0x0099_0900 + 207;
+const CID_FORCE_KEY_FRAME: u32 = 0x0099_0900 + 229;
+const CID_H264_I_PERIOD: u32 = 0x0099_0900 + 358;
 
 /// mmap buffers: one being converted, one being filled, the rest queued,
 /// so a slow conversion or encode never makes the driver drop frames.
@@ -171,7 +180,11 @@ pub fn choose(modes: &[Mode], want_w: u32, want_h: u32, want_fps: u32) -> Option
             why.push(format!(
                 "{} {}",
                 String::from_utf8_lossy(&m.fourcc),
-                if format == PixelFormat::Mjpeg { "(decoded on the board)" } else { "(raw)" }
+                match format {
+                    PixelFormat::Mjpeg => "(decoded on the board)",
+                    PixelFormat::H264 => "(the camera's own H.264, passed through without re-encoding)",
+                    _ => "(raw)",
+                }
             ));
             best = Some((key, Choice { format, width: m.width, height: m.height, fps, reason: why.join(", ") }));
         }
@@ -182,12 +195,14 @@ pub fn choose(modes: &[Mode], want_w: u32, want_h: u32, want_fps: u32) -> Option
 struct Open {
     // Field order matters: the stream (buffers) must go before the device.
     stream: Stream<'static>,
-    _dev: Device,
+    dev: Device,
     choice: Choice,
     stride: usize,
     mjpeg: MjpegDecoder,
     /// Consecutive unusable buffers.
     bad_buffers: u32,
+    /// H.264 cameras: whether V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME exists.
+    can_force_keyframe: bool,
 }
 
 /// A V4L2 camera behind [`VideoSource`]. Opens lazily; when the camera
@@ -197,6 +212,10 @@ pub struct V4l2Camera {
     path: PathBuf,
     label: String,
     want: (u32, u32, u32),
+    /// `camera.format`: only this format, or the cheapest that fits.
+    only_format: Option<PixelFormat>,
+    /// H.264 cameras are asked for this bitrate, where they let us.
+    h264_bitrate_kbps: u32,
     open: Option<Open>,
     /// Logged once per outage, not once per retry.
     was_open: bool,
@@ -205,7 +224,28 @@ pub struct V4l2Camera {
 impl V4l2Camera {
     pub fn new(path: impl AsRef<Path>, width: u32, height: u32, fps: u32) -> Self {
         let path = path.as_ref().to_path_buf();
-        Self { label: path.display().to_string(), path, want: (width, height, fps), open: None, was_open: false }
+        Self {
+            label: path.display().to_string(),
+            path,
+            want: (width, height, fps),
+            only_format: None,
+            h264_bitrate_kbps: 1000,
+            open: None,
+            was_open: false,
+        }
+    }
+
+    /// Uses only `format` (`camera.format` in the config); `None`: the
+    /// cheapest for the board among those that give the wanted size and rate.
+    pub fn with_format(mut self, format: Option<PixelFormat>) -> Self {
+        self.only_format = format;
+        self
+    }
+
+    /// The bitrate an H.264 camera is asked for (if it has the control).
+    pub fn with_h264_bitrate(mut self, kbps: u32) -> Self {
+        self.h264_bitrate_kbps = kbps;
+        self
     }
 
     /// Opens now (used at start-up to report a clear error early).
@@ -237,20 +277,24 @@ impl V4l2Camera {
         }
         let (ww, wh, wfps) = self.want;
         let mut modes = modes(&dev, Some((ww, wh))).map_err(|e| device_error(&label, "list formats", &e))?;
-        // ROOMCAM_CAMERA_FORMAT=YUYV|NV12|YU12|MJPG restricts the choice
-        // (tests use it to drive each conversion path on a real driver).
-        if let Ok(only) = std::env::var("ROOMCAM_CAMERA_FORMAT")
-            && only.len() == 4
-        {
-            modes.retain(|m| m.fourcc == only.as_bytes());
+        let mut offered: Vec<String> = modes.iter().map(|m| String::from_utf8_lossy(&m.fourcc).into_owned()).collect();
+        offered.dedup();
+        if let Some(only) = self.only_format {
+            modes.retain(|m| m.fourcc == *only.fourcc());
         }
         let Some(choice) = choose(&modes, ww, wh, wfps) else {
-            let offered: Vec<String> = modes.iter().map(|m| String::from_utf8_lossy(&m.fourcc).into_owned()).collect();
-            return Err(MediaError::Unsupported(format!(
-                "camera {label}: none of its formats ({}) is one roomcam reads (YUYV, NV12, YU12, MJPEG); \
-                 H.264 cameras are not supported yet",
-                offered.join(", ")
-            )));
+            return Err(MediaError::Unsupported(match self.only_format {
+                Some(only) => format!(
+                    "camera {label}: camera.format is {} but the camera offers only {}; set camera.format = \"auto\" \
+                     or one of those",
+                    String::from_utf8_lossy(only.fourcc()),
+                    offered.join(", ")
+                ),
+                None => format!(
+                    "camera {label}: none of its formats ({}) is one roomcam reads (YUYV, NV12, YU12, MJPEG, H264)",
+                    offered.join(", ")
+                ),
+            }));
         };
         let fmt = dev
             .set_format(&Format::new(choice.width, choice.height, FourCC::new(choice.format.fourcc())))
@@ -279,6 +323,7 @@ impl V4l2Camera {
             }
         };
         let stride = (fmt.stride as usize).max(choice.format.min_stride(fmt.width));
+        let can_force_keyframe = choice.format == PixelFormat::H264 && self.set_up_h264_controls(&dev, fps);
         let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, BUFFERS)
             .map_err(|e| device_error(&label, "allocate buffers", &e))?;
         stream.set_timeout(FRAME_TIMEOUT);
@@ -294,19 +339,48 @@ impl V4l2Camera {
         );
         Ok(Open {
             stream,
-            _dev: dev,
+            dev,
             choice: Choice { fps, ..choice },
             stride,
             mjpeg: MjpegDecoder::new(),
             bad_buffers: 0,
+            can_force_keyframe,
         })
+    }
+
+    /// Asks an H.264 camera for our bitrate and a 2 s IDR period where it
+    /// has the controls (UVC cameras often have neither), and reports
+    /// whether it can be asked for an IDR.
+    fn set_up_h264_controls(&self, dev: &Device, fps: f64) -> bool {
+        let controls = dev.query_controls().unwrap_or_default();
+        let has = |id: u32| controls.iter().any(|c| c.id == id);
+        let set = |id: u32, value: Value, what: &str| {
+            if has(id)
+                && let Err(e) = dev.set_control(Control { id, value })
+            {
+                log::info!("camera {}: cannot set the {what}: {e}", self.label);
+            }
+        };
+        set(CID_BITRATE, Value::Integer(i64::from(self.h264_bitrate_kbps) * 1000), "H.264 bitrate");
+        set(CID_H264_I_PERIOD, Value::Integer((fps * 2.0).round().max(1.0) as i64), "H.264 IDR period");
+        let can_force = has(CID_FORCE_KEY_FRAME);
+        if can_force {
+            log::info!("camera {}: H.264 passthrough; keyframe requests use its force-key-frame control", self.label);
+        } else {
+            log::warn!(
+                "camera {}: H.264 passthrough, but it has no force-key-frame control: picture-loss requests \
+                 (PLI/FIR) cannot be honoured and new viewers wait for its next periodic IDR",
+                self.label
+            );
+        }
+        can_force
     }
 
     fn close(&mut self) {
         if let Some(open) = self.open.take() {
             // v4l's Stream panics in Drop when STREAMOFF fails with anything
             // but ENODEV; a vanished device may give other errors.
-            let Open { stream, _dev, .. } = open;
+            let Open { stream, dev: _dev, .. } = open;
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(stream))).is_err() {
                 log::debug!("camera {}: stream teardown failed (device gone)", self.label);
             }
@@ -339,7 +413,20 @@ fn wall_clock(ts: &v4l::timestamp::Timestamp) -> SystemTime {
 }
 
 impl VideoSource for V4l2Camera {
-    fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+    fn request_keyframe(&mut self) -> KeyframeRequest {
+        let Some(open) = self.open.as_ref().filter(|o| o.can_force_keyframe) else {
+            return KeyframeRequest::Unsupported;
+        };
+        match open.dev.set_control(Control { id: CID_FORCE_KEY_FRAME, value: Value::None }) {
+            Ok(()) => KeyframeRequest::Forced,
+            Err(e) => {
+                log::warn!("camera {}: force-key-frame failed: {e}", self.label);
+                KeyframeRequest::Unsupported
+            }
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
         if self.open.is_none() {
             match self.try_open() {
                 Ok(open) => {
@@ -377,9 +464,11 @@ impl VideoSource for V4l2Camera {
         } else if meta.flags.contains(v4l::buffer::Flags::ERROR) {
             Err(MediaError::Decoder("driver marked the buffer as corrupt".into()))
         } else {
+            let frame_period = Duration::from_secs_f64(1.0 / open.choice.fps.max(1.0));
             match open.choice.format {
-                PixelFormat::Mjpeg => open.mjpeg.decode(data, captured_at),
-                f => raw_to_i420(f, data, open.stride, w, h, captured_at),
+                PixelFormat::H264 => camera_access_unit(data, frame_period).map(CameraFrame::H264),
+                PixelFormat::Mjpeg => open.mjpeg.decode(data, captured_at).map(CameraFrame::Picture),
+                f => raw_to_i420(f, data, open.stride, w, h, captured_at).map(CameraFrame::Picture),
             }
         };
         match frame {
@@ -413,7 +502,6 @@ mod tests {
             mode(b"MJPG", 640, 480, &[30.0, 15.0]),
             mode(b"YUYV", 640, 480, &[30.0, 15.0]),
             mode(b"YUYV", 1280, 720, &[10.0]),
-            mode(b"H264", 640, 480, &[30.0]),
         ];
         let c = choose(&modes, 640, 480, 25).unwrap();
         assert_eq!((c.format, c.width, c.height, c.fps), (PixelFormat::Yuyv, 640, 480, 30.0));
@@ -430,12 +518,25 @@ mod tests {
         assert_eq!((c.width, c.height), (800, 600));
         assert!(c.reason.contains("nearest"), "{}", c.reason);
         // Only unusable formats: nothing.
-        assert!(choose(&[mode(b"H264", 640, 480, &[30.0])], 640, 480, 30).is_none());
+        assert!(choose(&[mode(b"HEVC", 640, 480, &[30.0]), mode(b"GREY", 640, 480, &[30.0])], 640, 480, 30).is_none());
+    }
+
+    #[test]
+    fn the_cameras_own_h264_wins_at_the_same_size_and_rate() {
+        let modes =
+            [mode(b"YUYV", 1280, 720, &[10.0]), mode(b"MJPG", 1280, 720, &[30.0]), mode(b"H264", 1280, 720, &[30.0])];
+        let c = choose(&modes, 1280, 720, 30).unwrap();
+        assert_eq!(c.format, PixelFormat::H264);
+        assert!(c.reason.contains("passed through"), "{}", c.reason);
+        // But not at the price of the wanted size.
+        let modes = [mode(b"YUYV", 640, 480, &[30.0]), mode(b"H264", 1920, 1080, &[30.0])];
+        assert_eq!(choose(&modes, 640, 480, 30).unwrap().format, PixelFormat::Yuyv);
     }
 
     #[test]
     fn missing_device_says_so() {
         let mut cam = V4l2Camera::new("/dev/video-does-not-exist", 640, 480, 25);
+        assert_eq!(cam.request_keyframe(), KeyframeRequest::Unsupported, "not open");
         let e = cam.next_frame().unwrap_err().to_string();
         assert!(e.contains("/dev/video-does-not-exist") && e.contains("missing"), "{e}");
         let e = device_error("/dev/video0", "open", &io::Error::from_raw_os_error(libc::EACCES)).to_string();

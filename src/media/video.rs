@@ -133,9 +133,7 @@ pub struct H264Encoder {
     /// A keyframe was asked for and has not come out yet (the request must
     /// survive a frame that rate control skipped).
     idr_pending: bool,
-    /// Last SPS+PPS seen (with start codes), re-sent if an IDR ever comes
-    /// without them: a viewer joining late needs them with every IDR.
-    parameter_sets: Vec<u8>,
+    parameter_sets: ParameterSets,
     frame_duration: Duration,
 }
 
@@ -177,21 +175,47 @@ impl H264Encoder {
             timestamp: Duration::ZERO,
             encoded_any: false,
             idr_pending: false,
-            parameter_sets: Vec::new(),
+            parameter_sets: ParameterSets::default(),
         })
     }
 
     pub fn settings(&self) -> &H264Settings {
         &self.settings
     }
+}
 
-    fn remember_parameter_sets(&mut self, annexb: &[u8]) {
-        let sets: Vec<&[u8]> = openh264::nal_units(annexb)
+/// The newest SPS and PPS of a stream (with their start codes), put back in
+/// front of any IDR that comes without them: a viewer that joins late needs
+/// them with every IDR, and many H.264 cameras send them only once, when
+/// streaming starts.
+#[derive(Debug, Default)]
+pub struct ParameterSets {
+    sets: Vec<u8>,
+}
+
+impl ParameterSets {
+    /// Takes an IDR access unit: remembers its SPS and PPS when it has both,
+    /// otherwise returns it with the remembered ones in front.
+    pub fn complete_idr(&mut self, idr: Vec<u8>) -> Vec<u8> {
+        let sets: Vec<&[u8]> = openh264::nal_units(&idr)
             .filter(|n| nal_types(n).first().is_some_and(|&t| t == NAL_SPS || t == NAL_PPS))
             .collect();
-        if sets.len() >= 2 {
-            self.parameter_sets = sets.concat();
+        let types = nal_types(&idr);
+        if types.contains(&NAL_SPS) && types.contains(&NAL_PPS) {
+            self.sets = sets.concat();
+            idr
+        } else if self.sets.is_empty() {
+            idr
+        } else {
+            let mut with_sets = Vec::with_capacity(self.sets.len() + idr.len());
+            with_sets.extend_from_slice(&self.sets);
+            with_sets.extend_from_slice(&idr);
+            with_sets
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
     }
 }
 
@@ -236,14 +260,7 @@ impl VideoEncoder for H264Encoder {
         let keyframe = frame_type == FrameType::IDR;
         if keyframe {
             self.idr_pending = false;
-            let types = nal_types(&data);
-            if types.contains(&NAL_SPS) && types.contains(&NAL_PPS) {
-                self.remember_parameter_sets(&data);
-            } else if !self.parameter_sets.is_empty() {
-                let mut with_sets = self.parameter_sets.clone();
-                with_sets.extend_from_slice(&data);
-                data = with_sets;
-            }
+            data = self.parameter_sets.complete_idr(data);
         }
         Ok(Some(EncodedVideo { data: bytes::Bytes::from(data), keyframe, duration: self.frame_duration }))
     }
@@ -290,7 +307,6 @@ impl H264Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::VideoSource;
     use crate::media::test_sources::{TestPattern, looks_like_test_pattern, read_stamp};
 
     const NAL_SLICE_IDR: u8 = 5;
@@ -300,14 +316,14 @@ mod tests {
     }
 
     fn encode_n(enc: &mut H264Encoder, src: &mut TestPattern, n: usize, key_at: &[usize]) -> Vec<EncodedVideo> {
-        (0..n).filter_map(|i| enc.encode(&src.next_frame().unwrap(), key_at.contains(&i)).unwrap()).collect()
+        (0..n).filter_map(|i| enc.encode(&src.next_picture(), key_at.contains(&i)).unwrap()).collect()
     }
 
     #[test]
     fn sps_is_constrained_baseline_and_level_fits_42e01f() {
         let mut enc = H264Encoder::new(settings(640, 480, 800)).unwrap();
         let mut src = TestPattern::new(640, 480, 30).unwrap().without_pacing();
-        let first = enc.encode(&src.next_frame().unwrap(), false).unwrap().expect("first frame");
+        let first = enc.encode(&src.next_picture(), false).unwrap().expect("first frame");
         assert!(first.keyframe);
         assert_eq!(first.data[..4], [0, 0, 0, 1], "Annex-B start code");
         let sps = nal_units(&first.data).find(|n| n[0] & 0x1F == NAL_SPS).expect("SPS");
@@ -332,7 +348,7 @@ mod tests {
             let mut src = TestPattern::new(w, h, 30).unwrap().without_pacing();
             let mut numbers = Vec::new();
             for i in 0..45 {
-                let frame = src.next_frame().unwrap();
+                let frame = src.next_picture();
                 let Some(ev) = enc.encode(&frame, false).unwrap() else { continue };
                 assert_eq!(ev.keyframe, i == 0, "only the first frame is an IDR");
                 let pic = dec.decode(&ev.data).unwrap().expect("a picture per access unit");
@@ -421,7 +437,7 @@ mod tests {
         assert!(matches!(enc.encode(&bad, false), Err(MediaError::Encoder(_))));
         // Still usable afterwards.
         let mut src = TestPattern::new(320, 240, 30).unwrap().without_pacing();
-        assert!(enc.encode(&src.next_frame().unwrap(), false).unwrap().unwrap().keyframe);
+        assert!(enc.encode(&src.next_picture(), false).unwrap().unwrap().keyframe);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::rtcp::is_keyframe_request;
 use super::setup;
 use super::{ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, SdpKind};
+use crate::media::pipeline::{Talkback, Talker};
 
 /// Remote candidates that arrive before the remote description are held
 /// (signaling may reorder them); beyond this many something is wrong.
@@ -67,7 +68,9 @@ struct Shared {
     last_state: StdMutex<Option<ConnectionState>>,
     closed: AtomicBool,
     tasks: StdMutex<Vec<JoinHandle<()>>>,
-    talkback: Arc<dyn Fn(bytes::Bytes) + Send + Sync>,
+    talkback: Talkback,
+    /// This viewer, as the speaker knows it.
+    talker: Talker,
 }
 
 /// Local candidates can be gathered before `LocalDescription` is emitted
@@ -205,6 +208,7 @@ impl Peer {
             closed: AtomicBool::new(false),
             tasks: StdMutex::new(Vec::new()),
             talkback: Arc::clone(&taps.talkback),
+            talker: Talker::from(id.as_str()),
         });
         let lan = setup::LanInterfaces::detect();
         let udp_addrs = setup::udp_bind_addrs(lan, settings.include_loopback);
@@ -725,7 +729,7 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                 if packets == 1 {
                     info!("peer {}: talk-back audio started", shared.id);
                 }
-                (shared.talkback)(packet.payload);
+                (shared.talkback)(&shared.talker, packet.payload);
             }
             TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
             _ => {}

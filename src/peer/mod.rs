@@ -5,8 +5,7 @@
 //! learns (local SDP, ICE candidates, connection state, keyframe requests)
 //! comes back as `PeerEvent`s on a channel, to be fed into the session core.
 
-use std::sync::Arc;
-
+use crate::media::pipeline::Talkback;
 use crate::media::{EncodedAudio, EncodedVideo};
 
 mod connection;
@@ -86,7 +85,7 @@ pub struct MediaTaps {
     pub video: tokio::sync::broadcast::Sender<EncodedVideo>,
     pub audio: tokio::sync::broadcast::Sender<EncodedAudio>,
     /// Called with every Opus payload the viewer sends (talk-back).
-    pub talkback: Arc<dyn Fn(bytes::Bytes) + Send + Sync>,
+    pub talkback: Talkback,
 }
 
 #[derive(Debug, thiserror::Error)]
