@@ -54,6 +54,30 @@ pub fn suggest(model: &str) -> &'static str {
     }
 }
 
+/// What `roomcam devices` says about the board: its model, the profile
+/// that suits it, what that profile sets, and how to use it.
+pub fn suggestion(model: Option<&str>) -> String {
+    let name = model.map_or("generic", suggest);
+    let settings = profile(name)
+        .ok()
+        .and_then(|table| table.get("camera").and_then(toml::Value::as_table).cloned())
+        .map(|camera| {
+            let get = |key: &str| camera.get(key).map(|v| v.to_string().trim_matches('"').to_owned());
+            format!(
+                "{} at {} fps, {} kbit/s, {} encoder thread(s)",
+                get("size").unwrap_or_default(),
+                get("fps").unwrap_or_default(),
+                get("bitrate").unwrap_or_default(),
+                get("encoder-threads").unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "Board: {}\n  suggested profile: {name} ({settings})\n  use it with board = \"{name}\" in the config or --board {name}; keys you set yourself still win",
+        model.unwrap_or("unknown (no /proc/device-tree/model)")
+    )
+}
+
 /// This machine's model and the profile suggested for it.
 pub fn detect() -> (Option<String>, &'static str) {
     match std::fs::read_to_string("/proc/device-tree/model") {
@@ -71,6 +95,19 @@ mod tests {
     use super::*;
     use crate::config::{Config, FrameSize};
     use std::path::Path;
+
+    #[test]
+    fn suggestion_names_the_profile_and_what_it_sets() {
+        let text = suggestion(Some("Raspberry Pi 4 Model B Rev 1.4"));
+        assert!(text.starts_with("Board: Raspberry Pi 4 Model B Rev 1.4\n"), "{text}");
+        assert!(
+            text.contains("suggested profile: pi4 (1280x720 at 25 fps, 2000 kbit/s, 3 encoder thread(s))"),
+            "{text}"
+        );
+        assert!(text.contains("--board pi4"), "{text}");
+        let text = suggestion(None);
+        assert!(text.contains("unknown") && text.contains("suggested profile: generic ("), "{text}");
+    }
 
     #[test]
     fn every_profile_is_a_valid_config_with_the_four_camera_keys() {

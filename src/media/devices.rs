@@ -98,6 +98,8 @@ fn describe_camera(path: &Path, out: &mut String) {
 /// The whole report, as printed by `roomcam devices`.
 pub fn report() -> String {
     let mut out = String::new();
+    let (model, _) = crate::board::detect();
+    let _ = writeln!(out, "{}\n", crate::board::suggestion(model.as_deref()));
     let nodes = video_nodes(Path::new("/dev"));
     let _ = writeln!(out, "Cameras (V4L2) — use the path or a by-id name as --camera / [camera] device:");
     if nodes.is_empty() {
