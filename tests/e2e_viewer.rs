@@ -213,3 +213,33 @@ async fn an_h264_cameras_own_stream_is_passed_through() {
     }
     assert!(device.is_running(), "the device exited");
 }
+
+/// Two viewers talk back at once (roomcam's own server admits several):
+/// the speaker plays the newest talker alone, and the earlier one again
+/// once the newest has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_talkers_the_newest_has_the_speaker() {
+    let config = std::env::temp_dir().join(format!("roomcam-two-talkers-{}.toml", std::process::id()));
+    std::fs::write(&config, "[server]\ncapacity = 3\n").unwrap();
+    let port = free_port();
+    let _server = roomcam_serve(port, Some(&config));
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "talkers", &[]);
+    device.wait_in_room();
+
+    let alice =
+        RoomViewer::join(&url, "talkers", ViewerOptions { talkback_hz: Some(660.0), ..ViewerOptions::default() }).await;
+    alice.wait_frames(10, Duration::from_secs(20)).await;
+    wait_speaker_tone(&mut device, 660.0);
+    let bob =
+        RoomViewer::join(&url, "talkers", ViewerOptions { talkback_hz: Some(880.0), ..ViewerOptions::default() }).await;
+    bob.wait_frames(10, Duration::from_secs(20)).await;
+    device.wait_for_line("talk-over", Duration::from_secs(10), |l| l.contains("talks over"));
+    // A whole second of Bob alone: Alice's 660 Hz is not mixed in.
+    let report = wait_speaker_tone(&mut device, 880.0);
+    assert!(report.rms_dbfs > -40.0, "{report:?}");
+    bob.leave().await;
+    wait_speaker_tone(&mut device, 660.0);
+    alice.leave().await;
+    let _ = std::fs::remove_file(&config);
+}

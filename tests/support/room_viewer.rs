@@ -35,13 +35,27 @@ impl RoomViewer {
         let room_name = room.to_owned();
         let peer = viewer.clone();
         let pump = tokio::spawn(async move {
+            // The device, once known. In a room of several viewers (roomcam's
+            // own server) the others' `otherjoin` and messages are not ours,
+            // and ours go to the device alone (`from`/`to`; classic servers
+            // send no `from`, and there the room holds only the two of us).
+            let mut device: Option<String> = None;
+            let mut addressable = false;
             loop {
                 tokio::select! {
                     Some(event) = member.events.recv() => match event {
-                        ClientEvent::Room(RoomEvent::OtherJoined { .. }) => {
+                        ClientEvent::Room(RoomEvent::OtherJoined { id, .. }) if device.is_none() => {
+                            device = Some(id);
                             peer.create_offer().await.expect("viewer offer");
                         }
-                        ClientEvent::Room(RoomEvent::Message { data, .. }) => match data {
+                        ClientEvent::Room(RoomEvent::Message { from: Some(from), .. })
+                            if device.as_ref().is_some_and(|d| *d != from) => {}
+                        ClientEvent::Room(RoomEvent::Message { data, from, .. }) => {
+                            if let Some(from) = from {
+                                device = Some(from);
+                                addressable = true;
+                            }
+                            match data {
                             SignalData::Description { kind, sdp } => {
                                 if let Err(e) = peer.set_remote_description(kind, sdp).await {
                                     eprintln!("viewer: remote description rejected: {e}");
@@ -50,7 +64,8 @@ impl RoomViewer {
                             SignalData::Candidate(c) => {
                                 let _ = peer.add_candidate(c).await;
                             }
-                        },
+                            }
+                        }
                         _ => {}
                     },
                     Some(signal) = signals.recv() => {
@@ -58,7 +73,8 @@ impl RoomViewer {
                             ViewerSignal::Description { kind, sdp } => SignalData::Description { kind, sdp },
                             ViewerSignal::Candidate(c) => SignalData::Candidate(c),
                         };
-                        let (name, args) = message_event(&room_name, &data, None);
+                        let to = device.as_deref().filter(|_| addressable);
+                        let (name, args) = message_event(&room_name, &data, to);
                         member.emit(name, args);
                     }
                     else => break,
