@@ -77,7 +77,7 @@ fn chromium_views_the_device_on_roomcams_server_talks_back_and_rejoins() {
         &[
             "--expect-role",
             "answerer",
-            "--expect-video",
+            "--expect-bars",
             "--expect-audio",
             "--talk",
             "3",
@@ -142,4 +142,20 @@ fn chromium_without_the_room_token_is_refused() {
     let mut device = roomcam_run(&url, "locked", &["--token", "s3cret"]);
     device.wait_in_room();
     check_viewer(&format!("{url}/?room=locked&token=s3cret"), &["--expect-video"]);
+}
+
+/// A camera that encodes H.264 itself: Chromium shows its own stream, bars
+/// and all, for a first viewer and for the next one (each starts at one of
+/// the camera's periodic IDRs, since such a camera cannot be asked for one).
+#[test]
+fn chromium_shows_an_h264_cameras_own_stream() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "passthrough", &["--camera", "test-h264"]);
+    device.wait_in_room();
+    let report = check_viewer(&format!("{url}/?room=passthrough"), &["--expect-bars", "--expect-audio", "--rejoin"]);
+    eprintln!("page report: {report}");
+    assert!(report["video"]["fps"].as_f64().is_some_and(|fps| fps >= 5.0), "{report}");
+    assert!(device.is_running());
 }

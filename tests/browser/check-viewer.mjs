@@ -8,6 +8,7 @@
 //   --expect-state S    wait until roomcamViewer.state is S (e.g. full, unauthorized)
 //   --expect-role R     after the first peer connection, require role R (offerer|answerer)
 //   --expect-video      inbound video with framesDecoded > 0, codec video/H264
+//   --expect-bars       ... and the picture on the page shows the test pattern's colour bars
 //   --any-codec         accept any video codec (Chromium-to-Chromium selftests)
 //   --expect-audio      inbound audio with totalSamplesReceived > 0 and audible level/energy
 //   --talk SECONDS      hold the talk button that long; outbound audio packets must grow
@@ -52,7 +53,7 @@ function usage(msg) {
 }
 
 const opts = {
-  url: null, expectVideo: false, anyCodec: false, expectAudio: false, talk: 0, rejoin: false,
+  url: null, expectVideo: false, expectBars: false, anyCodec: false, expectAudio: false, talk: 0, rejoin: false,
   expectState: null, expectRole: null, stay: 0, readyFile: null, doneFile: null, screenshot: null, timeout: 30,
   chromium: '/usr/bin/chromium', verbose: false,
 };
@@ -70,6 +71,7 @@ const opts = {
   for (let i = 0; i < a.length; i++) {
     switch (a[i]) {
       case '--expect-video': opts.expectVideo = true; break;
+      case '--expect-bars': opts.expectVideo = true; opts.expectBars = true; break;
       case '--any-codec': opts.anyCodec = true; break;
       case '--expect-audio': opts.expectAudio = true; break;
       case '--talk': opts.talk = num(i); i++; break;
@@ -157,6 +159,31 @@ function collectStats() {
   });
 }
 
+// The colour of each of the eight bars of roomcam's test pattern, read off
+// the <video> element as the page shows it (through a canvas), halfway
+// down the picture where the bars are.
+function sampleBars() {
+  const video = document.querySelector('#remote');
+  if (!video || !video.videoWidth) return null;
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(video, 0, 0);
+  const y = Math.round(canvas.height * 0.45);
+  const bars = [];
+  for (let i = 0; i < 8; i++) {
+    const x = Math.round(((i + 0.5) * canvas.width) / 8);
+    bars.push(Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)));
+  }
+  return bars;
+}
+
+// White, yellow, cyan, green, magenta, red, blue, black: each channel full or off.
+const TEST_PATTERN_BARS = [[1, 1, 1], [1, 1, 0], [0, 1, 1], [0, 1, 0], [1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0]];
+const barsMatch = (bars) => !!bars && bars.every((rgb, i) =>
+  rgb.every((v, c) => (TEST_PATTERN_BARS[i][c] ? v > 150 : v < 100)));
+
 function pageInfo() {
   const v = window.roomcamViewer;
   if (!v) return null;
@@ -209,7 +236,16 @@ async function run(page) {
     const later = (s && s.inVideo) || first;
     const fps = (later.framesDecoded - first.framesDecoded) / 2;
     if (!(later.framesDecoded > first.framesDecoded)) throw new Failure(`${step}: video stalled after ${first.framesDecoded} frames`);
+    let bars;
+    if (opts.expectBars) {
+      let seen = null;
+      bars = await waitFor(`${step} (bars)`, async () => {
+        seen = await page.evaluate(sampleBars);
+        return barsMatch(seen) ? seen : null;
+      }, async () => `the picture shows no test pattern bars: ${JSON.stringify(seen)}`);
+    }
     return {
+      bars,
       framesDecoded: later.framesDecoded, fps: Math.round(fps * 10) / 10,
       statsFps: later.framesPerSecond, codec: later.codec, width: later.width, height: later.height,
     };
