@@ -45,13 +45,13 @@ pub fn open_microphone(config: &Config) -> Result<Option<Box<dyn AudioSource>>, 
     match config.audio.microphone.as_str() {
         "test" => Ok(Some(Box::new(ToneSource::new(TEST_TONE_HZ)))),
         "none" => Ok(None),
-        pcm => Ok(Some(Box::new(AlsaMicrophone::open(pcm)?))),
+        pcm => Ok(Some(Box::new(AlsaMicrophone::open_with_periods(pcm, config.audio.periods)?))),
     }
 }
 
 pub fn open_speaker(config: &Config) -> Result<Box<dyn AudioSink>, MediaError> {
     match config.audio.speaker.as_str() {
         "null" => Ok(Box::new(NullSpeaker::new())),
-        pcm => Ok(Box::new(AlsaSpeaker::open(pcm)?)),
+        pcm => Ok(Box::new(AlsaSpeaker::open_with_periods(pcm, config.audio.periods)?)),
     }
 }

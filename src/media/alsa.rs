@@ -5,8 +5,8 @@
 //! 48 kHz is resampled with `rubato`; stereo-only cards are downmixed
 //! (capture) or fed the same signal on both channels (playback).
 //!
-//! Period and buffer: 10 ms periods, 4 periods of buffer by default (fits
-//! a small board); `ROOMCAM_ALSA_PERIODS` raises the count for slow
+//! Period and buffer: 10 ms periods, [`DEFAULT_PERIODS`] of them per buffer
+//! (fits a small board); `audio.periods` raises the count for slow
 //! machines (an emulated board needs ≥ 8).
 
 use std::collections::VecDeque;
@@ -23,13 +23,8 @@ use super::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSink, AudioSource, Medi
 
 const PERIOD_MS: u32 = 10;
 
-fn periods() -> u32 {
-    std::env::var("ROOMCAM_ALSA_PERIODS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| (2..=64).contains(n))
-        .unwrap_or(4)
-}
+/// Periods per ALSA buffer unless configured (`audio.periods`).
+pub const DEFAULT_PERIODS: u32 = 4;
 
 /// An ALSA error, with what to do about it.
 pub fn pcm_error(pcm: &str, action: &str, e: &alsa::Error) -> MediaError {
@@ -93,7 +88,7 @@ struct Setup {
     buffer: usize,
 }
 
-fn configure(pcm: &PCM, name: &str) -> Result<Setup, MediaError> {
+fn configure(pcm: &PCM, name: &str, periods: u32) -> Result<Setup, MediaError> {
     let hw = HwParams::any(pcm).map_err(|e| pcm_error(name, "hw params", &e))?;
     let set = |r: alsa::Result<()>, what: &str| r.map_err(|e| pcm_error(name, what, &e));
     set(hw.set_access(Access::RWInterleaved), "interleaved access")?;
@@ -107,7 +102,7 @@ fn configure(pcm: &PCM, name: &str) -> Result<Setup, MediaError> {
     let period = hw
         .set_period_size_near((rate * PERIOD_MS / 1000) as alsa::pcm::Frames, ValueOr::Nearest)
         .map_err(|e| pcm_error(name, "period size", &e))?;
-    let _ = hw.set_periods_near(periods(), ValueOr::Nearest);
+    let _ = hw.set_periods_near(periods.clamp(2, 64), ValueOr::Nearest);
     pcm.hw_params(&hw).map_err(|e| pcm_error(name, "apply hw params", &e))?;
     let hw = pcm.hw_params_current().map_err(|e| pcm_error(name, "read hw params", &e))?;
     let buffer = hw.get_buffer_size().unwrap_or(period * 4) as usize;
@@ -170,6 +165,7 @@ struct Capture {
 /// disappears (USB microphone unplugged).
 pub struct AlsaMicrophone {
     name: String,
+    periods: u32,
     capture: Option<Capture>,
     pending: VecDeque<i16>,
     xruns: XrunLog,
@@ -180,8 +176,14 @@ impl AlsaMicrophone {
     /// Opens now, so a wrong name or missing permission fails the start
     /// with a clear message.
     pub fn open(name: &str) -> Result<Self, MediaError> {
+        Self::open_with_periods(name, DEFAULT_PERIODS)
+    }
+
+    /// As [`open`](Self::open), with `periods` 10 ms periods per buffer.
+    pub fn open_with_periods(name: &str, periods: u32) -> Result<Self, MediaError> {
         let mut mic = Self {
             name: name.to_string(),
+            periods,
             capture: None,
             pending: VecDeque::new(),
             xruns: XrunLog::new("microphone"),
@@ -195,7 +197,7 @@ impl AlsaMicrophone {
     fn try_open(&self) -> Result<Capture, MediaError> {
         let pcm = PCM::new(&self.name, Direction::Capture, false)
             .map_err(|e| pcm_error(&self.name, "open for capture", &e))?;
-        let setup = configure(&pcm, &self.name)?;
+        let setup = configure(&pcm, &self.name, self.periods)?;
         pcm.prepare().map_err(|e| pcm_error(&self.name, "prepare", &e))?;
         let resampler = if setup.rate != AUDIO_SAMPLE_RATE {
             Some(RateConverter::new(setup.rate, AUDIO_SAMPLE_RATE)?)
@@ -370,9 +372,9 @@ pub struct AlsaSpeaker {
     thread: Option<JoinHandle<()>>,
 }
 
-fn open_playback(name: &str) -> Result<(PCM, Setup), MediaError> {
+fn open_playback(name: &str, periods: u32) -> Result<(PCM, Setup), MediaError> {
     let pcm = PCM::new(name, Direction::Playback, false).map_err(|e| pcm_error(name, "open for playback", &e))?;
-    let setup = configure(&pcm, name)?;
+    let setup = configure(&pcm, name, periods)?;
     pcm.prepare().map_err(|e| pcm_error(name, "prepare", &e))?;
     log::info!(
         "speaker {name:?}: {} Hz{}, {} channel(s), period {} frames, buffer {} frames; jitter buffer {:?}..{:?}",
@@ -389,14 +391,19 @@ fn open_playback(name: &str) -> Result<(PCM, Setup), MediaError> {
 
 impl AlsaSpeaker {
     pub fn open(name: &str) -> Result<Self, MediaError> {
-        let first = open_playback(name)?;
+        Self::open_with_periods(name, DEFAULT_PERIODS)
+    }
+
+    /// As [`open`](Self::open), with `periods` 10 ms periods per buffer.
+    pub fn open_with_periods(name: &str, periods: u32) -> Result<Self, MediaError> {
+        let first = open_playback(name, periods)?;
         let shared =
             Arc::new(SpeakerShared { jitter: Mutex::new(JitterBuffer::default()), stop: AtomicBool::new(false) });
         let name = name.to_string();
         let sh = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("roomcam-alsa-out".into())
-            .spawn(move || playback_loop(&name, &sh, Some(first)))
+            .spawn(move || playback_loop(&name, periods, &sh, Some(first)))
             .map_err(|e| MediaError::Device { device: "speaker thread".into(), reason: e.to_string() })?;
         Ok(Self { shared, thread: Some(thread) })
     }
@@ -428,7 +435,7 @@ impl AudioSink for AlsaSpeaker {
     }
 }
 
-fn playback_loop(name: &str, shared: &SpeakerShared, mut device: Option<(PCM, Setup)>) {
+fn playback_loop(name: &str, periods: u32, shared: &SpeakerShared, mut device: Option<(PCM, Setup)>) {
     let mut xruns = XrunLog::new("speaker");
     let mut backoff = Duration::from_millis(100);
     let chunk = samples(Duration::from_millis(u64::from(PERIOD_MS)));
@@ -443,7 +450,7 @@ fn playback_loop(name: &str, shared: &SpeakerShared, mut device: Option<(PCM, Se
     while !shared.stop.load(Ordering::Acquire) {
         let Some((pcm, setup)) = device.as_ref() else {
             std::thread::sleep(backoff);
-            match open_playback(name) {
+            match open_playback(name, periods) {
                 Ok(d) => {
                     log::info!("speaker {name:?}: back");
                     resampler = None;
