@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, classic_server, free_port, repo_root, roomcam_run, roomcam_serve};
+use common::{Proc, classic_device, free_port, repo_root, roomcam_run, roomcam_serve};
 use roomcam::media::test_sources::SpeakerReport;
 use serde_json::Value;
 
@@ -118,14 +118,11 @@ fn chromium_waiting_first_offers_and_the_device_answers() {
 #[test]
 fn chromium_views_the_device_through_classic_socketio_2_and_4() {
     for version in [2u8, 4] {
-        let port = free_port();
-        let _server = classic_server(version, port, &[]);
-        let url = format!("http://127.0.0.1:{port}");
-        let mut device = roomcam_run(&url, "classic", &[]);
-        device.wait_in_room();
+        let mut classic = classic_device(version, "classic");
+        let url = &classic.url;
         let report = check_viewer(&format!("{url}/?room=classic"), &["--expect-video", "--expect-audio", "--rejoin"]);
         eprintln!("socket.io {version}: {report}");
-        assert!(device.is_running());
+        assert!(classic.device.is_running());
     }
 }
 

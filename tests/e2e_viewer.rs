@@ -13,7 +13,7 @@ mod viewer;
 
 use std::time::{Duration, Instant};
 
-use common::{Member, Proc, classic_server, free_port, roomcam_run, roomcam_serve};
+use common::{ClassicDevice, Member, Proc, classic_device, free_port, roomcam_run, roomcam_serve};
 use room_viewer::RoomViewer;
 use roomcam::config::ProtocolChoice;
 use roomcam::media::audio::dominant_frequency;
@@ -107,11 +107,7 @@ async fn viewer_waiting_first_offers_many_codecs_and_device_answers_h264() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_through_classic_socketio_2_and_4_servers() {
     for version in [2u8, 4] {
-        let port = free_port();
-        let _server = classic_server(version, port, &[]);
-        let url = format!("http://127.0.0.1:{port}");
-        let mut device = roomcam_run(&url, "classic", &[]);
-        device.wait_in_room();
+        let ClassicDevice { server: _server, mut device, url } = classic_device(version, "classic");
         let viewer = RoomViewer::join(&url, "classic", ViewerOptions::default()).await;
         let stats = viewer.wait_frames(30, Duration::from_secs(20)).await;
         assert_stream_is_the_test_pattern(&stats);
@@ -133,11 +129,7 @@ async fn streams_through_classic_socketio_2_and_4_servers() {
 /// logged and dropped; the daemon keeps serving the next real viewer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signaling_input_does_not_hurt_the_device() {
-    let port = free_port();
-    let _server = classic_server(4, port, &[]);
-    let url = format!("http://127.0.0.1:{port}");
-    let mut device = roomcam_run(&url, "junk", &[]);
-    device.wait_in_room();
+    let ClassicDevice { server: _server, mut device, url } = classic_device(4, "junk");
 
     let mut troll = Member::connect(&url, ProtocolChoice::Auto);
     troll.expect_connected().await;

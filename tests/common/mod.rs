@@ -183,6 +183,27 @@ impl Proc {
     }
 }
 
+/// A classic socket.io server (2 or 4) with a `roomcam run` device already
+/// waiting in `room` on it. Dropping it stops the device, then the server.
+pub struct ClassicDevice {
+    // Field order is drop order: the device goes before its server.
+    pub device: Proc,
+    pub server: Proc,
+    /// The server's base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+}
+
+/// Starts the classic room server on socket.io `version` and a device with
+/// test sources in `room`, and waits until the device waits for viewers.
+pub fn classic_device(version: u8, room: &str) -> ClassicDevice {
+    let port = free_port();
+    let server = classic_server(version, port, &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, room, &[]);
+    device.wait_in_room();
+    ClassicDevice { device, server, url }
+}
+
 /// A socket.io room member driven by roomcam's own client.
 pub struct Member {
     pub events: mpsc::UnboundedReceiver<ClientEvent>,
