@@ -58,6 +58,7 @@ case $arch in
   *) echo "unknown arch $arch (x86_64 or aarch64)" >&2; exit 2 ;;
 esac
 
+video=${BOARD_VIDEO:-$video}
 cache=$root/target/emulated/$arch
 mkdir -p "$cache"
 
