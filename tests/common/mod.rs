@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../support/member.rs"]
 mod member;
+#[allow(unused_imports)] // not every test uses it
 pub use member::Member;
 
 pub fn repo_root() -> PathBuf {
