@@ -172,7 +172,8 @@ fn tap(name: String, ring: Arc<Mutex<Tap>>) {
 /// packets keep flowing, like a muted browser track), let the speaker go
 /// quiet, unmute, and time the tone's first packet against its first
 /// sample out of the daemon's speaker. Milliseconds, sorted, and how many
-/// bursts were not heard within 5 s (a measurement: it fails nothing).
+/// bursts were not heard within 5 s (a measurement: it fails nothing, and
+/// stops at the first miss).
 async fn talkback_delays(rv: &RoomViewer, ring: &Arc<Mutex<Tap>>, bursts: usize) -> (Vec<f64>, usize) {
     let (mut delays, mut missed) = (Vec::new(), 0);
     for burst in 1..=bursts {
@@ -205,6 +206,11 @@ async fn talkback_delays(rv: &RoomViewer, ring: &Arc<Mutex<Tap>>, bursts: usize)
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if missed > 0 {
+            // The machine is too loaded for the figure to mean much; do
+            // not hold the rest of the board test up.
+            break;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
