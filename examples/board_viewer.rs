@@ -188,11 +188,11 @@ async fn talkback_delays(rv: &RoomViewer, ring: &Arc<Mutex<Tap>>, bursts: usize)
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let quiet_from = ring.lock().unwrap().end;
-        let onsets_before = rv.viewer.stats().talkback_onsets.len();
+        let onsets_before = rv.viewer.talkback_onsets().len();
         rv.viewer.set_talkback(true);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let sent = rv.viewer.stats().talkback_onsets.get(onsets_before).copied();
+            let sent = rv.viewer.talkback_onsets().get(onsets_before).copied();
             let heard = ring.lock().unwrap().onset(quiet_from, 2_000);
             if let (Some(sent), Some(heard)) = (sent, heard) {
                 let ms = heard.saturating_duration_since(sent).as_secs_f64() * 1000.0;

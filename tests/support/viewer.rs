@@ -405,6 +405,11 @@ impl Viewer {
         self.shared.talkback_on.store(on, Ordering::Release);
     }
 
+    /// `stats().talkback_onsets` without copying the pictures in the stats.
+    pub fn talkback_onsets(&self) -> Vec<Instant> {
+        self.shared.stats.lock().unwrap().talkback_onsets.clone()
+    }
+
     pub fn stats(&self) -> ViewerStats {
         self.shared.stats.lock().unwrap().clone()
     }
