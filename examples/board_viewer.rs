@@ -6,65 +6,23 @@
 //! 2. a 1 kHz tone it plays into the loopback (`--feed`, the daemon's
 //!    microphone hears it on the other side) reaches it as the device's audio;
 //! 3. its own 660 Hz talk-back comes out of the daemon's speaker into the
-//!    loopback, where it records it (`--tap`);
+//!    loopback, where it records it (`--tap`); then it mutes and unmutes
+//!    the tone a few times and prints the talk-back delay: from the tick of
+//!    the viewer's first tone packet to the first tone sample coming out of
+//!    the daemon's speaker into the loopback (network, Opus decode, jitter
+//!    buffer, ALSA buffer; the tap's 10 ms periods bound its resolution);
 //! 4. after unplugging vivid (driver unbind, `rmmod vivid`) it sees the
 //!    "camera unavailable" picture, and after `modprobe vivid` the bars come
 //!    back on the SAME peer connection (no reconnect), the daemon still up.
 //!
 //! Prints the figures and exits non-zero on any failure.
 
-/// The part of tests/common that room_viewer needs (that file as a whole
+#[path = "../tests/support/member.rs"]
+mod member;
+/// room_viewer takes Member from `crate::common` (tests/common as a whole
 /// wants the test harness's CARGO_BIN_EXE_ variables).
 mod common {
-    use roomcam::config::ProtocolChoice;
-    use roomcam::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
-    use roomcam::signaling::protocol::RoomEvent;
-    use serde_json::Value;
-    use std::time::Duration;
-    use tokio::sync::mpsc;
-
-    pub struct Member {
-        pub events: mpsc::UnboundedReceiver<ClientEvent>,
-        pub commands: mpsc::UnboundedSender<ClientCommand>,
-    }
-
-    impl Member {
-        pub fn connect(server: &str, protocol: ProtocolChoice) -> Member {
-            let (events_tx, events) = mpsc::unbounded_channel();
-            let (commands, commands_rx) = mpsc::unbounded_channel();
-            let settings = ClientSettings { server: server.to_owned(), protocol, extra_ca: None };
-            tokio::spawn(client::run(settings, events_tx, commands_rx));
-            Member { events, commands }
-        }
-
-        pub fn emit(&self, name: &str, args: Vec<Value>) {
-            let _ = self.commands.send(ClientCommand::Emit { name: name.into(), args });
-        }
-
-        async fn expect<T>(&mut self, what: &str, mut pred: impl FnMut(&ClientEvent) -> Option<T>) -> T {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                    Ok(Some(event)) => {
-                        if let Some(found) = pred(&event) {
-                            return found;
-                        }
-                    }
-                    Ok(None) => panic!("client stopped while waiting for {what}"),
-                    Err(_) => panic!("no {what} within 60 s"),
-                }
-            }
-        }
-
-        pub async fn expect_connected(&mut self) {
-            self.expect("connection", |e| matches!(e, ClientEvent::Connected { .. }).then_some(())).await
-        }
-
-        pub async fn join(&mut self, room: &str) {
-            self.emit("join", vec![room.into()]);
-            self.expect("joined", |e| matches!(e, ClientEvent::Room(RoomEvent::Joined { .. })).then_some(())).await
-        }
-    }
+    pub use crate::member::Member;
 }
 #[path = "../tests/support/room_viewer.rs"]
 mod room_viewer;
@@ -156,10 +114,39 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1);
 }
 
+/// What the tap recorded from the daemon's speaker: the last second of
+/// samples, and when each read returned, to date a sample.
+#[derive(Default)]
+struct Tap {
+    samples: VecDeque<i16>,
+    /// Absolute index just past the newest sample.
+    end: u64,
+    /// (absolute index just past a read's last sample, when that read returned)
+    marks: VecDeque<(u64, Instant)>,
+}
+
+impl Tap {
+    /// The first sample at or after absolute index `from` whose magnitude
+    /// exceeds `level`, and an estimate of when it came out: the time its
+    /// read returned less the samples recorded after it.
+    fn onset(&self, from: u64, level: i16) -> Option<Instant> {
+        let start = self.end - self.samples.len() as u64;
+        let skip = from.saturating_sub(start) as usize;
+        let k = self.samples.iter().skip(skip).position(|s| s.unsigned_abs() > level.unsigned_abs())?;
+        let index = start + (skip + k) as u64;
+        let &(end, t) = self.marks.iter().find(|(end, _)| *end > index)?;
+        Some(t - Duration::from_secs_f64((end - index) as f64 / 48_000.0))
+    }
+}
+
 /// Records the loopback that the daemon's speaker plays into.
-fn tap(name: String, ring: Arc<Mutex<VecDeque<i16>>>) {
+/// The board viewer's own loopback ends run under TCG like the daemon:
+/// they need the longer buffers the daemon gets from `[audio] periods`.
+const GUEST_ALSA_PERIODS: u32 = 8;
+
+fn tap(name: String, ring: Arc<Mutex<Tap>>) {
     std::thread::spawn(move || {
-        let mut mic = match AlsaMicrophone::open(&name) {
+        let mut mic = match AlsaMicrophone::open_with_periods(&name, GUEST_ALSA_PERIODS) {
             Ok(m) => m,
             Err(e) => fail(&format!("speaker tap {name}: {e}")),
         };
@@ -169,19 +156,77 @@ fn tap(name: String, ring: Arc<Mutex<VecDeque<i16>>>) {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
+            let now = Instant::now();
             let mut r = ring.lock().unwrap();
-            r.extend(frame);
-            while r.len() > 48_000 {
-                r.pop_front();
+            r.samples.extend(frame);
+            r.end += frame.len() as u64;
+            let end = r.end;
+            r.marks.push_back((end, now));
+            while r.samples.len() > 48_000 {
+                r.samples.pop_front();
+            }
+            while r.marks.len() > 100 {
+                r.marks.pop_front();
             }
         }
     });
 }
 
+/// Talk-back delay, `bursts` times: mute the viewer's tone (silence
+/// packets keep flowing, like a muted browser track), let the speaker go
+/// quiet, unmute, and time the tone's first packet against its first
+/// sample out of the daemon's speaker. Milliseconds, sorted, and how many
+/// bursts were not heard within 5 s (a measurement: it fails nothing, and
+/// stops at the first miss).
+async fn talkback_delays(rv: &RoomViewer, ring: &Arc<Mutex<Tap>>, bursts: usize) -> (Vec<f64>, usize) {
+    let (mut delays, mut missed) = (Vec::new(), 0);
+    for burst in 1..=bursts {
+        rv.viewer.set_talkback(false);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The previous burst must have finished coming out.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ring.lock().unwrap().samples.iter().rev().take(4_800).any(|s| s.unsigned_abs() > 2_000) {
+            if Instant::now() > deadline {
+                fail("the speaker does not go quiet when the viewer mutes its talk-back");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let quiet_from = ring.lock().unwrap().end;
+        let onsets_before = rv.viewer.talkback_onsets().len();
+        rv.viewer.set_talkback(true);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let sent = rv.viewer.talkback_onsets().get(onsets_before).copied();
+            let heard = ring.lock().unwrap().onset(quiet_from, 2_000);
+            if let (Some(sent), Some(heard)) = (sent, heard) {
+                let ms = heard.saturating_duration_since(sent).as_secs_f64() * 1000.0;
+                println!("board: talk-back burst {burst}: {ms:.0} ms");
+                delays.push(ms);
+                break;
+            }
+            if Instant::now() > deadline {
+                println!("board: talk-back burst {burst}: not heard within 5 s (sent: {})", sent.is_some());
+                missed += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if missed > 0 {
+            // The machine is too loaded for the figure to mean much; do
+            // not hold the rest of the board test up.
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    rv.viewer.set_talkback(true);
+    delays.sort_by(f64::total_cmp);
+    (delays, missed)
+}
+
 /// Plays a steady tone into the loopback the daemon's microphone records.
 fn feed(name: String) {
     std::thread::spawn(move || {
-        let mut spk = match AlsaSpeaker::open(&name) {
+        let mut spk = match AlsaSpeaker::open_with_periods(&name, GUEST_ALSA_PERIODS) {
             Ok(s) => s,
             Err(e) => fail(&format!("microphone feed {name}: {e}")),
         };
@@ -230,12 +275,12 @@ fn sh(cmd: &str) -> bool {
 async fn main() {
     let a = args();
     let t_start = Instant::now();
-    let ring = Arc::new(Mutex::new(VecDeque::new()));
+    let ring = Arc::new(Mutex::new(Tap::default()));
     feed(a.feed.clone());
     tap(a.tap.clone(), ring.clone());
 
     let options = ViewerOptions { talkback_hz: Some(TALKBACK_HZ), ..ViewerOptions::default() };
-    let rv = RoomViewer::join(&a.server, &a.room, options).await;
+    let rv = RoomViewer::join_waiting(&a.server, &a.room, options, Some(Duration::from_secs(60))).await;
     if !rv.viewer.wait_connected(Duration::from_secs(60)).await {
         fail("viewer did not connect within 60 s");
     }
@@ -282,7 +327,7 @@ async fn main() {
     // (3) Talk-back out of the device's speaker.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let pcm: Vec<i16> = ring.lock().unwrap().iter().copied().collect();
+        let pcm: Vec<i16> = ring.lock().unwrap().samples.iter().copied().collect();
         let f = (pcm.len() >= 24_000 && rms_dbfs(&pcm) > -50.0).then(|| dominant_frequency(&pcm, 48_000)).flatten();
         if let Some(f) = f
             && (f - TALKBACK_HZ).abs() <= 10.0
@@ -294,6 +339,20 @@ async fn main() {
             fail(&format!("speaker does not play {TALKBACK_HZ} Hz (got {f:?}, {:.1} dBFS)", rms_dbfs(&pcm)));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // (3b) Talk-back delay.
+    let (d, missed) = talkback_delays(&rv, &ring, 5).await;
+    if d.is_empty() {
+        println!("board: talk-back delay: no burst heard ({missed} missed)");
+    } else {
+        println!(
+            "board: talk-back delay (viewer tone packet -> daemon speaker output) median {:.0} ms, min {:.0}, max {:.0} over {} bursts ({missed} missed)",
+            d[d.len() / 2],
+            d[0],
+            d[d.len() - 1],
+            d.len(),
+        );
     }
 
     // (4) Unplug vivid, see the placeholder, plug it back, see bars again.

@@ -67,6 +67,15 @@ roomcam_install() {
     $sudo apt-get update -qq || true
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null || {
+      # A machine image may carry qemu-utils from backports, which Breaks
+      # the release's qemu-system-*: install the release's qemu-utils with them.
+      local codename
+      codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+      [[ " $missing " == *" qemu-system-"* ]] && [ -n "$codename" ] \
+        && dpkg-query -W -f '${Version}' qemu-utils 2>/dev/null | grep -q bpo \
+        && { roomcam_say "qemu-utils is a backport; installing the $codename one with qemu-system"
+             DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --allow-downgrades $missing "qemu-utils/$codename" >/dev/null; }
+    } || {
       roomcam_say "apt-get could not install: $missing"
       return 1
     }

@@ -2,7 +2,15 @@
 # The emulated board: roomcam on REAL kernel drivers (vivid for V4L2,
 # snd-aloop for ALSA) inside qemu, no guest network.
 #
-#   board/emulated/test.sh x86_64|aarch64
+#   board/emulated/test.sh x86_64|aarch64 [--encode-cost]
+#
+# --encode-cost boots the same kernel with only examples/encode_cost.rs
+# under `-icount shift=0` and one vCPU (the guest clock then advances 1 ns
+# per guest instruction) and prints H.264 encode instructions per frame
+# instead of running the board test: a measurement, it asserts nothing.
+# ENCODE_COST_BIN=PATH runs that binary instead of building the example
+# (e.g. an OpenH264 built without NEON, for comparison);
+# ENCODE_COST_ARGS="FRAMES WARMUP" (default "30 5").
 #
 # Downloads Debian's own kernel package (cached in target/emulated/ARCH),
 # builds an initramfs (busybox-static, the modules, roomcam, the
@@ -17,7 +25,13 @@
 # and for aarch64 the cross toolchain of scripts/cross-build
 # (gcc-aarch64-linux-gnu, libasound2-dev:arm64, libc6:arm64).
 set -euo pipefail
-arch=${1:?usage: board/emulated/test.sh x86_64|aarch64}
+arch=${1:?usage: board/emulated/test.sh x86_64|aarch64 [--encode-cost]}
+mode=board
+case ${2:-} in
+  "") ;;
+  --encode-cost) mode=encode-cost ;;
+  *) echo "unknown option $2 (--encode-cost)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/../.."
 root=$PWD
 t_start=$(date +%s)
@@ -26,7 +40,7 @@ say() { printf '== board/%s: %s\n' "$arch" "$*" >&2; }
 case $arch in
   x86_64)
     deb_arch=amd64; triple=x86_64-linux-gnu; rust_target=""
-    qemu=(qemu-system-x86_64 -M q35 -cpu qemu64 -smp 2 -m 1024)
+    qemu=(qemu-system-x86_64 -M q35 -cpu qemu64 -m 1024)
     console=ttyS0
     # TCG on x86_64 keeps up with 640x480 at 25 fps.
     video="--size 640x480 --fps 25 --bitrate 600"; frames=40; min_fps=3
@@ -35,15 +49,16 @@ case $arch in
     camera_format=YUYV ;;
   aarch64)
     deb_arch=arm64; triple=aarch64-linux-gnu; rust_target=aarch64-unknown-linux-gnu
-    qemu=(qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m 1024)
+    qemu=(qemu-system-aarch64 -M virt -cpu cortex-a57 -m 1024)
     console=ttyAMA0
-    # Emulating arm64 on x86 is several times slower (and openh264 has no
-    # NEON assembly there): a smaller picture at a lower rate.
+    # Emulating arm64 on x86 is several times slower: a smaller picture at
+    # a lower rate.
     video="--size 320x240 --fps 10 --bitrate 300"; frames=20; min_fps=1
-    camera_format="" ;;
+    camera_format=auto ;;
   *) echo "unknown arch $arch (x86_64 or aarch64)" >&2; exit 2 ;;
 esac
 
+video=${BOARD_VIDEO:-$video}
 cache=$root/target/emulated/$arch
 mkdir -p "$cache"
 
@@ -68,17 +83,25 @@ kver=$(cat "$cache/kernel.ok")
 kimage=$(ls "$cache"/kernel/boot/vmlinuz-*)
 
 # ---------------------------------------------------------------- binaries
-say "building roomcam and board_viewer (release${rust_target:+, $rust_target})"
+if [ "$mode" = board ]; then
+  targets=(--bin roomcam --example board_viewer)
+else
+  targets=(--example encode_cost)
+fi
 t_build=$(date +%s)
 if [ -n "$rust_target" ]; then
-  cargo build --release --locked --target "$rust_target" --bin roomcam --example board_viewer >&2
-  bindir=$root/target/$rust_target/release
+  bindir=${CARGO_TARGET_DIR:-$root/target}/$rust_target/release
   sysroot=/usr/$triple
   libdirs=("$sysroot/lib" "/usr/lib/$triple" "/lib/$triple")
 else
-  cargo build --release --locked --bin roomcam --example board_viewer >&2
-  bindir=$root/target/release
+  bindir=${CARGO_TARGET_DIR:-$root/target}/release
   libdirs=("/lib/$triple" "/usr/lib/$triple" "/lib64")
+fi
+if [ "$mode" = encode-cost ] && [ -n "${ENCODE_COST_BIN:-}" ]; then
+  say "using $ENCODE_COST_BIN"
+else
+  say "building ${targets[*]} (release${rust_target:+, $rust_target})"
+  cargo build --release --locked ${rust_target:+--target "$rust_target"} "${targets[@]}" >&2
 fi
 build_s=$(( $(date +%s) - t_build ))
 
@@ -97,14 +120,19 @@ else
   fi
   cp "$cache/busybox" "$rd/bin/busybox"
 fi
-cp "$bindir/roomcam" "$rd/bin/roomcam"
-cp "$bindir/examples/board_viewer" "$rd/bin/board_viewer"
+if [ "$mode" = board ]; then
+  bins=("$bindir/roomcam" "$bindir/examples/board_viewer")
+else
+  bins=("${ENCODE_COST_BIN:-$bindir/examples/encode_cost}")
+fi
+for b in "${bins[@]}"; do cp "$b" "$rd/bin/$(basename "$b")"; done
 
 # Shared libraries the two binaries need, found through the ELF NEEDED
 # entries (works for a foreign arch too, unlike ldd).
 needed() { objdump -p "$1" 2>/dev/null | awk '/NEEDED/{print $2}'; }
-interp=$(readelf -l "$rd/bin/roomcam" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
-todo=($(needed "$rd/bin/roomcam") $(needed "$rd/bin/board_viewer"))
+interp=$(readelf -l "${bins[0]}" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+todo=()
+for b in "${bins[@]}"; do todo+=($(needed "$b")); done
 declare -A seen=()
 while [ ${#todo[@]} -gt 0 ]; do
   lib=${todo[0]}; todo=("${todo[@]:1}")
@@ -139,7 +167,30 @@ echo "$mods" | awk '/^insmod/{print $2}' | sort -u | while read -r ko; do
 done
 sed -e 's/\.ko\.xz/.ko/g; s/\.ko\.zst/.ko/g' "$cache/kernel/lib/modules/$kver/modules.dep" > "$mdir/modules.dep"
 
+# The daemon's settings that differ from a real board: TCG needs longer
+# ALSA buffers (>= 8 periods, or it overruns), and the camera format forced
+# where a conversion path is to be exercised on a real driver.
+mkdir -p "$rd/etc"
+cat > "$rd/etc/roomcam.toml" <<EOF
+[camera]
+format = "${BOARD_CAMERA_FORMAT:-$camera_format}"
+[audio]
+periods = 8
+EOF
 vivid_opts="n_devs=1 node_types=0x1"
+if [ "$mode" = encode-cost ]; then
+  cat > "$rd/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+echo "BOARD: kernel \$(uname -r), \$(nproc) cpu, -icount shift=0"
+dmesg | grep -iE 'pmu|perf' | sed 's/^/BOARD: dmesg: /'
+$(basename "${bins[0]}") ${ENCODE_COST_ARGS:-30 5}
+echo "BOARD-EXIT=\$?"
+poweroff -f
+EOF
+else
 cat > "$rd/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -151,11 +202,11 @@ echo "BOARD: kernel \$(uname -r), \$(nproc) cpus, up \$(cut -d' ' -f1 /proc/upti
 modprobe vivid $vivid_opts || echo "BOARD: modprobe vivid failed"
 modprobe snd-aloop pcm_substreams=2 || echo "BOARD: modprobe snd-aloop failed"
 ls /dev/video* /dev/snd/ 2>&1 | tr '\n' ' '; echo
-export ROOMCAM_ALSA_PERIODS=8 BOARD_VIVID_OPTS="$vivid_opts" ROOMCAM_CAMERA_FORMAT="${BOARD_CAMERA_FORMAT-$camera_format}"
+export BOARD_VIVID_OPTS="$vivid_opts"
 roomcam devices 2>&1 | sed 's/^/[devices] /'
 roomcam serve --listen 127.0.0.1:8080 2>&1 | sed 's/^/[serve] /' &
 sleep 1
-roomcam run --server http://127.0.0.1:8080 --room board --camera /dev/video0 \\
+RUST_LOG=info,roomcam::media::alsa=debug roomcam run --config /etc/roomcam.toml --server http://127.0.0.1:8080 --room board --camera /dev/video0 \\
   --microphone hw:Loopback,1,0 --speaker hw:Loopback,0,1 $video \\
   2>&1 | sed 's/^/[device] /' &
 sleep 2
@@ -164,6 +215,7 @@ board_viewer --server http://127.0.0.1:8080 --room board --feed hw:Loopback,0,0 
 echo "BOARD-EXIT=\$?"
 poweroff -f
 EOF
+fi
 chmod +x "$rd/init"
 (cd "$rd" && find . | cpio -o -H newc --quiet | gzip -1 > "$cache/initramfs.cpio.gz")
 say "initramfs $(du -h "$cache/initramfs.cpio.gz" | cut -f1)"
@@ -171,14 +223,20 @@ say "initramfs $(du -h "$cache/initramfs.cpio.gz" | cut -f1)"
 # ---------------------------------------------------------------- boot
 say "booting $kimage under ${qemu[0]} (TCG, -nic none)"
 t_boot=$(date +%s)
-log=$cache/console.log
+log=$cache/console.log; [ "$mode" = board ] || log=$cache/console-$mode.log
 set +e
 # -nic none already gives the guest no network; the namespace makes sure
 # the host side of qemu has none either.
 if [ "$(id -u)" = 0 ]; then netns=(unshare -n); else netns=(unshare -rn); fi
+if [ "$mode" = encode-cost ]; then
+  # One vCPU, and a guest clock that counts instructions: 1 ns each.
+  qemu+=(-smp 1 -icount shift=0)
+else
+  qemu+=(-smp 2)
+fi
 timeout "${BOARD_TIMEOUT:-420}" "${netns[@]}" "${qemu[@]}" -accel tcg -nographic -no-reboot -nic none \
   -kernel "$kimage" -initrd "$cache/initramfs.cpio.gz" \
-  -append "console=$console rdinit=/init panic=-1 quiet loglevel=3" </dev/null 2>&1 | tee "$log" | grep --line-buffered -E '^(BOARD|board)|\[device\].*(camera|microphone|speaker|WARN|ERROR)|panicked'
+  -append "console=$console rdinit=/init panic=-1 quiet loglevel=3" </dev/null 2>&1 | tee "$log" | grep --line-buffered -E '^(BOARD|board|ENCODE)|\[device\].*(camera|microphone|speaker|talk-back|WARN|ERROR)|panicked'
 set -e
 boot_s=$(( $(date +%s) - t_boot ))
 code=$(sed -n 's/.*BOARD-EXIT=\([0-9]*\).*/\1/p' "$log" | tail -1)
@@ -188,4 +246,4 @@ if [ "$code" != 0 ]; then
   tail -40 "$log" >&2
   exit 1
 fi
-say "PASS"
+if [ "$mode" = board ]; then say "PASS"; else say "measured (ENCODE-COST lines above)"; fi

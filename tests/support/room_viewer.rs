@@ -26,7 +26,12 @@ impl RoomViewer {
     /// comes to the device, so the device offers), else waits and offers
     /// when the device arrives, like the classic browser client.
     pub async fn join(url: &str, room: &str, options: ViewerOptions) -> RoomViewer {
-        let mut member = Member::connect(url, ProtocolChoice::Auto);
+        Self::join_waiting(url, room, options, None).await
+    }
+
+    /// As `join`, waiting up to `wait` for the server's answers (see `Member::connect_waiting`).
+    pub async fn join_waiting(url: &str, room: &str, options: ViewerOptions, wait: Option<Duration>) -> RoomViewer {
+        let mut member = Member::connect_waiting(url, ProtocolChoice::Auto, wait);
         member.expect_connected().await;
         member.join(room).await;
         let (viewer, mut signals) = Viewer::new(options).await.expect("viewer");

@@ -99,6 +99,9 @@ pub struct ViewerStats {
     pub audio_packets: u64,
     pub plis_sent: u64,
     pub talkback_packets_sent: u64,
+    /// When each talk-back tone burst started (the tick of its first
+    /// packet), after `set_talkback(true)` following a mute.
+    pub talkback_onsets: Vec<Instant>,
     /// mime type and fmtp of the video codec the viewer receives.
     pub video_codec: Option<(String, String)>,
     pub states: Vec<RTCPeerConnectionState>,
@@ -113,6 +116,8 @@ struct Shared {
     candidates: Mutex<CandidateGate>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Talk-back sends silence (still packets, like a muted browser track) while false.
+    talkback_on: AtomicBool,
 }
 
 #[derive(Default)]
@@ -258,6 +263,7 @@ impl Viewer {
             candidates: Mutex::new(CandidateGate::default()),
             tasks: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            talkback_on: AtomicBool::new(true),
         });
 
         let mut me = media_engine(options.browser_like_codecs)?;
@@ -391,6 +397,17 @@ impl Viewer {
             self.shared.send_candidate(&gate, candidate);
         }
         Ok(())
+    }
+
+    /// Mutes (silence packets) or unmutes the talk-back tone; an unmute
+    /// starts a burst whose onset lands in `stats().talkback_onsets`.
+    pub fn set_talkback(&self, on: bool) {
+        self.shared.talkback_on.store(on, Ordering::Release);
+    }
+
+    /// `stats().talkback_onsets` without copying the pictures in the stats.
+    pub fn talkback_onsets(&self) -> Vec<Instant> {
+        self.shared.stats.lock().unwrap().talkback_onsets.clone()
     }
 
     pub fn stats(&self) -> ViewerStats {
@@ -586,10 +603,19 @@ async fn talk_back(
     let mut phase = 0.0f64;
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     let mut pcm = [0i16; AUDIO_FRAME_SAMPLES];
+    let mut was_on = true;
     loop {
         ticker.tick().await;
+        // Now, not the tick's deadline: a late task gets past deadlines back.
+        let tick = Instant::now();
+        let on = shared.talkback_on.load(Ordering::Acquire);
+        let onset = on && !was_on;
+        was_on = on;
+        if onset {
+            phase = 0.0;
+        }
         for s in pcm.iter_mut() {
-            *s = (8_000.0 * phase.sin()) as i16;
+            *s = if on { (8_000.0 * phase.sin()) as i16 } else { 0 };
             phase = (phase + step) % (2.0 * std::f64::consts::PI);
         }
         let Ok(packet) = encoder.encode(&pcm) else {
@@ -598,7 +624,11 @@ async fn talk_back(
         let sample =
             Sample { data: Bytes::clone(&packet.data), duration: packet.duration, ..Sample::new(Instant::now()) };
         if mic.sample_writer(ssrc, pt).write_sample(&sample).await.is_ok() {
-            shared.stats.lock().unwrap().talkback_packets_sent += 1;
+            let mut stats = shared.stats.lock().unwrap();
+            stats.talkback_packets_sent += 1;
+            if onset {
+                stats.talkback_onsets.push(tick);
+            }
         }
     }
 }
