@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use roomcam::media::AudioSource;
+use roomcam::media::test_sources::add_luma_noise;
 use roomcam::media::{
     AUDIO_FRAME_SAMPLES, H264Encoder, H264Settings, OpusEncoder, TestPattern, ToneSource, VideoEncoder,
 };
@@ -37,13 +38,7 @@ fn video(label: &str, settings: H264Settings, noise: bool) {
         let t0 = Instant::now();
         let mut frame = src.next_picture();
         if noise {
-            let luma = frame.width as usize * frame.height as usize;
-            for p in &mut frame.data[..luma] {
-                rng ^= rng << 13;
-                rng ^= rng >> 17;
-                rng ^= rng << 5;
-                *p = p.saturating_add((rng & 7) as u8).saturating_sub(4);
-            }
+            add_luma_noise(&mut frame, &mut rng);
         }
         let t1 = Instant::now();
         let out = enc.encode(&frame, false).expect("encode");

@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use roomcam::media::test_sources::add_luma_noise;
 use roomcam::media::{H264Encoder, H264Settings, TestPattern, VideoEncoder};
 
 /// User-mode instruction counter of this thread (perf_event_open), if the
@@ -100,13 +101,7 @@ fn video(
     for i in 0..warmup + frames {
         let mut frame = src.next_picture();
         if noise {
-            let luma = frame.width as usize * frame.height as usize;
-            for p in &mut frame.data[..luma] {
-                rng ^= rng << 13;
-                rng ^= rng >> 17;
-                rng ^= rng << 5;
-                *p = p.saturating_add((rng & 7) as u8).saturating_sub(4);
-            }
+            add_luma_noise(&mut frame, &mut rng);
         }
         let mut out = None;
         let (t, n) = measure(perf, || out = Some(enc.encode(&frame, false).expect("encode")));

@@ -314,6 +314,19 @@ impl VideoSource for TestPattern {
     }
 }
 
+/// Adds ±4 of xorshift noise to every luma sample, `rng` being the state:
+/// the fine detail of a real camera's picture that a flat test pattern
+/// lacks, for encode benchmarks (the same sequence on every machine).
+pub fn add_luma_noise(frame: &mut I420Frame, rng: &mut u32) {
+    let luma = frame.width as usize * frame.height as usize;
+    for p in &mut frame.data[..luma] {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 17;
+        *rng ^= *rng << 5;
+        *p = p.saturating_add((*rng & 7) as u8).saturating_sub(4);
+    }
+}
+
 /// A camera with its own H.264 encoder (`--camera test-h264`), behaving the
 /// way UVC H.264 cameras do: the stamped test pattern, an IDR every `gop`,
 /// SPS/PPS only with the first one, and (unless `honours_keyframe_requests`)
