@@ -119,6 +119,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         config.camera.fps,
         std::time::Instant::now(),
     );
+    // Announce the starting state now: the first event may already be the
+    // signaling connection, and "connecting" would then never be shown.
+    supervisor.update(&session, edges.pipeline.stats().frames_captured, std::time::Instant::now());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
