@@ -226,6 +226,12 @@ impl Shared {
             return;
         }
         slot.access_units_broken = false;
+        // The camera is back: a placeholder still waiting must not go out
+        // after its frames (it would cost the viewers a wait for the
+        // camera's next IDR).
+        if slot.picture.take().is_some() {
+            bump(&self.counters.frames_dropped);
+        }
         slot.access_units.push_back(au);
         drop(slot);
         self.slot_cv.notify_one();
