@@ -367,11 +367,9 @@ impl V4l2Camera {
         if can_force {
             log::info!("camera {}: H.264 passthrough; keyframe requests use its force-key-frame control", self.label);
         } else {
-            log::warn!(
-                "camera {}: H.264 passthrough, but it has no force-key-frame control: picture-loss requests \
-                 (PLI/FIR) cannot be honoured and new viewers wait for its next periodic IDR",
-                self.label
-            );
+            // The consequence (PLI cannot be honoured) is warned about once
+            // by the pipeline, for any camera, not again at every reopen.
+            log::info!("camera {}: H.264 passthrough; it has no force-key-frame control", self.label);
         }
         can_force
     }
