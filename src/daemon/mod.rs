@@ -11,10 +11,10 @@ use log::{info, warn};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, LoopbackChoice};
-use crate::media::MediaError;
 use crate::media::audio::OpusSettings;
 use crate::media::pipeline::{MediaPipeline, PipelineSettings};
 use crate::media::video::{H264Encoder, H264Settings};
+use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 use crate::peer::{IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind};
 use crate::session::{Action, Event, Session, SessionSettings};
 use crate::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
@@ -32,11 +32,40 @@ pub enum DaemonError {
     Media(#[from] MediaError),
 }
 
-/// Runs the device until `shutdown` resolves.
+/// The media edges the daemon streams from and plays to.
+pub struct Devices {
+    pub camera: Box<dyn VideoSource>,
+    pub microphone: Option<Box<dyn AudioSource>>,
+    pub speaker: Box<dyn AudioSink>,
+}
+
+impl Devices {
+    /// The devices the config names.
+    pub fn open(config: &Config) -> Result<Devices, DaemonError> {
+        Ok(Devices {
+            camera: sources::open_camera(config)?,
+            microphone: sources::open_microphone(config)?,
+            speaker: sources::open_speaker(config)?,
+        })
+    }
+}
+
+/// Runs the device until `shutdown` resolves, with the devices the config
+/// names, telling systemd about it when `$NOTIFY_SOCKET` is set.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DaemonError> {
-    let camera = notify::maybe_stall_camera(sources::open_camera(&config)?);
-    let microphone = sources::open_microphone(&config)?;
-    let speaker = sources::open_speaker(&config)?;
+    let devices = Devices::open(&config)?;
+    run_with(config, devices, notify::Notifier::from_env(), shutdown).await
+}
+
+/// [`run`] with the devices and the systemd notifier given: the seam tests
+/// use to put a failing camera or a private notify socket under the real daemon.
+pub async fn run_with(
+    config: Config,
+    devices: Devices,
+    notifier: notify::Notifier,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let Devices { camera, microphone, speaker } = devices;
     let encoder = H264Encoder::new(H264Settings {
         width: config.camera.size.width,
         height: config.camera.size.height,
@@ -113,15 +142,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         config.audio.speaker
     );
 
-    let mut supervisor = notify::Supervisor::new(
-        notify::Notifier::from_env(),
-        edges.pipeline.stats().frames_captured,
-        config.camera.fps,
-        std::time::Instant::now(),
-    );
+    let mut supervisor =
+        notify::Supervisor::new(notifier, edges.pipeline.stats(), config.camera.fps, std::time::Instant::now());
     // Announce the starting state now: the first event may already be the
     // signaling connection, and "connecting" would then never be shown.
-    supervisor.update(&session, edges.pipeline.stats().frames_captured, std::time::Instant::now());
+    supervisor.update(&session, edges.pipeline.stats(), std::time::Instant::now());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -142,7 +167,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         let now = std::time::Instant::now();
         let actions = session.handle(event, now);
         edges.execute(actions);
-        supervisor.update(&session, edges.pipeline.stats().frames_captured, now);
+        supervisor.update(&session, edges.pipeline.stats(), now);
     }
 
     info!("roomcam: stopping");

@@ -6,8 +6,11 @@
 //!   running service with a STATUS that says why);
 //! - `STATUS=` a human line whenever it changes;
 //! - `WATCHDOG=1` every half `$WATCHDOG_USEC`, sent from the daemon's main
-//!   loop and only while the camera keeps delivering frames, so a hung main
-//!   loop or a hung capture thread both end in a restart by systemd;
+//!   loop and only while the capture thread keeps coming back from the
+//!   camera (with a frame, or with an error it will retry), so a hung main
+//!   loop or a capture thread stuck in a driver call both end in a restart
+//!   by systemd, while a camera that is merely unplugged (the viewers get the
+//!   "camera unavailable" picture) does not;
 //! - `STOPPING=1` on shutdown.
 //!
 //! Without `$NOTIFY_SOCKET` everything here is a no-op, except that a camera
@@ -17,7 +20,7 @@ use std::ffi::OsStr;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
-use crate::media::{CameraFrame, KeyframeRequest, MediaError, VideoSource};
+use crate::media::PipelineStats;
 use crate::session::{RoomState, Session};
 
 /// Where to send notifications, and how often systemd wants to hear from us.
@@ -107,8 +110,7 @@ fn notify_address(path: &OsStr) -> std::io::Result<SocketAddr> {
     }
 }
 
-/// Whether the camera still delivers: the capture counter must move at
-/// least once every `stall_after`.
+/// Whether a counter still moves: it must change at least once every `stall_after`.
 pub struct CaptureWatch {
     last_count: u64,
     last_change: Instant,
@@ -137,21 +139,40 @@ impl CaptureWatch {
     }
 }
 
-/// The STATUS= line for a state of the device; `stalled` is the stall threshold when the camera stalled.
+/// How the camera is doing, as the supervisor sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CameraHealth {
+    Delivering,
+    /// The capture thread keeps trying but gets no frame (unplugged, missing at boot).
+    Unavailable,
+    /// The capture thread has not come back from the camera for this long.
+    Stuck(Duration),
+}
+
+/// The STATUS= line for a state of the device.
 pub fn status_line(
     room: &str,
     state: &RoomState,
     viewers: usize,
     ever_connected: bool,
-    stalled: Option<Duration>,
+    camera: CameraHealth,
 ) -> String {
+    let line = room_status(room, state, viewers, ever_connected);
+    match camera {
+        CameraHealth::Delivering => line,
+        CameraHealth::Unavailable => format!("{line}; camera unavailable, retrying"),
+        CameraHealth::Stuck(still) => format!(
+            "camera stuck: the capture thread has not returned for {}s or more; watchdog pings stopped",
+            still.as_secs()
+        ),
+    }
+}
+
+fn room_status(room: &str, state: &RoomState, viewers: usize, ever_connected: bool) -> String {
     let streaming = match viewers {
         1 => "streaming to 1 viewer".to_owned(),
         n => format!("streaming to {n} viewers"),
     };
-    if let Some(still) = stalled {
-        return format!("camera stalled: no frame for {}s or more; watchdog pings stopped", still.as_secs());
-    }
     match state {
         RoomState::Offline if viewers > 0 => {
             format!("{streaming} in room {room}; reconnecting to the signaling server")
@@ -169,7 +190,10 @@ pub fn status_line(
 /// Drives the notifications from the daemon's main loop.
 pub struct Supervisor {
     notifier: Notifier,
+    /// The capture thread's returns from the camera: stuck when these stop.
     capture: CaptureWatch,
+    /// Frames: the camera is away when these stop but returns go on.
+    frames: CaptureWatch,
     ready_sent: bool,
     ever_connected: bool,
     status: String,
@@ -178,13 +202,15 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(notifier: Notifier, frames_captured: u64, fps: u32, now: Instant) -> Supervisor {
+    pub fn new(notifier: Notifier, stats: PipelineStats, fps: u32, now: Instant) -> Supervisor {
         if let Some(every) = notifier.watchdog_interval() {
-            log::info!("systemd: watchdog ping every {every:?} while the camera delivers");
+            log::info!("systemd: watchdog ping every {every:?} while the capture thread is alive");
         }
+        let stall_after = CaptureWatch::stall_after_for_fps(fps);
         Supervisor {
             notifier,
-            capture: CaptureWatch::new(frames_captured, now, CaptureWatch::stall_after_for_fps(fps)),
+            capture: CaptureWatch::new(stats.capture_returns, now, stall_after),
+            frames: CaptureWatch::new(stats.frames_captured, now, stall_after),
             ready_sent: false,
             ever_connected: false,
             status: String::new(),
@@ -194,24 +220,31 @@ impl Supervisor {
     }
 
     /// Call after every event the main loop handled.
-    pub fn update(&mut self, session: &Session, frames_captured: u64, now: Instant) {
-        let stalled = self.capture.observe(frames_captured, now);
+    pub fn update(&mut self, session: &Session, stats: PipelineStats, now: Instant) {
+        let stalled = self.capture.observe(stats.capture_returns, now);
         match (stalled, self.stalled) {
             (Some(still), false) => log::error!(
-                "camera: no frame for {}s; watchdog pings stopped (systemd restarts roomcam when it runs with WatchdogSec=)",
+                "camera: the capture thread has not returned from the camera for {}s (a hung driver?); watchdog \
+                 pings stopped (systemd restarts roomcam when it runs with WatchdogSec=)",
                 still.as_secs()
             ),
-            (None, true) => log::warn!("camera: delivering frames again; watchdog pings resumed"),
+            (None, true) => log::warn!("camera: the capture thread is back; watchdog pings resumed"),
             _ => {}
         }
         self.stalled = stalled.is_some();
+        // Only the status says so: the pipeline already logs the camera's errors.
+        let camera_away = self.frames.observe(stats.frames_captured, now).is_some();
+        // The threshold, not the growing duration: one STATUS per stall.
+        let camera = match stalled {
+            Some(_) => CameraHealth::Stuck(self.capture.stall_after),
+            None if camera_away => CameraHealth::Unavailable,
+            None => CameraHealth::Delivering,
+        };
 
         let state = session.room_state();
         let connected = matches!(state, RoomState::InRoom { .. } | RoomState::Refused { .. });
         self.ever_connected |= connected || *state == RoomState::Joining;
-        // The threshold, not the growing duration: one STATUS per stall.
-        let stall = stalled.map(|_| self.capture.stall_after);
-        let status = status_line(session.room(), state, session.connected_viewers(), self.ever_connected, stall);
+        let status = status_line(session.room(), state, session.connected_viewers(), self.ever_connected, camera);
         let mut message = String::new();
         if connected && !self.ready_sent {
             self.ready_sent = true;
@@ -236,40 +269,6 @@ impl Supervisor {
     pub fn stopping(&mut self) {
         self.status = "stopping".to_owned();
         self.notifier.send("STOPPING=1\nSTATUS=stopping");
-    }
-}
-
-/// Fault injection for the watchdog test: with
-/// `ROOMCAM_TEST_CAMERA_STALL_AFTER=N` the camera hangs for good after N
-/// frames, as a wedged V4L2 driver would.
-pub fn maybe_stall_camera(camera: Box<dyn VideoSource>) -> Box<dyn VideoSource> {
-    match std::env::var("ROOMCAM_TEST_CAMERA_STALL_AFTER").ok().and_then(|n| n.parse::<u64>().ok()) {
-        Some(after) => {
-            log::warn!("camera: will hang after {after} frames (ROOMCAM_TEST_CAMERA_STALL_AFTER)");
-            Box::new(StallingCamera { inner: camera, left: after })
-        }
-        None => camera,
-    }
-}
-
-struct StallingCamera {
-    inner: Box<dyn VideoSource>,
-    left: u64,
-}
-
-impl VideoSource for StallingCamera {
-    fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
-        if self.left == 0 {
-            loop {
-                std::thread::park();
-            }
-        }
-        self.left -= 1;
-        self.inner.next_frame()
-    }
-
-    fn request_keyframe(&mut self) -> KeyframeRequest {
-        self.inner.request_keyframe()
     }
 }
 
@@ -312,50 +311,88 @@ mod tests {
 
     #[test]
     fn status_lines() {
+        use CameraHealth::*;
         let room = RoomState::InRoom { my_id: "a".into() };
-        assert_eq!(status_line("hall", &room, 0, true, None), "waiting for a viewer in room hall");
-        assert_eq!(status_line("hall", &room, 1, true, None), "streaming to 1 viewer in room hall");
-        assert_eq!(status_line("hall", &room, 3, true, None), "streaming to 3 viewers in room hall");
-        assert_eq!(status_line("hall", &RoomState::Offline, 0, false, None), "connecting to the signaling server");
-        assert_eq!(status_line("hall", &RoomState::Offline, 0, true, None), "reconnecting to the signaling server");
+        assert_eq!(status_line("hall", &room, 0, true, Delivering), "waiting for a viewer in room hall");
+        assert_eq!(status_line("hall", &room, 1, true, Delivering), "streaming to 1 viewer in room hall");
+        assert_eq!(status_line("hall", &room, 3, true, Delivering), "streaming to 3 viewers in room hall");
         assert_eq!(
-            status_line("hall", &RoomState::Offline, 1, true, None),
+            status_line("hall", &RoomState::Offline, 0, false, Delivering),
+            "connecting to the signaling server"
+        );
+        assert_eq!(
+            status_line("hall", &RoomState::Offline, 0, true, Delivering),
+            "reconnecting to the signaling server"
+        );
+        assert_eq!(
+            status_line("hall", &RoomState::Offline, 1, true, Delivering),
             "streaming to 1 viewer in room hall; reconnecting to the signaling server"
         );
-        assert!(
-            status_line("hall", &room, 1, true, Some(Duration::from_secs(6)))
-                .starts_with("camera stalled: no frame for 6s")
+        assert_eq!(
+            status_line("hall", &room, 1, true, Unavailable),
+            "streaming to 1 viewer in room hall; camera unavailable, retrying"
         );
+        assert!(
+            status_line("hall", &room, 1, true, Stuck(Duration::from_secs(6)))
+                .starts_with("camera stuck: the capture thread has not returned for 6s")
+        );
+    }
+
+    /// A notify socket to listen on, as systemd does.
+    struct Listener {
+        dir: std::path::PathBuf,
+        socket: UnixDatagram,
+    }
+
+    impl Listener {
+        fn bind(name: &str) -> Listener {
+            let dir = std::env::temp_dir().join(format!("roomcam-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("notify");
+            let _ = std::fs::remove_file(&path);
+            let socket = UnixDatagram::bind(&path).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            Listener { dir, socket }
+        }
+
+        fn notifier(&self, watchdog_usec: &str) -> Notifier {
+            Notifier::from_vars(Some(self.dir.join("notify").as_os_str()), Some(watchdog_usec), None, 1)
+        }
+
+        fn recv_all(&self) -> Vec<String> {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = self.socket.recv(&mut buf) {
+                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            out
+        }
+    }
+
+    impl Drop for Listener {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn stats(capture_returns: u64, frames_captured: u64) -> PipelineStats {
+        PipelineStats { capture_returns, frames_captured, ..PipelineStats::default() }
     }
 
     /// The supervisor against a real datagram socket, with time passed in.
     #[test]
-    fn supervisor_sends_ready_status_watchdog_and_stops_pinging_on_a_stall() {
-        let dir = std::env::temp_dir().join(format!("roomcam-notify-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let recv_all = || {
-            let mut out = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = listener.recv(&mut buf) {
-                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-            out
-        };
-        let notifier = Notifier::from_vars(Some(path.as_os_str()), Some("2000000"), None, 1);
+    fn supervisor_sends_ready_status_watchdog_and_stops_pinging_when_capture_is_stuck() {
+        let listener = Listener::bind("notify-unit");
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut sup = Supervisor::new(notifier, 0, 25, t0);
+        let mut sup = Supervisor::new(listener.notifier("2000000"), stats(0, 0), 25, t0);
         let mut session = Session::new(SessionSettings::new("hall"));
 
-        sup.update(&session, 1, at(0));
-        assert_eq!(recv_all(), ["STATUS=connecting to the signaling server\nWATCHDOG=1"]);
+        sup.update(&session, stats(1, 1), at(0));
+        assert_eq!(listener.recv_all(), ["STATUS=connecting to the signaling server\nWATCHDOG=1"]);
         session.handle(crate::session::Event::SignalingConnected, at(100));
-        sup.update(&session, 2, at(100));
-        assert_eq!(recv_all(), ["STATUS=joining room hall"], "not ready before the room answers");
+        sup.update(&session, stats(2, 2), at(100));
+        assert_eq!(listener.recv_all(), ["STATUS=joining room hall"], "not ready before the room answers");
         session.handle(
             crate::session::Event::Room(crate::signaling::protocol::RoomEvent::Joined {
                 room: "hall".into(),
@@ -363,26 +400,62 @@ mod tests {
             }),
             at(200),
         );
-        sup.update(&session, 3, at(200));
-        assert_eq!(recv_all(), ["READY=1\nSTATUS=waiting for a viewer in room hall"]);
-        sup.update(&session, 30, at(1000));
-        assert_eq!(recv_all(), ["WATCHDOG=1"], "a ping every half WATCHDOG_USEC");
-        sup.update(&session, 31, at(1500));
-        assert!(recv_all().is_empty(), "nothing changed, no ping due");
-        // The camera stops at 31 frames: pings go on until the stall is
-        // noticed (5 s), then stop for good.
-        sup.update(&session, 31, at(2000));
-        assert_eq!(recv_all(), ["WATCHDOG=1"]);
-        sup.update(&session, 31, at(6500));
-        let sent = recv_all();
+        sup.update(&session, stats(3, 3), at(200));
+        assert_eq!(listener.recv_all(), ["READY=1\nSTATUS=waiting for a viewer in room hall"]);
+        sup.update(&session, stats(30, 30), at(1000));
+        assert_eq!(listener.recv_all(), ["WATCHDOG=1"], "a ping every half WATCHDOG_USEC");
+        sup.update(&session, stats(31, 31), at(1500));
+        assert!(listener.recv_all().is_empty(), "nothing changed, no ping due");
+        // The capture thread goes into the driver at 31 and never comes
+        // back: pings go on until that is noticed (5 s), then stop for good.
+        sup.update(&session, stats(31, 31), at(2000));
+        assert_eq!(listener.recv_all(), ["WATCHDOG=1"]);
+        sup.update(&session, stats(31, 31), at(6500));
+        let sent = listener.recv_all();
         assert_eq!(sent.len(), 1);
-        assert!(sent[0].starts_with("STATUS=camera stalled: no frame for 5s"), "{sent:?}");
+        assert!(sent[0].starts_with("STATUS=camera stuck: the capture thread has not returned for 5s"), "{sent:?}");
         assert!(!sent[0].contains("WATCHDOG"), "{sent:?}");
-        sup.update(&session, 31, at(9000));
-        sup.update(&session, 31, at(12000));
-        assert!(recv_all().iter().all(|m| !m.contains("WATCHDOG=1")));
+        sup.update(&session, stats(31, 31), at(9000));
+        sup.update(&session, stats(31, 31), at(12000));
+        assert!(listener.recv_all().iter().all(|m| !m.contains("WATCHDOG=1")));
         sup.stopping();
-        assert_eq!(recv_all(), ["STOPPING=1\nSTATUS=stopping"]);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(listener.recv_all(), ["STOPPING=1\nSTATUS=stopping"]);
+    }
+
+    #[test]
+    fn an_unplugged_camera_keeps_the_watchdog_fed_and_says_so() {
+        let listener = Listener::bind("notify-unplugged");
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(listener.notifier("2000000"), stats(0, 0), 25, t0);
+        let mut session = Session::new(SessionSettings::new("hall"));
+        session.handle(crate::session::Event::SignalingConnected, t0);
+        let joined = crate::signaling::protocol::RoomEvent::Joined { room: "hall".into(), id: "me".into() };
+        session.handle(crate::session::Event::Room(joined), t0);
+        // 100 frames, then a minute of errors retried every 500 ms: returns
+        // keep coming, frames do not.
+        let mut pings = Vec::new();
+        let mut statuses = Vec::new();
+        for tick in 0..=240u64 {
+            let now = t0 + Duration::from_millis(tick * 250);
+            let frames = (tick * 6).min(100);
+            let returns = if frames < 100 { frames } else { 100 + tick / 2 };
+            sup.update(&session, stats(returns, frames), now);
+            for message in listener.recv_all() {
+                for line in message.lines() {
+                    if line == "WATCHDOG=1" {
+                        pings.push(now);
+                    } else if let Some(status) = line.strip_prefix("STATUS=") {
+                        statuses.push(status.to_owned());
+                    }
+                }
+            }
+        }
+        let gaps = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        assert!(gaps <= Duration::from_secs(1), "longest gap between pings over a minute: {gaps:?}");
+        assert!(pings.len() >= 59, "{} pings in 60 s", pings.len());
+        assert_eq!(
+            statuses,
+            ["waiting for a viewer in room hall", "waiting for a viewer in room hall; camera unavailable, retrying"]
+        );
     }
 }

@@ -70,6 +70,10 @@ impl Default for PipelineSettings {
 /// Counters since start, for logs, health checks and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PipelineStats {
+    /// Times the camera returned to the capture thread, with a frame or an
+    /// error: this moves while the camera is unplugged and retried, and
+    /// stops only when a driver call hangs.
+    pub capture_returns: u64,
     pub frames_captured: u64,
     /// Captured but never sent: replaced in the slot by a newer frame
     /// (encoder too slow), captured while nobody was watching, or (from an
@@ -93,6 +97,7 @@ pub struct PipelineStats {
 
 #[derive(Default)]
 struct Counters {
+    capture_returns: AtomicU64,
     frames_captured: AtomicU64,
     frames_dropped: AtomicU64,
     frames_encoded: AtomicU64,
@@ -458,6 +463,7 @@ impl MediaPipeline {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         PipelineStats {
+            capture_returns: get(&c.capture_returns),
             frames_captured: get(&c.frames_captured),
             frames_dropped: get(&c.frames_dropped),
             frames_encoded: get(&c.frames_encoded),
@@ -518,7 +524,9 @@ fn capture_loop(
                  requests (PLI/FIR) cannot be honoured: a new or recovering viewer waits for the camera's next IDR"
             );
         }
-        match source.next_frame() {
+        let next = source.next_frame();
+        bump(&shared.counters.capture_returns);
+        match next {
             Ok(frame) => {
                 backoff.reset();
                 bump(&shared.counters.frames_captured);
