@@ -17,6 +17,17 @@
  * attached at negotiation with enabled=false and enabled only while the talk
  * button is held.
  *
+ * Keeping a call alive: media flows peer to peer and never needs the
+ * signaling server, so a server restart or a blip of this page's or the
+ * device's connection to it does not end a live peer connection. On
+ * roomcam's server both sides join with a stable member id (this page's is
+ * made at load), so they know each other again by it; on a classic server,
+ * where ids are socket ids, the member already in the room asks the newcomer
+ * with an ICE restart on the live connection, and the DTLS fingerprint of
+ * the reply tells whether it is the same browser connection. A connection
+ * that fails is offered again (backing off) while we are in the room; when
+ * the device offers at the same time, the device gives way.
+ *
  * For tests: window.roomcamViewer = { state, pc, join(), leave(), talk(on) }.
  */
 (function () {
@@ -64,6 +75,9 @@
   let camera = null;
   let talking = false;
   let chain = Promise.resolve(); // signaling events are handled one at a time, in order
+  // roomcam's extension: known by this in the room, across reconnections.
+  const memberId = `viewer-${Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  let recovery = null;           // { timer, delay, since } while re-offering after a failure
 
   // ---- small helpers ----------------------------------------------------
 
@@ -181,6 +195,41 @@
     return p && !['failed', 'closed'].includes(p.connectionState || p.iceConnectionState);
   }
 
+  // The DTLS fingerprint of a description: one per browser/device peer connection.
+  function fingerprint(sdp) {
+    const m = /^a=fingerprint:(.+)$/m.exec(sdp || '');
+    return m ? m[1].trim().toLowerCase() : null;
+  }
+
+  // After a failure: offer a new connection, 1 s later, then backing off to
+  // 8 s, for up to two minutes, as long as we are in the room and nothing
+  // else (an offer from the device) has brought a connection meanwhile.
+  function scheduleRecovery() {
+    if (!wantJoined) return;
+    const now = Date.now();
+    if (!recovery) recovery = { timer: null, delay: 1000, since: now };
+    if (recovery.timer) return;
+    if (now - recovery.since > 120000) {
+      log('connection not recovered in 2 minutes; waiting for the camera');
+      recovery = null;
+      return;
+    }
+    const delay = recovery.delay;
+    recovery.delay = Math.min(recovery.delay * 2, 8000);
+    recovery.timer = setTimeout(serial(async () => {
+      if (recovery) recovery.timer = null;
+      if (!wantJoined || !socket.connected || live(pc)) return;
+      log('offering a new connection');
+      await call();
+    }), delay);
+  }
+
+  function recovered() {
+    if (!recovery) return;
+    clearTimeout(recovery.timer);
+    recovery = null;
+  }
+
   function closePc(why) {
     if (!pc) return;
     log(`closing peer connection${why ? `: ${why}` : ''}`);
@@ -223,10 +272,15 @@
       if (p !== pc) return;
       const s = p.connectionState || p.iceConnectionState;
       log(`peer connection: ${s}`);
-      if (s === 'connected' || s === 'completed') setState('connected');
-      else if (s === 'failed') {
+      if (s === 'connected' || s === 'completed') {
+        recovered();
+        setState('connected');
+      } else if (s === 'failed') {
         closePc('connection failed');
-        if (wantJoined) setState('waiting', 'connection lost');
+        if (wantJoined) {
+          setState('waiting', 'connection lost');
+          scheduleRecovery();
+        }
       } else if (s === 'disconnected') setState('negotiating', 'connection interrupted');
     };
     if ('connectionState' in p) p.onconnectionstatechange = onState;
@@ -288,19 +342,48 @@
     send({ type: 'offer', sdp: p.localDescription.sdp });
     p.descriptionSent();
     log('offer sent');
+    // An offer nobody answers (the device restarted and lost it) must not
+    // leave us waiting for ever.
+    setTimeout(serial(() => {
+      if (p !== pc || p.signalingState !== 'have-local-offer') return;
+      closePc('offer not answered');
+      scheduleRecovery();
+    }), 10000);
+  }
+
+  // Classic server: the member that just joined may be the device back with
+  // a new socket id. Ask it with
+  // an ICE restart on the live connection: the same device answers on it
+  // (media never stops); another one gets a new connection when its answer
+  // shows another fingerprint. Only the side that offered first asks, so
+  // the DTLS roles of the live connection never swap (Chrome refuses that).
+  async function checkWithIceRestart(p) {
+    const offer = await p.createOffer({ iceRestart: true });
+    await p.setLocalDescription(offer);
+    if (p !== pc) return;
+    send({ type: 'offer', sdp: p.localDescription.sdp });
+    log('ICE restart offer sent');
   }
 
   async function onOffer(data, from) {
     let p = pc;
     const samePeer = !from || !peerId || from === peerId;
-    if (!p || !live(p) || !samePeer) {
+    if (p && live(p) && samePeer && p.signalingState === 'have-local-offer') {
+      // Both sides offered at once: ours stands, the device gives way.
+      return log('offer ignored: ours crossed it');
+    }
+    const sameConnection = !p || !p.remoteFp || p.remoteFp === fingerprint(data.sdp);
+    if (!sameConnection) log('offer from a new connection of the camera');
+    if (!p || !live(p) || !samePeer || !sameConnection) {
       role = 'answerer';
       await configReady;
       p = newPc();
     }
     if (from) peerId = from;
     if (state !== 'connected') setState('negotiating');
+    recovered();
     await p.setRemoteDescription({ type: 'offer', sdp: data.sdp });
+    p.remoteFp = fingerprint(data.sdp);
     await mediaReady();
     if (p !== pc) return;
     await attachMedia(p);
@@ -318,7 +401,13 @@
       log('answer ignored: no offer pending');
       return;
     }
+    if (pc.remoteFp && pc.remoteFp !== fingerprint(data.sdp)) {
+      // Our ICE restart reached another connection (the device restarted).
+      closePc('answered by a new connection of the camera');
+      return call();
+    }
     await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+    pc.remoteFp = fingerprint(data.sdp);
     await flushRemoteCandidates(pc);
   }
 
@@ -342,6 +431,12 @@
   const onJoined = serial((r, id) => {
     if (!mine(r)) return;
     log(`joined as ${id}`);
+    if (pc && (pc.connectionState || pc.iceConnectionState) === 'connected') {
+      // Back after a signaling outage: the call never needed the server.
+      log('keeping the live connection');
+      setState('connected');
+      return;
+    }
     closePc('new membership');
     peerId = null;
     setState('waiting');
@@ -353,6 +448,11 @@
     // while we have one is another viewer. Classic servers send no bye on
     // disconnect: there a newcomer means our old peer is gone.
     if (extendedServer && live(pc)) return log(`${id} joined; already have a peer`);
+    if (!extendedServer && pc && (pc.connectionState || pc.iceConnectionState) === 'connected') {
+      if (role !== 'offerer') return log(`${id} joined; the camera offered first, so it checks`);
+      log(`${id} joined: checking whether it is the camera back`);
+      return checkWithIceRestart(pc);
+    }
     log(`${id} joined: calling`);
     peerId = id;
     await call();
@@ -384,6 +484,7 @@
   const onBye = serial((r, id) => {
     if (!mine(r) || (peerId && id !== peerId)) return;
     log(`${id} left`);
+    recovered();
     closePc('bye');
     peerId = null;
     if (wantJoined) setState('waiting');
@@ -404,9 +505,9 @@
   // ---- join / leave ------------------------------------------------------
 
   function sendJoin() {
-    setState('joining');
-    if (token) socket.emit('join', room, { token });
-    else socket.emit('join', room);
+    if (state !== 'connected') setState('joining');
+    // Classic servers ignore the options.
+    socket.emit('join', room, token ? { token, member: memberId } : { member: memberId });
   }
 
   function join() {
@@ -422,6 +523,7 @@
     wantJoined = false;
     if (socket.connected) socket.emit('leave', room);
     chain = chain.then(() => {
+      recovered();
       closePc('left');
       peerId = null;
     });
@@ -489,7 +591,8 @@
     });
     socket.on('disconnect', (reason) => {
       log(`server lost: ${reason}`);
-      if (wantJoined) setState('disconnected');
+      // A live call goes on without the server.
+      if (wantJoined && state !== 'connected') setState('disconnected');
     });
     socket.on('connect_error', (err) => log(`server: ${err.message}`));
     socket.on('joined', onJoined);
@@ -517,6 +620,7 @@
     get talking() { return talking; },
     get micState() { return micState; },
     get socket() { return socket; },
+    get memberId() { return memberId; },
     join,
     leave,
     talk,

@@ -104,6 +104,7 @@ pub async fn run_with(
     let mut session_settings = SessionSettings::new(config.signaling.room.clone());
     session_settings.token = config.signaling.token.clone();
     session_settings.disconnect_timeout = config.webrtc.disconnect_timeout();
+    session_settings.member_id = Some(protocol::new_member_id("device"));
     let mut session = Session::new(session_settings);
 
     let (client_events_tx, mut client_events) = mpsc::unbounded_channel();
@@ -270,7 +271,9 @@ impl Edges {
     fn execute(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Join { room, token } => self.emit(protocol::join_event(&room, token.as_deref())),
+                Action::Join { room, token, member } => {
+                    self.emit(protocol::join_event(&room, token.as_deref(), member.as_deref()))
+                }
                 Action::Leave { room } => self.emit(protocol::leave_event(&room)),
                 Action::Send { data, to } => {
                     let event = protocol::message_event(&self.room, &data, to.as_deref());

@@ -5,7 +5,7 @@
 //! the edges to carry out. Time is passed in, never read, so every scenario is
 //! a plain unit test.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -30,6 +30,10 @@ pub struct SessionSettings {
     /// When our token was refused, try again after this long (the secret may
     /// be fixed on the server side without touching the device).
     pub unauthorized_retry: Duration,
+    /// Sent with `join` on roomcam's own server, which then names us by it
+    /// instead of the socket id, so that viewers know us again after a
+    /// signaling outage (classic servers ignore it).
+    pub member_id: Option<String>,
 }
 
 impl SessionSettings {
@@ -41,6 +45,7 @@ impl SessionSettings {
             connect_timeout: Duration::from_secs(30),
             full_retry: Duration::from_secs(10),
             unauthorized_retry: Duration::from_secs(60),
+            member_id: None,
         }
     }
 }
@@ -65,6 +70,7 @@ pub enum Action {
     Join {
         room: String,
         token: Option<String>,
+        member: Option<String>,
     },
     Leave {
         room: String,
@@ -132,6 +138,37 @@ struct PeerSlot {
     pending_candidates: Vec<IceCandidate>,
     /// Whether the server addresses this viewer by id (it sent `from` or `otherjoin`).
     addressable: bool,
+    /// We sent an offer and no answer has been applied yet.
+    offer_pending: bool,
+    /// The DTLS fingerprint of the viewer's last description: the one thing
+    /// that tells, on a classic server where ids change with every
+    /// reconnection, whether an answer or offer comes from the same browser
+    /// peer connection or from a new one.
+    remote_fingerprint: Option<String>,
+}
+
+impl PeerSlot {
+    /// Established and not (yet) failed: a call worth keeping. Its state may
+    /// read `Connecting` during an ICE restart.
+    fn live(&self) -> bool {
+        self.ever_connected && matches!(self.state, ConnectionState::Connected | ConnectionState::Connecting)
+    }
+}
+
+/// How soon the device offers again to a viewer whose connection failed
+/// while it is still in the room: a page whose network came back should not
+/// wait for a reload. Doubling from the first delay to the last; given up
+/// after `RECOVERY_GIVE_UP` without a connection (the viewer most likely
+/// left without a `bye`, as classic servers do).
+const RECOVERY_FIRST: Duration = Duration::from_secs(2);
+const RECOVERY_MAX: Duration = Duration::from_secs(10);
+const RECOVERY_GIVE_UP: Duration = Duration::from_secs(120);
+
+#[derive(Debug)]
+struct Recovery {
+    since: Instant,
+    next_at: Instant,
+    delay: Duration,
 }
 
 pub struct Session {
@@ -142,6 +179,10 @@ pub struct Session {
     /// viewers possible, `bye` on disconnect. Otherwise: a classic 2-member room.
     server_names_senders: bool,
     viewers_reported: usize,
+    /// Viewers believed to be in the room (joined, or spoke, and no `bye`
+    /// since): the ones a failed connection is recovered for.
+    present: HashSet<PeerId>,
+    recovering: HashMap<PeerId, Recovery>,
 }
 
 impl Session {
@@ -152,6 +193,8 @@ impl Session {
             peers: HashMap::new(),
             server_names_senders: false,
             viewers_reported: 0,
+            present: HashSet::new(),
+            recovering: HashMap::new(),
         }
     }
 
@@ -195,7 +238,7 @@ impl Session {
             Event::PeerFailed { peer, reason } => {
                 if self.peers.contains_key(&peer) {
                     warn!(room:% = self.settings.room; "room {} peer {peer}: {reason}; closing it", self.settings.room);
-                    self.close_peer(&peer, &mut actions);
+                    self.fail_peer(&peer, now, &mut actions);
                 }
             }
             Event::Tick => self.on_tick(now, &mut actions),
@@ -217,7 +260,11 @@ impl Session {
 
     fn join(&mut self, actions: &mut Vec<Action>) {
         self.room = RoomState::Joining;
-        actions.push(Action::Join { room: self.settings.room.clone(), token: self.settings.token.clone() });
+        actions.push(Action::Join {
+            room: self.settings.room.clone(),
+            token: self.settings.token.clone(),
+            member: self.settings.member_id.clone(),
+        });
     }
 
     fn on_room_event(&mut self, event: RoomEvent, now: Instant, actions: &mut Vec<Action>) {
@@ -237,12 +284,29 @@ impl Session {
         }
         match event {
             RoomEvent::Joined { id, .. } => {
-                // Whoever we streamed to before this (re)join belongs to a
-                // room state that no longer exists.
-                for peer in self.peer_ids() {
+                // A (re)join after a signaling outage: media flows peer to
+                // peer and never needed the server, so connections that are
+                // established stay; only negotiations cut short are dropped.
+                let (kept, cut): (Vec<PeerId>, Vec<PeerId>) =
+                    self.peer_ids().into_iter().partition(|p| self.peers[p].ever_connected);
+                for peer in cut {
                     self.close_peer(&peer, actions);
                 }
-                info!(room:% = room; "room {room}: joined as {id}, waiting for a viewer");
+                self.present.retain(|p| kept.contains(p));
+                self.recovering.clear();
+                // Nothing to ask whoever is in the room already: our viewer
+                // needs nothing, and a new one has no connection and offers
+                // when it hears we joined. (An ICE restart now would stop
+                // the media until answered: webrtc-rs drops the old pair at once.)
+                if kept.is_empty() {
+                    info!(room:% = room; "room {room}: joined as {id}, waiting for a viewer");
+                } else {
+                    info!(
+                        room:% = room;
+                        "room {room}: joined as {id}, keeping {} live connection(s) across the signaling outage",
+                        kept.len()
+                    );
+                }
                 self.room = RoomState::InRoom { my_id: id };
             }
             RoomEvent::Full { .. } => {
@@ -261,6 +325,39 @@ impl Session {
             }
             RoomEvent::Left { .. } => info!(room:% = room; "room {room}: left"),
             RoomEvent::OtherJoined { id, .. } => {
+                self.present.insert(id.clone());
+                self.recovering.remove(&id);
+                if self.server_names_senders && self.peers.get(&id).is_some_and(PeerSlot::live) {
+                    // roomcam's server names members by their stable member
+                    // id: this is our viewer, back after a signaling outage.
+                    info!(room:% = room, peer:% = id; "room {room} peer {id}: back in the room; keeping its live connection");
+                    return;
+                }
+                if !self.server_names_senders
+                    && self.peers.len() == 1
+                    && let Some((live, slot)) = self.peers.iter_mut().next()
+                    && slot.live()
+                {
+                    if slot.role == Role::Answerer {
+                        // The viewer offered first: it asks, we answer on the live connection.
+                        info!(room:% = room, peer:% = live; "room {room} peer {live}: {id} joined; keeping the live connection");
+                        return;
+                    }
+                    // A classic room names members by socket id, new with
+                    // every reconnection: the newcomer may be our viewer back
+                    // or a new one. An ICE restart on the live connection
+                    // asks; the answer's DTLS fingerprint tells (see on_message).
+                    let live = live.clone();
+                    info!(
+                        room:% = room, peer:% = live;
+                        "room {room} peer {live}: {id} joined; checking with an ICE restart whether it is this viewer back"
+                    );
+                    slot.offer_pending = true;
+                    self.present.remove(&id);
+                    self.present.insert(live.clone());
+                    actions.push(Action::CreateOffer { peer: live, ice_restart: true });
+                    return;
+                }
                 let stale: Vec<PeerId> = if self.server_names_senders {
                     self.peers.keys().filter(|p| **p == id).cloned().collect()
                 } else {
@@ -272,9 +369,7 @@ impl Session {
                     self.close_peer(&peer, actions);
                 }
                 info!(room:% = room, peer:% = id; "room {room} peer {id}: viewer joined, offering");
-                self.add_peer(&id, Role::Offerer, true, now);
-                actions.push(Action::CreatePeer { peer: id.clone() });
-                actions.push(Action::CreateOffer { peer: id, ice_restart: false });
+                self.offer_to(&id, now, actions);
             }
             RoomEvent::Bye { id, .. } => {
                 let peer = if self.peers.contains_key(&id) {
@@ -285,9 +380,13 @@ impl Session {
                 } else {
                     None
                 };
+                self.present.remove(&id);
+                self.recovering.remove(&id);
                 match peer {
                     Some(peer) => {
                         info!(room:% = room, peer:% = peer; "room {room} peer {peer}: left the room (bye)");
+                        self.present.remove(&peer);
+                        self.recovering.remove(&peer);
                         self.close_peer(&peer, actions);
                     }
                     None => info!(room:% = room; "room {room}: bye for {id}, who had no peer"),
@@ -314,8 +413,24 @@ impl Session {
                 }
             },
         };
+        self.present.insert(peer.clone());
         match data {
             SignalData::Description { kind: SdpKind::Offer, sdp } => {
+                let replace = self.peers.get(&peer).and_then(|slot| {
+                    if slot.role == Role::Offerer && slot.offer_pending && !slot.ever_connected {
+                        // Both sides offered at once (both recovering): the
+                        // device is the polite one and takes the viewer's offer.
+                        Some("its offer crossed ours; taking its offer")
+                    } else if changed_fingerprint(slot, &sdp) {
+                        Some("offer from a new browser connection (its DTLS fingerprint changed)")
+                    } else {
+                        None
+                    }
+                });
+                if let Some(why) = replace {
+                    info!(room:% = room, peer:% = peer; "room {room} peer {peer}: {why}; new peer connection");
+                    self.close_peer(&peer, actions);
+                }
                 if self.peers.contains_key(&peer) {
                     // Renegotiation or ICE restart on a live connection.
                     info!(room:% = room, peer:% = peer; "room {room} peer {peer}: new offer (renegotiation)");
@@ -327,8 +442,22 @@ impl Session {
                 self.apply_remote(&peer, SdpKind::Offer, sdp, actions);
             }
             SignalData::Description { kind: SdpKind::Answer, sdp } => match self.peers.get(&peer) {
+                Some(slot) if slot.role == Role::Offerer && changed_fingerprint(slot, &sdp) => {
+                    // Our ICE restart reached a different browser connection
+                    // than the one we stream to (classic room: a new viewer,
+                    // or the same tab with a new RTCPeerConnection).
+                    info!(
+                        room:% = room, peer:% = peer;
+                        "room {room} peer {peer}: answered by a new browser connection (DTLS fingerprint changed); offering afresh"
+                    );
+                    self.close_peer(&peer, actions);
+                    self.offer_to(&peer, now, actions);
+                }
                 Some(slot) if slot.role == Role::Offerer => {
                     info!(room:% = room, peer:% = peer; "room {room} peer {peer}: answer received");
+                    if let Some(slot) = self.peers.get_mut(&peer) {
+                        slot.offer_pending = false;
+                    }
                     self.apply_remote(&peer, SdpKind::Answer, sdp, actions);
                 }
                 Some(_) => {
@@ -347,9 +476,13 @@ impl Session {
     }
 
     fn apply_remote(&mut self, peer: &PeerId, kind: SdpKind, sdp: String, actions: &mut Vec<Action>) {
+        let fingerprint = dtls_fingerprint(&sdp);
         actions.push(Action::SetRemoteDescription { peer: peer.clone(), kind, sdp });
         if let Some(slot) = self.peers.get_mut(peer) {
             slot.has_remote_description = true;
+            if fingerprint.is_some() {
+                slot.remote_fingerprint = fingerprint;
+            }
             // The edge runs one peer's actions in order, so these follow the SDP.
             for candidate in slot.pending_candidates.drain(..) {
                 actions.push(Action::AddRemoteCandidate { peer: peer.clone(), candidate });
@@ -389,19 +522,23 @@ impl Session {
                         slot.disconnected_since = None;
                         slot.ever_connected = true;
                         slot.ice_restart_sent = false;
+                        if self.recovering.remove(&peer).is_some() {
+                            info!(room:% = room, peer:% = peer; "room {room} peer {peer}: connection recovered");
+                        }
                         actions.push(Action::RequestKeyframe);
                     }
                     ConnectionState::Disconnected => {
                         slot.disconnected_since = Some(now);
                         if slot.role == Role::Offerer && !slot.ice_restart_sent {
                             slot.ice_restart_sent = true;
+                            slot.offer_pending = true;
                             info!(room:% = room, peer:% = peer; "room {room} peer {peer}: trying an ICE restart");
                             actions.push(Action::CreateOffer { peer: peer.clone(), ice_restart: true });
                         }
                     }
                     ConnectionState::Failed => {
                         warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: connection failed; closing it");
-                        self.close_peer(&peer, actions);
+                        self.fail_peer(&peer, now, actions);
                     }
                     ConnectionState::Closed => {
                         self.peers.remove(&peer);
@@ -441,7 +578,62 @@ impl Session {
             }
         }
         for id in expired {
-            self.close_peer(&id, actions);
+            self.fail_peer(&id, now, actions);
+        }
+        if matches!(self.room, RoomState::InRoom { .. }) {
+            self.recover_due(now, actions);
+        }
+    }
+
+    /// Offers again to viewers whose connection failed while they are still
+    /// in the room, when their turn has come.
+    fn recover_due(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let room = self.settings.room.clone();
+        let due: Vec<PeerId> = self
+            .recovering
+            .iter()
+            .filter(|(id, r)| now >= r.next_at && !self.peers.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(recovery) = self.recovering.get_mut(&id) else { continue };
+            if now.duration_since(recovery.since) >= RECOVERY_GIVE_UP {
+                warn!(
+                    room:% = room, peer:% = id;
+                    "room {room} peer {id}: not recovered in {}s; waiting for it to join again", RECOVERY_GIVE_UP.as_secs()
+                );
+                self.recovering.remove(&id);
+                self.present.remove(&id);
+                continue;
+            }
+            // Should this attempt fail too, the next waits twice as long.
+            recovery.next_at = now + recovery.delay;
+            recovery.delay = (recovery.delay * 2).min(RECOVERY_MAX);
+            info!(room:% = room, peer:% = id; "room {room} peer {id}: still in the room; offering a new connection");
+            self.offer_to(&id, now, actions);
+        }
+    }
+
+    fn offer_to(&mut self, id: &PeerId, now: Instant, actions: &mut Vec<Action>) {
+        self.add_peer(id, Role::Offerer, from_is_named(id), now);
+        if let Some(slot) = self.peers.get_mut(id) {
+            slot.offer_pending = true;
+        }
+        actions.push(Action::CreatePeer { peer: id.clone() });
+        actions.push(Action::CreateOffer { peer: id.clone(), ice_restart: false });
+    }
+
+    /// Closes a peer whose connection failed; if its viewer is still in the
+    /// room, a new connection will be offered (see `recover_due`).
+    fn fail_peer(&mut self, id: &PeerId, now: Instant, actions: &mut Vec<Action>) {
+        self.close_peer(id, actions);
+        if self.present.contains(id) {
+            let recovery = self.recovering.entry(id.clone()).or_insert_with(|| Recovery {
+                since: now,
+                next_at: now + RECOVERY_FIRST,
+                delay: RECOVERY_FIRST * 2,
+            });
+            recovery.next_at = recovery.next_at.max(now + RECOVERY_FIRST);
         }
     }
 
@@ -458,6 +650,8 @@ impl Session {
                 has_remote_description: false,
                 pending_candidates: Vec::new(),
                 addressable,
+                offer_pending: false,
+                remote_fingerprint: None,
             },
         );
     }
@@ -481,6 +675,19 @@ impl Session {
 
 fn from_is_named(peer: &str) -> bool {
     peer != UNNAMED_VIEWER
+}
+
+/// The `a=fingerprint:` of a description (session or first media level:
+/// browsers use one certificate per peer connection).
+pub fn dtls_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| l.trim().strip_prefix("a=fingerprint:")).map(|f| f.trim().to_ascii_lowercase())
+}
+
+fn changed_fingerprint(slot: &PeerSlot, sdp: &str) -> bool {
+    match (&slot.remote_fingerprint, dtls_fingerprint(sdp)) {
+        (Some(old), Some(new)) => *old != new,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

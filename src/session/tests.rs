@@ -85,7 +85,7 @@ fn joins_on_connect_with_token() {
     let mut s = Script::with_token("s3cret");
     assert_eq!(
         s.send(Event::SignalingConnected),
-        vec![Action::Join { room: ROOM.into(), token: Some("s3cret".into()) }]
+        vec![Action::Join { room: ROOM.into(), token: Some("s3cret".into()), member: None }]
     );
     assert_eq!(s.room(joined("me")), vec![]);
     assert_eq!(s.session.room_state(), &RoomState::InRoom { my_id: "me".into() });
@@ -173,21 +173,213 @@ fn bye_closes_the_peer_and_the_next_viewer_gets_a_new_one() {
 }
 
 #[test]
-fn otherjoin_replaces_a_stale_peer_in_a_classic_room() {
+fn otherjoin_replaces_a_peer_that_never_connected_in_a_classic_room() {
     let mut s = Script::in_room();
     s.room(otherjoin("v1"));
-    s.state("v1", S::Connected);
-    // The tab was closed (classic servers send no bye) and reopened.
+    // The tab was closed before it connected (classic servers send no bye) and reopened.
     let actions = s.room(otherjoin("v2"));
     assert_eq!(
         actions,
         vec![
             close("v1"),
             Action::CreatePeer { peer: "v2".into() },
-            Action::CreateOffer { peer: "v2".into(), ice_restart: false },
+            Action::CreateOffer { peer: "v2".into(), ice_restart: false }
+        ]
+    );
+    assert_eq!(s.session.peer_ids(), vec!["v2".to_string()]);
+}
+
+fn sdp_with(fingerprint: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\na=fingerprint:sha-256 {fingerprint}\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n"
+    )
+}
+
+/// Classic room, the device offered to v1 and streams to it.
+fn classic_streaming_to_v1() -> Script {
+    let mut s = Script::in_room();
+    s.room(otherjoin("v1"));
+    s.peer(PeerEvent::LocalDescription { peer: "v1".into(), kind: SdpKind::Offer, sdp: "o1".into() });
+    s.room(message(answer(&sdp_with("AA:01")), None));
+    s.state("v1", S::Connected);
+    s
+}
+
+#[test]
+fn a_classic_newcomer_is_asked_with_an_ice_restart_and_known_again_by_its_fingerprint() {
+    // The server restarted: both sides reconnected with new socket ids.
+    let mut s = classic_streaming_to_v1();
+    s.send(Event::SignalingDisconnected);
+    s.send(Event::SignalingConnected);
+    assert_eq!(s.room(joined("me2")), vec![], "the live connection is kept");
+    assert_eq!(s.room(otherjoin("v1-new-socket")), vec![Action::CreateOffer { peer: "v1".into(), ice_restart: true }]);
+    // The same browser connection answers: same fingerprint, same peer, no new connection.
+    let same = sdp_with("AA:01");
+    assert_eq!(
+        s.room(message(answer(&same), None)),
+        vec![Action::SetRemoteDescription { peer: "v1".into(), kind: SdpKind::Answer, sdp: same }]
+    );
+    assert_eq!(s.session.connected_viewers(), 1);
+}
+
+#[test]
+fn a_classic_newcomer_that_is_another_browser_gets_a_new_connection() {
+    let mut s = classic_streaming_to_v1();
+    assert_eq!(s.room(otherjoin("v2")), vec![Action::CreateOffer { peer: "v1".into(), ice_restart: true }]);
+    // A new tab answered our ICE restart: its certificate differs.
+    assert_eq!(
+        s.room(message(answer(&sdp_with("BB:02")), None)),
+        vec![
+            close("v1"),
+            Action::CreatePeer { peer: "v1".into() },
+            Action::CreateOffer { peer: "v1".into(), ice_restart: false },
             Action::SetViewers(0),
         ]
     );
+}
+
+#[test]
+fn in_a_classic_room_the_side_that_answered_first_waits_to_be_asked() {
+    // The viewer offered first: after a server restart it asks (an ICE
+    // restart offer on the live connection); the device must not offer on
+    // it, or the DTLS roles would swap, which Chrome refuses.
+    let mut s = Script::in_room();
+    s.room(message(offer(&sdp_with("AA:01")), None));
+    s.state(UNNAMED_VIEWER, S::Connected);
+    s.send(Event::SignalingDisconnected);
+    s.send(Event::SignalingConnected);
+    assert_eq!(s.room(joined("me2")), vec![]);
+    assert_eq!(s.room(otherjoin("v-new-socket")), vec![]);
+    let restart = sdp_with("AA:01");
+    assert_eq!(
+        s.room(message(offer(&restart), None)),
+        vec![Action::SetRemoteDescription { peer: UNNAMED_VIEWER.into(), kind: SdpKind::Offer, sdp: restart }]
+    );
+}
+
+#[test]
+fn an_offer_from_a_new_browser_connection_replaces_the_live_peer() {
+    let mut s = Script::in_room();
+    s.room(message(offer(&sdp_with("AA:01")), Some("v1")));
+    s.state("v1", S::Connected);
+    let fresh = sdp_with("CC:03");
+    assert_eq!(
+        s.room(message(offer(&fresh), Some("v1"))),
+        vec![
+            close("v1"),
+            Action::CreatePeer { peer: "v1".into() },
+            Action::SetRemoteDescription { peer: "v1".into(), kind: SdpKind::Offer, sdp: fresh },
+            Action::SetViewers(0),
+        ]
+    );
+}
+
+#[test]
+fn reconnect_keeps_live_peers_and_drops_cut_negotiations() {
+    let mut s = Script::in_room();
+    s.room(message(offer("o1"), Some("v1")));
+    s.state("v1", S::Connected);
+    s.room(message(offer("o2"), Some("v2")));
+    assert_eq!(s.send(Event::SignalingDisconnected), vec![]);
+    assert_eq!(s.session.room_state(), &RoomState::Offline);
+    assert_eq!(s.session.connected_viewers(), 1, "media does not need the server");
+    assert_eq!(s.send(Event::SignalingConnected), vec![Action::Join { room: ROOM.into(), token: None, member: None }]);
+    assert_eq!(s.room(joined("me2")), vec![close("v2")], "v1 streams on, v2 was mid-negotiation");
+    // roomcam's server names v1 by its member id: it is back, nothing to do.
+    assert_eq!(s.room(otherjoin("v1")), vec![]);
+    assert_eq!(s.session.peer_ids(), vec!["v1".to_string()]);
+}
+
+#[test]
+fn the_member_id_goes_with_join() {
+    let mut settings = SessionSettings::new(ROOM);
+    settings.member_id = Some("device-1".into());
+    let mut s = Script { session: Session::new(settings), now: Instant::now() };
+    assert_eq!(
+        s.send(Event::SignalingConnected),
+        vec![Action::Join { room: ROOM.into(), token: None, member: Some("device-1".into()) }]
+    );
+}
+
+fn offers_to(peer: &str) -> Vec<Action> {
+    vec![Action::CreatePeer { peer: peer.into() }, Action::CreateOffer { peer: peer.into(), ice_restart: false }]
+}
+
+#[test]
+fn a_failed_answerer_offers_again_to_a_viewer_still_in_the_room() {
+    let mut s = Script::in_room();
+    s.room(message(offer("o1"), Some("v1")));
+    s.state("v1", S::Connected);
+    assert_eq!(s.state("v1", S::Failed), vec![close("v1"), Action::SetViewers(0)]);
+    assert_eq!(s.advance(Duration::from_millis(1_900)), vec![]);
+    assert_eq!(s.advance(Duration::from_millis(100)), offers_to("v1"), "offered 2 s after the failure");
+    // The path is still broken: that attempt fails too; the next waits longer.
+    s.state("v1", S::Failed);
+    assert_eq!(s.advance(Duration::from_secs(2)), vec![]);
+    assert_eq!(s.advance(Duration::from_secs(2)), offers_to("v1"));
+    s.state("v1", S::Connected);
+    // Recovered: a later failure starts from the shortest delay again.
+    s.state("v1", S::Failed);
+    assert_eq!(s.advance(Duration::from_secs(2)), offers_to("v1"));
+}
+
+#[test]
+fn a_disconnect_timeout_in_a_classic_room_is_recovered_too() {
+    let mut s = Script::in_room();
+    s.room(message(offer("o1"), None));
+    s.state(UNNAMED_VIEWER, S::Connected);
+    s.state(UNNAMED_VIEWER, S::Disconnected);
+    // (The encoder already stopped at Disconnected: no viewer receives.)
+    assert_eq!(s.advance(Duration::from_secs(10)), vec![close(UNNAMED_VIEWER)]);
+    assert_eq!(s.advance(Duration::from_secs(2)), offers_to(UNNAMED_VIEWER));
+    // Classic: no `to` on what goes to an unnamed viewer.
+    let sent =
+        s.peer(PeerEvent::LocalDescription { peer: UNNAMED_VIEWER.into(), kind: SdpKind::Offer, sdp: "o".into() });
+    assert_eq!(sent, vec![Action::Send { data: offer("o"), to: None }]);
+}
+
+#[test]
+fn crossing_offers_are_settled_by_the_device_giving_way() {
+    let mut s = Script::in_room();
+    s.room(message(offer("o1"), Some("v1")));
+    s.state("v1", S::Connected);
+    s.state("v1", S::Failed);
+    assert_eq!(s.advance(Duration::from_secs(2)), offers_to("v1"));
+    // The page re-offered at the same time.
+    let actions = s.room(message(offer("page-offer"), Some("v1")));
+    assert_eq!(
+        actions,
+        vec![
+            close("v1"),
+            Action::CreatePeer { peer: "v1".into() },
+            Action::SetRemoteDescription { peer: "v1".into(), kind: SdpKind::Offer, sdp: "page-offer".into() },
+        ]
+    );
+}
+
+#[test]
+fn no_recovery_for_a_viewer_that_said_bye_and_none_for_ever() {
+    let mut s = Script::in_room();
+    s.room(message(offer("o1"), Some("v1")));
+    s.state("v1", S::Connected);
+    s.state("v1", S::Failed);
+    s.room(bye("v1"));
+    assert_eq!(s.advance(Duration::from_secs(30)), vec![]);
+
+    s.room(message(offer("o1"), Some("v2")));
+    s.state("v2", S::Connected);
+    s.state("v2", S::Failed);
+    let mut offers = 0;
+    for _ in 0..300 {
+        for action in s.advance(Duration::from_secs(1)) {
+            if let Action::CreateOffer { peer, .. } = action {
+                offers += 1;
+                s.state(&peer, S::Failed);
+            }
+        }
+    }
+    assert!((10..=16).contains(&offers), "{offers} offers in 5 minutes");
+    assert_eq!(s.advance(Duration::from_secs(60)), vec![], "given up after 2 minutes");
 }
 
 #[test]
@@ -255,7 +447,7 @@ fn full_room_is_retried_later() {
     s.send(Event::SignalingConnected);
     assert_eq!(s.room(RoomEvent::Full { room: ROOM.into() }), vec![]);
     assert_eq!(s.advance(Duration::from_secs(9)), vec![]);
-    assert_eq!(s.advance(Duration::from_secs(1)), vec![Action::Join { room: ROOM.into(), token: None }]);
+    assert_eq!(s.advance(Duration::from_secs(1)), vec![Action::Join { room: ROOM.into(), token: None, member: None }]);
 }
 
 #[test]
@@ -264,18 +456,7 @@ fn unauthorized_is_retried_slowly() {
     s.send(Event::SignalingConnected);
     s.room(RoomEvent::Unauthorized { room: ROOM.into() });
     assert_eq!(s.advance(Duration::from_secs(59)), vec![]);
-    assert_eq!(s.advance(Duration::from_secs(1)), vec![Action::Join { room: ROOM.into(), token: None }]);
-}
-
-#[test]
-fn reconnect_rejoins_and_drops_peers_of_the_old_room() {
-    let mut s = Script::in_room();
-    s.room(otherjoin("v1"));
-    s.state("v1", S::Connected);
-    assert_eq!(s.send(Event::SignalingDisconnected), vec![]);
-    assert_eq!(s.session.room_state(), &RoomState::Offline);
-    assert_eq!(s.send(Event::SignalingConnected), vec![Action::Join { room: ROOM.into(), token: None }]);
-    assert_eq!(s.room(joined("me2")), vec![close("v1"), Action::SetViewers(0)]);
+    assert_eq!(s.advance(Duration::from_secs(1)), vec![Action::Join { room: ROOM.into(), token: None, member: None }]);
 }
 
 #[test]

@@ -132,12 +132,33 @@ impl SignalData {
 }
 
 /// What the device asks of the server, as socket.io event name + arguments.
-pub fn join_event(room: &str, token: Option<&str>) -> (&'static str, Vec<Value>) {
+/// `join`, with roomcam's options (`token`, `member`) when there are any;
+/// classic servers ignore the extra argument.
+pub fn join_event(room: &str, token: Option<&str>, member: Option<&str>) -> (&'static str, Vec<Value>) {
     let mut args = vec![json!(room)];
+    let mut options = serde_json::Map::new();
     if let Some(token) = token {
-        args.push(json!({ "token": token }));
+        options.insert("token".into(), json!(token));
+    }
+    if let Some(member) = member {
+        options.insert("member".into(), json!(member));
+    }
+    if !options.is_empty() {
+        args.push(Value::Object(options));
     }
     ("join", args)
+}
+
+/// A stable member id (roomcam's extension): letters, digits, `-` and `_`,
+/// 1 to 64 of them.
+pub fn valid_member_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A member id for this process: the same across its reconnections, so
+/// viewers on roomcam's server know the device again after an outage.
+pub fn new_member_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
 pub fn leave_event(room: &str) -> (&'static str, Vec<Value>) {
@@ -230,7 +251,10 @@ mod tests {
 
     #[test]
     fn join_carries_the_token_only_when_set() {
-        assert_eq!(join_event("r", None).1, vec![json!("r")]);
-        assert_eq!(join_event("r", Some("s")).1, vec![json!("r"), json!({"token":"s"})]);
+        assert_eq!(join_event("r", None, None).1, vec![json!("r")]);
+        assert_eq!(join_event("r", Some("s"), None).1, vec![json!("r"), json!({"token":"s"})]);
+        assert_eq!(join_event("r", Some("s"), Some("m-1")).1, vec![json!("r"), json!({"token":"s", "member":"m-1"})]);
+        assert!(valid_member_id(&new_member_id("device")));
+        assert!(!valid_member_id("") && !valid_member_id("a b") && !valid_member_id(&"x".repeat(65)));
     }
 }

@@ -1,7 +1,14 @@
 //! roomcam's own signaling server (`roomcam serve`): the room protocol of
 //! `PROTOCOL.md` with roomcam's extensions (tokens, several viewers, `bye` on
-//! disconnect), over socketioxide with Engine.IO 3 enabled so socket.io 2.x
-//! and 4.x clients both connect. It also serves the viewer page.
+//! disconnect, stable member ids), over socketioxide with Engine.IO 3 enabled
+//! so socket.io 2.x and 4.x clients both connect. It also serves the viewer page.
+//!
+//! A member that joins with `{member: ID}` is known in its room by that id
+//! rather than by its socket id. When its socket drops, its place is held
+//! for [`REJOIN_GRACE`]: rejoining with the same id within it is not a
+//! departure (no `bye`), so a device and a page whose connections to the
+//! server blipped, or a restarted server, do not tear down a call whose
+//! media never needed the server.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,16 +63,33 @@ impl<'de> Deserialize<'de> for Args {
     }
 }
 
+/// How long the place of a member with a stable id is held after its socket drops.
+pub const REJOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Member {
+    /// Its member id, or its socket id when it gave none.
     id: String,
-    socket: SocketRef,
+    /// `None` while a member with a stable id is away (its socket dropped).
+    socket: Option<SocketRef>,
+    /// Counts rejoins, so that an expired hold does not remove a member
+    /// that came back meanwhile.
+    epoch: u64,
+}
+
+impl Member {
+    fn emit(&self, event: &str, args: &impl serde::Serialize) {
+        if let Some(socket) = &self.socket {
+            let _ = socket.emit(event, args);
+        }
+    }
 }
 
 #[derive(Default)]
 struct Rooms {
     members: HashMap<String, Vec<Member>>,
-    /// socket id → the room it is in (one room per socket).
-    room_of: HashMap<String, String>,
+    /// socket id → the room it is in and its id there (one room per socket).
+    room_of: HashMap<String, (String, String)>,
+    next_epoch: u64,
 }
 
 struct RoomPolicy {
@@ -89,12 +113,18 @@ struct Hub {
 
 impl Hub {
     fn join(&self, socket: &SocketRef, args: &[Value]) {
-        let id = socket.id.to_string();
+        let sid = socket.id.to_string();
         let Some(room) = args.first().and_then(Value::as_str).filter(|r| valid_room_name(r)) else {
-            warn!("server: {id}: join without a valid room name; ignored");
+            warn!("server: {sid}: join without a valid room name; ignored");
             return;
         };
-        let token = args.get(1).and_then(|a| a.get("token")).and_then(Value::as_str);
+        let options = args.get(1);
+        let token = options.and_then(|a| a.get("token")).and_then(Value::as_str);
+        let member = options.and_then(|a| a.get("member")).and_then(Value::as_str);
+        if member.is_some_and(|m| !crate::signaling::protocol::valid_member_id(m)) {
+            warn!("server: {sid}: join with an invalid member id; using the socket id");
+        }
+        let id = member.filter(|m| crate::signaling::protocol::valid_member_id(m)).unwrap_or(&sid).to_owned();
         if let Some(secret) = self.policy.token(room)
             && token != Some(secret)
         {
@@ -102,59 +132,117 @@ impl Hub {
             let _ = socket.emit("unauthorized", &(room,));
             return;
         }
-        self.leave(socket, "joins another room");
+        if lock(&self.rooms).room_of.get(&sid).is_some_and(|(r, m)| r != room || *m != id) {
+            self.leave(socket, "joins another room");
+        }
         let mut rooms = lock(&self.rooms);
+        rooms.next_epoch += 1;
+        let epoch = rooms.next_epoch;
+        let capacity = self.policy.capacity(room);
         let members = rooms.members.entry(room.to_owned()).or_default();
-        if members.len() >= self.policy.capacity(room) {
+        let back = members.iter().position(|m| m.id == id);
+        if back.is_none() && members.len() >= capacity {
             info!("server: room {room}: full, {id} refused");
             let _ = socket.emit("full", &(room, id.as_str()));
             return;
         }
         let _ = socket.emit("joined", &(room, id.as_str()));
-        for other in members.iter() {
-            let _ = other.socket.emit("otherjoin", &(room, id.as_str()));
+        for other in members.iter().filter(|m| m.id != id) {
+            other.emit("otherjoin", &(room, id.as_str()));
         }
-        members.push(Member { id: id.clone(), socket: socket.clone() });
+        let replaced = match back {
+            // Its old socket, if still there, is a connection that died
+            // unnoticed: the member now lives on this one.
+            Some(i) => {
+                std::mem::replace(&mut members[i], Member { id: id.clone(), socket: Some(socket.clone()), epoch })
+                    .socket
+                    .map(|old| old.id.to_string())
+            }
+            None => {
+                members.push(Member { id: id.clone(), socket: Some(socket.clone()), epoch });
+                None
+            }
+        };
         let count = members.len();
-        rooms.room_of.insert(id.clone(), room.to_owned());
-        info!("server: room {room}: {id} joined ({count} member(s))");
+        if let Some(old) = replaced.filter(|old| *old != sid) {
+            rooms.room_of.remove(&old);
+        }
+        rooms.room_of.insert(sid, (room.to_owned(), id.clone()));
+        match back {
+            Some(_) => info!("server: room {room}: {id} is back ({count} member(s))"),
+            None => info!("server: room {room}: {id} joined ({count} member(s))"),
+        }
     }
 
     fn relay(&self, socket: &SocketRef, args: &[Value]) {
-        let id = socket.id.to_string();
+        let sid = socket.id.to_string();
         let (Some(room), Some(data)) = (args.first().and_then(Value::as_str), args.get(1)) else {
-            warn!("server: {id}: message without room and data; ignored");
+            warn!("server: {sid}: message without room and data; ignored");
             return;
         };
         let rooms = lock(&self.rooms);
-        if rooms.room_of.get(&id).map(String::as_str) != Some(room) {
-            warn!("server: {id}: message for room {room:?} it is not in; ignored");
+        let Some((_, id)) = rooms.room_of.get(&sid).filter(|(r, _)| r == room) else {
+            warn!("server: {sid}: message for room {room:?} it is not in; ignored");
             return;
-        }
+        };
         let to = args.get(2).and_then(Value::as_str);
         let members = rooms.members.get(room).map(Vec::as_slice).unwrap_or_default();
-        for member in members.iter().filter(|m| m.id != id && to.is_none_or(|to| to == m.id)) {
-            let _ = member.socket.emit("message", &(room, data, id.as_str()));
+        for member in members.iter().filter(|m| m.id != *id && to.is_none_or(|to| to == m.id)) {
+            member.emit("message", &(room, data, id.as_str()));
         }
     }
 
-    /// Removes the socket from its room and tells the others (`bye`).
-    fn leave(&self, socket: &SocketRef, why: &str) -> Option<String> {
-        let id = socket.id.to_string();
+    /// Removes the socket from its room and tells the others (`bye`);
+    /// returns the room and the id it had there.
+    fn leave(&self, socket: &SocketRef, why: &str) -> Option<(String, String)> {
         let mut rooms = lock(&self.rooms);
-        let room = rooms.room_of.remove(&id)?;
-        if let Some(members) = rooms.members.get_mut(&room) {
-            members.retain(|m| m.id != id);
-            for other in members.iter() {
-                let _ = other.socket.emit("bye", &(room.as_str(), id.as_str()));
+        let (room, id) = rooms.room_of.remove(&socket.id.to_string())?;
+        remove_member(&mut rooms, &room, &id, why);
+        Some((room, id))
+    }
+
+    /// A dropped socket: a member with a stable id keeps its place for
+    /// [`REJOIN_GRACE`], anyone else leaves at once.
+    fn disconnect(self: &Arc<Self>, socket: &SocketRef) {
+        let sid = socket.id.to_string();
+        let mut rooms = lock(&self.rooms);
+        let Some((room, id)) = rooms.room_of.remove(&sid) else { return };
+        let held = rooms.members.get_mut(&room).and_then(|members| members.iter_mut().find(|m| m.id == id));
+        match held {
+            Some(member) if id != sid => {
+                member.socket = None;
+                let epoch = member.epoch;
+                info!("server: room {room}: {id} disconnected; holding its place for {}s", REJOIN_GRACE.as_secs());
+                let hub = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(REJOIN_GRACE).await;
+                    let mut rooms = lock(&hub.rooms);
+                    let still_away = rooms
+                        .members
+                        .get(&room)
+                        .and_then(|members| members.iter().find(|m| m.id == id))
+                        .is_some_and(|m| m.socket.is_none() && m.epoch == epoch);
+                    if still_away {
+                        remove_member(&mut rooms, &room, &id, "did not come back");
+                    }
+                });
             }
-            let count = members.len();
-            if members.is_empty() {
-                rooms.members.remove(&room);
-            }
-            info!("server: room {room}: {id} left, {why} ({count} member(s))");
+            _ => remove_member(&mut rooms, &room, &id, "disconnected"),
         }
-        Some(room)
+    }
+}
+
+fn remove_member(rooms: &mut Rooms, room: &str, id: &str, why: &str) {
+    if let Some(members) = rooms.members.get_mut(room) {
+        members.retain(|m| m.id != id);
+        for other in members.iter() {
+            other.emit("bye", &(room, id));
+        }
+        let count = members.len();
+        if members.is_empty() {
+            rooms.members.remove(room);
+        }
+        info!("server: room {room}: {id} left, {why} ({count} member(s))");
     }
 }
 
@@ -232,8 +320,8 @@ pub fn app(config: &ServerConfig) -> Router {
                 if !until_connected(&s).await {
                     return;
                 }
-                if let Some(room) = hub.leave(&s, "by request") {
-                    let _ = s.emit("leaved", &(room.as_str(), s.id.to_string().as_str()));
+                if let Some((room, id)) = hub.leave(&s, "by request") {
+                    let _ = s.emit("leaved", &(room.as_str(), id.as_str()));
                 }
             }
         });
@@ -241,7 +329,7 @@ pub fn app(config: &ServerConfig) -> Router {
         socket.on_disconnect(move |s: SocketRef| {
             let hub = on_disconnect.clone();
             async move {
-                hub.leave(&s, "disconnected");
+                hub.disconnect(&s);
             }
         });
         std::future::ready(Ok::<(), std::convert::Infallible>(()))

@@ -14,6 +14,10 @@
 //   --talk SECONDS      hold the talk button that long; outbound audio packets must grow
 //                       and the mic must carry energy then (and not before)
 //   --rejoin            Leave, Join, then video (and audio, if asked) again on a NEW peer connection
+//   --video-file FILE   write FILE once the video step passed (a cue for the test to start a fault)
+//   --keep-watching S   then watch the video for S seconds, sampling every 200 ms: new peer
+//                       connections, decoded-frame counter resets, the longest stall; at the
+//                       end video must be flowing (waited for up to --timeout more)
 //   --done-file FILE    write FILE (the results so far) when the steps above have passed
 //   --stay SECONDS      keep the page open that long (SIGTERM/SIGINT ends it early, successfully)
 //   --screenshot FILE   PNG of the page at the end
@@ -55,6 +59,7 @@ function usage(msg) {
 const opts = {
   url: null, expectVideo: false, expectBars: false, anyCodec: false, expectAudio: false, talk: 0, rejoin: false,
   expectState: null, expectRole: null, stay: 0, readyFile: null, doneFile: null, screenshot: null, timeout: 30,
+  videoFile: null, keepWatching: 0,
   chromium: '/usr/bin/chromium', verbose: false,
 };
 {
@@ -81,6 +86,8 @@ const opts = {
       case '--stay': opts.stay = num(i); i++; break;
       case '--ready-file': opts.readyFile = str(i); i++; break;
       case '--done-file': opts.doneFile = str(i); i++; break;
+      case '--video-file': opts.videoFile = str(i); i++; break;
+      case '--keep-watching': opts.keepWatching = num(i); i++; break;
       case '--screenshot': opts.screenshot = str(i); i++; break;
       case '--timeout': opts.timeout = num(i); i++; break;
       case '--chromium': opts.chromium = str(i); i++; break;
@@ -195,6 +202,50 @@ function pageInfo() {
   };
 }
 
+// Watches the picture through faults the test makes meanwhile: is it the
+// same call all along (one peer connection, a counter that never goes back)
+// and how long did the picture stand still at most?
+async function keepWatching(page, stats) {
+  const samePc = () => page.evaluate(() => {
+    const pc = window.roomcamViewer.pc;
+    const same = !!pc && pc === window.__watchedPc;
+    window.__watchedPc = pc;
+    return same;
+  });
+  await samePc();
+  const start = Date.now();
+  let pcChanges = 0;
+  let counterResets = 0;
+  let last = null;           // framesDecoded at the last sample
+  let lastIncrease = Date.now();
+  let longestStallMs = 0;
+  const sample = async () => {
+    if (!(await samePc())) pcChanges++;
+    const s = await stats();
+    const frames = s && s.inVideo ? s.inVideo.framesDecoded : 0;
+    const now = Date.now();
+    if (last !== null && frames < last) counterResets++;
+    if (last === null || frames !== last) {
+      if (last !== null && frames > last) longestStallMs = Math.max(longestStallMs, now - lastIncrease);
+      lastIncrease = now;
+    }
+    last = frames;
+    return now - lastIncrease;
+  };
+  while (Date.now() - start < opts.keepWatching * 1000 && !stopRequested) {
+    await sample();
+    await sleep(200);
+  }
+  // Flowing at the end: frames within the last second, waited for if need be.
+  const endedAt = Date.now();
+  await waitFor('keep-watching', async () => (await sample()) < 1000 && last > 0,
+    () => `video not flowing at the end of the watch (pc changes ${pcChanges}, resets ${counterResets})`, 200);
+  return {
+    seconds: opts.keepWatching, pcChanges, counterResets, longestStallMs, framesDecoded: last,
+    resumedAfterMs: Date.now() - endedAt,
+  };
+}
+
 // ---- the scenario ------------------------------------------------------------
 
 async function run(page) {
@@ -264,7 +315,7 @@ async function run(page) {
       totalAudioEnergy: Math.round(a.totalAudioEnergy * 1e6) / 1e6, codec: a.codec };
   };
 
-  const needPeer = opts.expectVideo || opts.expectAudio || opts.talk > 0 || opts.rejoin || opts.expectRole;
+  const needPeer = opts.keepWatching > 0 || opts.expectVideo || opts.expectAudio || opts.talk > 0 || opts.rejoin || opts.expectRole;
   if (needPeer) {
     await waitFor('peer', async () => (await info()).pc, async () => `no peer connection (${await describe()})`);
   }
@@ -274,6 +325,8 @@ async function run(page) {
     const i = await info();
     if (i.role !== opts.expectRole) throw new Failure(`expect-role: the page was ${i.role}, expected ${opts.expectRole}`);
   }
+  if (opts.videoFile) writeFileSync(opts.videoFile, JSON.stringify(result.video || null) + '\n');
+  if (opts.keepWatching > 0) result.watch = await keepWatching(page, stats);
 
   if (opts.talk > 0) {
     await waitFor('talk', async () => {

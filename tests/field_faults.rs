@@ -1,0 +1,268 @@
+//! What happens to a live call when the field misbehaves, watched by the real
+//! client: headless Chromium on the viewer page, the real daemon, real
+//! servers (roomcam's own and the classic socket.io 4 one).
+//!
+//! - The signaling server is killed and started again while the page
+//!   watches: the call goes on over the established peer connection (the
+//!   page's decoded-frame counter never resets, no new connection) and both
+//!   sides rejoin.
+//! - The media path breaks (UDP to 127.0.0.1 prohibited by a policy rule,
+//!   signaling over TCP untouched) long enough for the connection to fail,
+//!   then comes back: the same page, never reloaded, gets video again, with
+//!   the device as offerer and as answerer. That test makes a network
+//!   namespace of its own (a sleeping `unshare -n` holds it; every process
+//!   enters it with `nsenter`), so its rule cannot touch the other tests.
+//!
+//! Needs /usr/bin/chromium, node and `npm ci` in tests/classic; without them
+//! these tests fail, they never skip.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Proc, classic_server, free_port, repo_root, roomcam_bin, roomcam_run, roomcam_serve};
+use serde_json::Value;
+
+fn artifact(name: &str) -> PathBuf {
+    let dir = repo_root().join("target/browser-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// `node check-viewer.mjs URL ARGS…`, optionally inside the network namespace of `netns_pid`.
+fn page_command(netns_pid: Option<u32>, url: &str, args: &[&str]) -> Command {
+    assert!(std::path::Path::new("/usr/bin/chromium").exists(), "Debian's chromium is needed at /usr/bin/chromium");
+    assert!(
+        repo_root().join("tests/classic/node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/classic` (scripts/test does it)"
+    );
+    let script = repo_root().join("tests/browser/check-viewer.mjs");
+    let mut cmd = in_netns(netns_pid, "node");
+    cmd.arg(script).arg(url).args(args);
+    cmd
+}
+
+fn in_netns(netns_pid: Option<u32>, program: &str) -> Command {
+    match netns_pid {
+        Some(pid) => {
+            let mut cmd = Command::new("nsenter");
+            cmd.args(["-t", &pid.to_string(), "-n", "--", program]);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+fn wait_for_file(path: &PathBuf, page: &mut Proc, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(page.is_running(), "the page driver exited early:\n{}", page.lines().join("\n"));
+        assert!(Instant::now() < deadline, "no {path:?} within {timeout:?}:\n{}", page.lines().join("\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The page's final JSON report (it ends after its watch).
+fn page_report(page: &mut Proc, timeout: Duration) -> Value {
+    let line = page.wait_for_line("page report", timeout, |l| l.starts_with('{'));
+    let report: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(report["ok"], true, "{report}\n{}", page.lines().join("\n"));
+    report
+}
+
+enum Server {
+    Roomcam,
+    Classic4,
+}
+
+fn start_server(kind: &Server, port: u16) -> Proc {
+    match kind {
+        Server::Roomcam => roomcam_serve(port, None),
+        Server::Classic4 => classic_server(4, port, &[]),
+    }
+}
+
+/// The server killed and restarted three times, down a second each time,
+/// while Chromium watches: the same call throughout.
+fn server_restarts_keep_the_call(kind: Server, room: &str) {
+    let port = free_port();
+    let mut server = start_server(&kind, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, room, &[]);
+    device.wait_in_room();
+    let video = artifact(&format!("{room}.video"));
+    let mut page = Proc::spawn(
+        "chromium",
+        &mut page_command(
+            None,
+            &format!("{url}/?room={room}"),
+            &["--expect-video", "--video-file", video.to_str().unwrap(), "--keep-watching", "20", "--timeout", "20"],
+        ),
+    );
+    wait_for_file(&video, &mut page, Duration::from_secs(60));
+    let joins_before = device.count_lines(|l| l.contains("joined as"));
+    for _ in 0..3 {
+        server.kill();
+        std::thread::sleep(Duration::from_secs(1));
+        server = start_server(&kind, port);
+        let back = Instant::now();
+        let want = device.count_lines(|l| l.contains("joined as")) + 1;
+        while device.count_lines(|l| l.contains("joined as")) < want {
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "the device did not rejoin:\n{}",
+                device.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("device rejoined {:?} after the server came back", back.elapsed());
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let report = page_report(&mut page, Duration::from_secs(60));
+    eprintln!("page report: {report}");
+    let watch = &report["watch"];
+    assert_eq!(watch["pcChanges"], 0, "the page built a new connection: {report}");
+    assert_eq!(watch["counterResets"], 0, "the picture restarted: {report}");
+    assert!(watch["longestStallMs"].as_u64().unwrap() <= 1500, "the picture stood still: {report}");
+    assert_eq!(device.count_lines(|l| l.contains("joined as")), joins_before + 3);
+    assert_eq!(device.count_lines(|l| l.contains("closed, ready for the next viewer")), 0, "{:#?}", device.lines());
+    assert!(device.is_running());
+}
+
+#[test]
+fn roomcam_server_restarts_keep_the_live_call() {
+    server_restarts_keep_the_call(Server::Roomcam, "restart-own");
+}
+
+#[test]
+fn classic_server_restarts_keep_the_live_call() {
+    server_restarts_keep_the_call(Server::Classic4, "restart-classic");
+}
+
+/// A private network namespace, held by a sleeping process.
+struct Netns {
+    holder: Proc,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let mut holder = Proc::spawn("netns", Command::new("unshare").args(["-n", "sleep", "3600"]));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(holder.is_running(), "unshare -n failed (needs root): {:?}", holder.lines());
+        let netns = Netns { holder };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    fn pid(&self) -> u32 {
+        self.holder.pid()
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = in_netns(Some(self.pid()), "ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Prohibits UDP to 127.0.0.1 (all the media here), keeps TCP (signaling).
+    fn break_udp(&self) {
+        self.ip(&["rule", "add", "pref", "10", "to", "127.0.0.1", "ipproto", "udp", "prohibit"]);
+    }
+
+    fn restore_udp(&self) {
+        self.ip(&["rule", "del", "pref", "10"]);
+    }
+}
+
+/// Breaks the path of a connected page long enough for the call to fail on
+/// both sides, restores it, and wants video again on the same page.
+fn a_broken_path_recovers(kind: Server, device_first: bool, room: &str) {
+    let netns = Netns::new();
+    // The `local` table must be looked up after the rule that prohibits.
+    netns.ip(&["rule", "add", "pref", "100", "lookup", "local"]);
+    netns.ip(&["rule", "del", "pref", "0"]);
+    let pid = Some(netns.pid());
+    let port = 8090;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = match kind {
+        Server::Roomcam => {
+            let mut cmd = in_netns(pid, roomcam_bin().to_str().unwrap());
+            cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]).env("RUST_LOG", "info");
+            Proc::spawn("roomcam-serve", &mut cmd)
+        }
+        Server::Classic4 => {
+            let mut cmd = in_netns(pid, "node");
+            cmd.current_dir(repo_root().join("tests/classic")).args(["server.js", "--version", "4", "--port", "8090"]);
+            Proc::spawn("socket.io-4", &mut cmd)
+        }
+    };
+    server.wait_for_line("listening", Duration::from_secs(20), |l| l.contains("listening"));
+    let device_command = || {
+        let mut cmd = in_netns(pid, roomcam_bin().to_str().unwrap());
+        cmd.args(["run", "--server", &url, "--room", room, "--camera", "test", "--microphone", "test"])
+            .args(["--speaker", "null"])
+            .env("RUST_LOG", "info");
+        cmd
+    };
+    let mut device = None;
+    if device_first {
+        let mut d = Proc::spawn("roomcam-run", &mut device_command());
+        d.wait_in_room();
+        device = Some(d);
+    }
+    let ready = artifact(&format!("{room}.ready"));
+    let video = artifact(&format!("{room}.video"));
+    let mut page = Proc::spawn(
+        "chromium",
+        &mut page_command(
+            pid,
+            &format!("{url}/?room={room}"),
+            &[
+                "--ready-file",
+                ready.to_str().unwrap(),
+                "--expect-video",
+                "--video-file",
+                video.to_str().unwrap(),
+                "--expect-role",
+                if device_first { "answerer" } else { "offerer" },
+                "--keep-watching",
+                "45",
+                "--timeout",
+                "45",
+            ],
+        ),
+    );
+    wait_for_file(&ready, &mut page, Duration::from_secs(60));
+    let mut device = device.unwrap_or_else(|| Proc::spawn("roomcam-run", &mut device_command()));
+    wait_for_file(&video, &mut page, Duration::from_secs(60));
+
+    netns.break_udp();
+    // Long enough for the device to give the connection up (ICE
+    // disconnected, then disconnect-timeout, 10 s).
+    let broken = Instant::now();
+    while device.count_lines(|l| l.contains("closing it")) == 0 {
+        assert!(broken.elapsed() < Duration::from_secs(40), "the device never gave up:\n{}", device.lines().join("\n"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    netns.restore_udp();
+    let restored = Instant::now();
+    let report = page_report(&mut page, Duration::from_secs(120));
+    eprintln!("path broken for {:?}; page report: {report}", restored - broken);
+    let watch = &report["watch"];
+    assert!(watch["pcChanges"].as_u64().unwrap() >= 1, "the call failed, so it is a new connection: {report}");
+    assert!(device.is_running());
+}
+
+#[test]
+fn a_broken_path_recovers_without_a_reload_device_offering_on_roomcams_server() {
+    a_broken_path_recovers(Server::Roomcam, true, "path-own");
+}
+
+#[test]
+fn a_broken_path_recovers_without_a_reload_device_answering_on_a_classic_server() {
+    a_broken_path_recovers(Server::Classic4, false, "path-classic");
+}
