@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, LoopbackChoice};
 use crate::media::MediaError;
-use crate::media::audio::OpusSettings;
+use crate::media::encoders::OpusSettings;
+use crate::media::encoders::{H264Encoder, H264Settings};
 use crate::media::pipeline::{MediaPipeline, PipelineSettings};
-use crate::media::video::{H264Encoder, H264Settings};
 use crate::peer::{IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind};
 use crate::session::{Action, Event, Session, SessionSettings};
 use crate::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};

@@ -20,6 +20,7 @@ use socketioxide::handler::ConnectHandler;
 use tokio::net::TcpListener;
 
 use crate::config::{IceServerConfig, RoomConfig, ServerConfig};
+use crate::util::lock_ignoring_poison;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -103,7 +104,7 @@ impl Hub {
             return;
         }
         self.leave(socket, "joins another room");
-        let mut rooms = lock(&self.rooms);
+        let mut rooms = lock_ignoring_poison(&self.rooms);
         let members = rooms.members.entry(room.to_owned()).or_default();
         if members.len() >= self.policy.capacity(room) {
             info!("server: room {room}: full, {id} refused");
@@ -126,7 +127,7 @@ impl Hub {
             warn!("server: {id}: message without room and data; ignored");
             return;
         };
-        let rooms = lock(&self.rooms);
+        let rooms = lock_ignoring_poison(&self.rooms);
         if rooms.room_of.get(&id).map(String::as_str) != Some(room) {
             warn!("server: {id}: message for room {room:?} it is not in; ignored");
             return;
@@ -141,7 +142,7 @@ impl Hub {
     /// Removes the socket from its room and tells the others (`bye`).
     fn leave(&self, socket: &SocketRef, why: &str) -> Option<String> {
         let id = socket.id.to_string();
-        let mut rooms = lock(&self.rooms);
+        let mut rooms = lock_ignoring_poison(&self.rooms);
         let room = rooms.room_of.remove(&id)?;
         if let Some(members) = rooms.members.get_mut(&room) {
             members.retain(|m| m.id != id);
@@ -156,11 +157,6 @@ impl Hub {
         }
         Some(room)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere must not take every room down with it.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn valid_room_name(room: &str) -> bool {
