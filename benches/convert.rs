@@ -7,8 +7,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
-use roomcam::media::convert::{yuyv_to_i420, yuyv_to_i420_scalar};
-use roomcam::media::mjpeg::MjpegDecoder;
+use roomcam::media::convert::{MjpegDecoder, yuyv_to_i420, yuyv_to_i420_scalar};
 
 const WARMUP: usize = 10;
 const RUNS: usize = 200;

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use roomcam::media::AudioSource;
-use roomcam::media::test_sources::add_luma_noise;
+use roomcam::media::fixtures::add_luma_noise;
 use roomcam::media::{
     AUDIO_FRAME_SAMPLES, H264Encoder, H264Settings, OpusEncoder, TestPattern, ToneSource, VideoEncoder,
 };

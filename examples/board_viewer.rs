@@ -35,9 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use room_viewer::RoomViewer;
-use roomcam::media::alsa::{AlsaMicrophone, AlsaSpeaker};
-use roomcam::media::placeholder::looks_like_placeholder;
-use roomcam::media::{AUDIO_FRAME_SAMPLES, AudioSink, AudioSource, I420Frame, dominant_frequency, rms_dbfs};
+use roomcam::media::fixtures::looks_like_placeholder;
+use roomcam::media::{
+    AUDIO_FRAME_SAMPLES, AlsaMicrophone, AlsaSpeaker, AudioSink, AudioSource, I420Frame, dominant_frequency, rms_dbfs,
+};
 use viewer::ViewerOptions;
 
 const MIC_TONE_HZ: f32 = 1000.0;

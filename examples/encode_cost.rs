@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use roomcam::media::test_sources::add_luma_noise;
+use roomcam::media::fixtures::add_luma_noise;
 use roomcam::media::{H264Encoder, H264Settings, TestPattern, VideoEncoder};
 
 /// User-mode instruction counter of this thread (perf_event_open), if the

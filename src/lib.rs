@@ -7,6 +7,8 @@
 //! - `media`: camera/microphone sources, H.264/Opus encoders, speaker sinks
 //! - `daemon`: wires the edges to the session
 //! - `config`: the TOML configuration file
+//! - `util`: a mutex lock that survives a panicked holder, log rate limits,
+//!   retry back-off
 
 pub mod board;
 pub mod config;
@@ -16,3 +18,4 @@ pub mod media;
 pub mod peer;
 pub mod session;
 pub mod signaling;
+pub(crate) mod util;

@@ -9,8 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use roomcam::media::alsa::{AlsaMicrophone, AlsaSpeaker, JITTER_TARGET};
+use roomcam::media::sinks::JITTER_TARGET;
 use roomcam::media::{AUDIO_FRAME_SAMPLES, AudioSink, AudioSource, dominant_frequency, rms_dbfs};
+use roomcam::media::{AlsaMicrophone, AlsaSpeaker};
 
 fn sine(freq: f32, peak: f32, n: usize) -> Vec<i16> {
     (0..n).map(|i| (peak * (2.0 * std::f32::consts::PI * freq * i as f32 / 48_000.0).sin()) as i16).collect()

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Proc, classic_device, free_port, repo_root, roomcam_run, roomcam_serve};
-use roomcam::media::test_sources::SpeakerReport;
+use roomcam::media::SpeakerReport;
 use serde_json::Value;
 
 fn check_viewer_command(url: &str, args: &[&str]) -> Command {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::{ClassicDevice, Member, Proc, classic_device, free_port, roomcam_run, roomcam_serve};
 use room_viewer::RoomViewer;
 use roomcam::config::ProtocolChoice;
-use roomcam::media::audio::dominant_frequency;
-use roomcam::media::test_sources::{SpeakerReport, looks_like_test_pattern, read_stamp};
+use roomcam::media::fixtures::{looks_like_test_pattern, read_stamp};
+use roomcam::media::{SpeakerReport, dominant_frequency};
 use viewer::{Viewer, ViewerOptions};
 
 fn assert_stream_is_the_test_pattern(stats: &viewer::ViewerStats) {

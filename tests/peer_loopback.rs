@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
-use roomcam::media::audio::{OpusDecoder, OpusEncoder, dominant_frequency};
-use roomcam::media::test_sources::{TestPattern, ToneSource, looks_like_test_pattern, read_stamp};
-use roomcam::media::video::{H264Encoder, H264Settings};
+use roomcam::media::fixtures::{looks_like_test_pattern, read_stamp};
 use roomcam::media::{
-    AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSource, EncodedAudio, EncodedVideo, I420Frame, VideoEncoder,
+    AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSource, EncodedAudio, EncodedVideo, H264Encoder, H264Settings,
+    I420Frame, OpusDecoder, OpusEncoder, TestPattern, ToneSource, VideoEncoder, dominant_frequency,
 };
 use roomcam::peer::{ConnectionState, IceCandidate, MediaTaps, Peer, PeerError, PeerEvent, PeerSettings, SdpKind};
 use viewer::{Viewer, ViewerOptions, ViewerSignal};
@@ -142,9 +141,7 @@ async fn rig(viewer_options: ViewerOptions) -> Rig {
     let taps = MediaTaps {
         video: video_tx.clone(),
         audio: audio_tx.clone(),
-        talkback: Arc::new(move |_talker: &roomcam::media::pipeline::Talker, payload: Bytes| {
-            sink.lock().unwrap().push(payload)
-        }),
+        talkback: Arc::new(move |_talker: &roomcam::media::Talker, payload: Bytes| sink.lock().unwrap().push(payload)),
     };
     let settings = PeerSettings { ice_servers: vec![], include_loopback: true };
     let (events_tx, events_rx) = mpsc::unbounded_channel();

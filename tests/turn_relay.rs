@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{Proc, free_port, roomcam_run, roomcam_serve};
 use room_viewer::RoomViewer;
-use roomcam::media::test_sources::{looks_like_test_pattern, read_stamp};
+use roomcam::media::fixtures::{looks_like_test_pattern, read_stamp};
 use viewer::ViewerOptions;
 
 fn coturn(port: u16) -> Proc {

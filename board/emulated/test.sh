@@ -206,7 +206,7 @@ export BOARD_VIVID_OPTS="$vivid_opts"
 roomcam devices 2>&1 | sed 's/^/[devices] /'
 roomcam serve --listen 127.0.0.1:8080 2>&1 | sed 's/^/[serve] /' &
 sleep 1
-RUST_LOG=info,roomcam::media::alsa=debug roomcam run --config /etc/roomcam.toml --server http://127.0.0.1:8080 --room board --camera /dev/video0 \\
+RUST_LOG=info,roomcam::media::sinks::alsa_speaker=debug roomcam run --config /etc/roomcam.toml --server http://127.0.0.1:8080 --room board --camera /dev/video0 \\
   --microphone hw:Loopback,1,0 --speaker hw:Loopback,0,1 $video \\
   2>&1 | sed 's/^/[device] /' &
 sleep 2

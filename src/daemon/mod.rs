@@ -11,9 +11,8 @@ use log::{info, warn};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, LoopbackChoice};
-use crate::media::audio::OpusSettings;
+use crate::media::encoders::{H264Encoder, H264Settings, OpusSettings};
 use crate::media::pipeline::{MediaPipeline, PipelineSettings};
-use crate::media::video::{H264Encoder, H264Settings};
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 use crate::peer::{IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind};
 use crate::session::{Action, Event, Session, SessionSettings};

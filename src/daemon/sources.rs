@@ -1,9 +1,8 @@
 //! Picks the media edges named in the config.
 
 use crate::config::Config;
-use crate::media::alsa::{AlsaMicrophone, AlsaSpeaker};
-use crate::media::test_sources::{H264TestCamera, NullSpeaker, TestPattern, ToneSource};
-use crate::media::v4l2::V4l2Camera;
+use crate::media::sinks::{AlsaSpeaker, NullSpeaker};
+use crate::media::sources::{AlsaMicrophone, H264TestCamera, TestPattern, ToneSource, V4l2Camera};
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 
 /// The tone the test microphone plays; tests listen for it.

@@ -4,12 +4,13 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use alsa::Direction;
 use v4l::Device;
 use v4l::video::Capture;
 
-use super::alsa::{list_cards, list_pcms};
+use super::MediaError;
 use super::convert::PixelFormat;
-use super::v4l2::{device_error, modes};
+use super::sources::v4l2::{device_error, modes};
 
 /// /dev/video* nodes, sorted by number, plus the stable /dev/v4l/by-id names pointing at them.
 pub fn video_nodes(dev_dir: &Path) -> Vec<(PathBuf, Vec<PathBuf>)> {
@@ -36,6 +37,37 @@ pub fn video_nodes(dev_dir: &Path) -> Vec<(PathBuf, Vec<PathBuf>)> {
             let links = by_id.iter().filter(|(target, _)| *target == p).map(|(_, l)| l.clone()).collect();
             (p, links)
         })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+pub struct PcmInfo {
+    pub name: String,
+    pub description: String,
+    /// None: both directions.
+    pub direction: Option<Direction>,
+}
+
+/// The PCMs alsa-lib knows (cards' hw/plughw/default/dsnoop… and the config's own).
+pub fn list_pcms() -> Result<Vec<PcmInfo>, MediaError> {
+    let hints = alsa::device_name::HintIter::new_str(None, "pcm")
+        .map_err(|e| MediaError::Device { device: "ALSA".into(), reason: format!("list PCMs: {e}") })?;
+    Ok(hints
+        .filter_map(|h| {
+            Some(PcmInfo {
+                name: h.name?,
+                description: h.desc.unwrap_or_default().replace('\n', " — "),
+                direction: h.direction,
+            })
+        })
+        .collect())
+}
+
+/// Sound cards: (index, id, long name).
+pub fn list_cards() -> Vec<(i32, String, String)> {
+    alsa::card::Iter::new()
+        .filter_map(Result::ok)
+        .map(|c| (c.get_index(), c.get_name().unwrap_or_default(), c.get_longname().unwrap_or_default()))
         .collect()
 }
 

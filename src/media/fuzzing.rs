@@ -5,10 +5,8 @@
 
 use std::time::SystemTime;
 
-use super::convert::{nv12_to_i420, yu12_to_i420, yuyv_to_i420};
-use super::mjpeg::MjpegDecoder;
-use super::passthrough::camera_access_unit;
-use super::video::{H264Decoder, ParameterSets, nal_types, nal_units};
+use super::convert::{MjpegDecoder, camera_access_unit, nv12_to_i420, yu12_to_i420, yuyv_to_i420};
+use super::encoders::h264::{H264Decoder, ParameterSets, nal_types, nal_units};
 
 /// A camera buffer claiming to be MJPEG (and, reinterpreted, raw formats
 /// with sizes taken from the first bytes: a camera that lies about sizes).

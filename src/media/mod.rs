@@ -1,32 +1,34 @@
-//! Media edges: sources (camera, microphone), encoders, sinks (speaker).
+//! Media edges: sources (camera, microphone), encoders, sinks (speaker),
+//! and the pipeline that runs them.
 //!
 //! Everything here is synchronous and runs on its own threads: capture and
 //! encode must never wait on the network, and the network must never wait on
 //! a slow encoder ("latest frame wins" between capture and encode).
+//!
+//! This file holds what the pieces agree on: the edge traits and the frame
+//! types. The pieces, in the order media flows: [`sources`] → [`convert`]
+//! (camera buffers) → [`encoders`] → the viewers, and the viewers' talk-back
+//! → [`sinks`]; [`pipeline`] runs the threads between them. [`fixtures`] is
+//! what only tests, benchmarks and examples use.
 
 use std::time::{Duration, SystemTime};
 
-pub mod alsa;
-pub mod audio;
+pub mod alsa_pcm;
+pub mod analysis;
 pub mod convert;
 pub mod devices;
+pub mod encoders;
+pub mod fixtures;
 pub mod fuzzing;
-pub mod mjpeg;
-pub mod passthrough;
 pub mod pipeline;
-pub mod placeholder;
-pub mod talkback;
-pub mod test_sources;
-pub mod v4l2;
-pub mod video;
+pub mod sinks;
+pub mod sources;
 
-pub use audio::{OpusApplication, OpusDecoder, OpusEncoder, OpusSettings, dominant_frequency, rms_dbfs};
-pub use pipeline::{MediaPipeline, PipelineSettings, PipelineStats};
-pub use test_sources::{
-    H264TestCamera, NullSpeaker, SpeakerReport, SpeakerStats, Stamp, TestPattern, ToneSource, looks_like_test_pattern,
-    read_stamp,
-};
-pub use video::{H264Decoder, H264Encoder, H264Settings};
+pub use analysis::{dominant_frequency, rms_dbfs};
+pub use encoders::{H264Decoder, H264Encoder, H264Settings, OpusApplication, OpusDecoder, OpusEncoder, OpusSettings};
+pub use pipeline::{MediaPipeline, PipelineSettings, PipelineStats, Talkback, Talker};
+pub use sinks::{AlsaSpeaker, NullSpeaker, SpeakerReport, SpeakerStats};
+pub use sources::{AlsaMicrophone, H264TestCamera, Stamp, TestPattern, ToneSource, V4l2Camera};
 
 /// Audio everywhere inside roomcam: 48 kHz, mono, 16-bit, 20 ms frames.
 pub const AUDIO_SAMPLE_RATE: u32 = 48_000;

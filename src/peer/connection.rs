@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -29,6 +29,7 @@ use super::rtcp::is_keyframe_request;
 use super::setup;
 use super::{ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, SdpKind};
 use crate::media::pipeline::{Talkback, Talker};
+use crate::util::{LogLimit, lock_ignoring_poison};
 
 /// Remote candidates that arrive before the remote description are held
 /// (signaling may reorder them); beyond this many something is wrong.
@@ -84,11 +85,6 @@ struct SignalState {
     bundle_mid: Option<String>,
 }
 
-fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not take the peer down with a poisoned lock.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Shared {
     fn emit(&self, event: PeerEvent) {
         if self.events.send(event).is_err() {
@@ -97,7 +93,7 @@ impl Shared {
     }
 
     fn emit_state(&self, state: ConnectionState) {
-        let mut last = lock(&self.last_state);
+        let mut last = lock_ignoring_poison(&self.last_state);
         if *last == Some(state) {
             return;
         }
@@ -114,7 +110,7 @@ impl Shared {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let mut tasks = lock(&self.tasks);
+        let mut tasks = lock_ignoring_poison(&self.tasks);
         // Checked under the lock that `close` takes to abort, so no task can
         // slip in after the abort.
         if self.closed.load(Ordering::Acquire) {
@@ -126,7 +122,7 @@ impl Shared {
 
     fn abort_tasks(&self) {
         let tasks = {
-            let mut tasks = lock(&self.tasks);
+            let mut tasks = lock_ignoring_poison(&self.tasks);
             self.closed.store(true, Ordering::Release);
             std::mem::take(&mut *tasks)
         };
@@ -136,7 +132,7 @@ impl Shared {
     }
 
     fn local_candidate(&self, candidate: String) {
-        let mut signal = lock(&self.signal);
+        let mut signal = lock_ignoring_poison(&self.signal);
         let candidate = IceCandidate { candidate, sdp_mid: signal.bundle_mid.clone(), sdp_mline_index: Some(0) };
         if signal.description_sent {
             drop(signal);
@@ -307,7 +303,7 @@ impl Peer {
         let candidate = IceCandidate { candidate: value.to_owned(), ..candidate };
 
         let Some(remote) = self.pc.remote_description().await else {
-            let mut early = lock(&self.early_candidates);
+            let mut early = lock_ignoring_poison(&self.early_candidates);
             if early.len() >= MAX_EARLY_CANDIDATES {
                 return Err(PeerError::BadCandidate("too many candidates before the remote description".into()));
             }
@@ -351,7 +347,7 @@ impl Peer {
         };
         let sdp = desc.sdp.clone();
         {
-            let mut signal = lock(&self.shared.signal);
+            let mut signal = lock_ignoring_poison(&self.shared.signal);
             signal.description_sent = false;
             signal.bundle_mid = first_mid(&desc);
         }
@@ -361,7 +357,7 @@ impl Peer {
             .await
             .map_err(|e| PeerError::WebRtc(format!("set local description: {e}")));
 
-        let mut signal = lock(&self.shared.signal);
+        let mut signal = lock_ignoring_poison(&self.shared.signal);
         if result.is_ok() {
             self.shared.emit(PeerEvent::LocalDescription { peer: self.id.clone(), kind, sdp });
         }
@@ -435,7 +431,7 @@ impl Peer {
     }
 
     async fn apply_early_candidates(&self) {
-        let early = std::mem::take(&mut *lock(&self.early_candidates));
+        let early = std::mem::take(&mut *lock_ignoring_poison(&self.early_candidates));
         if early.is_empty() {
             return;
         }
@@ -611,15 +607,18 @@ async fn wait_until_sendable(shared: &Shared, sender: &Arc<dyn RtpSender>, mime:
 
 /// Logs write failures without flooding: the first, then every 500th.
 struct WriteErrors {
-    count: u64,
+    limit: LogLimit,
 }
 
 impl WriteErrors {
-    fn record(&mut self, peer: &str, what: &str, e: &dyn std::fmt::Display) {
-        if self.count.is_multiple_of(500) {
-            warn!("peer {peer}: writing {what} failed ({} so far): {e}", self.count + 1);
+    fn new() -> Self {
+        Self { limit: LogLimit::first_and_every(500) }
+    }
+
+    fn record(&self, peer: &str, what: &str, e: &dyn std::fmt::Display) {
+        if let Some(written) = self.limit.allow() {
+            warn!("peer {peer}: writing {what} failed ({} so far): {e}", written.total);
         }
-        self.count += 1;
     }
 }
 
@@ -640,7 +639,7 @@ async fn send_video(
     // A new viewer can decode nothing until the next IDR.
     shared.keyframe_requested();
     let mut waiting_since = Some(Instant::now());
-    let mut errors = WriteErrors { count: 0 };
+    let errors = WriteErrors::new();
     loop {
         let frame = match frames.recv().await {
             Ok(frame) => frame,
@@ -683,7 +682,7 @@ async fn send_audio(
     };
     let mut packets = source.subscribe();
     info!("peer {}: sending audio (payload type {pt})", shared.id);
-    let mut errors = WriteErrors { count: 0 };
+    let errors = WriteErrors::new();
     loop {
         let packet = match packets.recv().await {
             Ok(packet) => packet,

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
-use rand::Rng;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -20,6 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::codec::{self, EngineIoVersion, OpenInfo, Packet};
 use super::protocol::RoomEvent;
 use crate::config::ProtocolChoice;
+use crate::util::Backoff;
 
 /// The backoff between reconnects never exceeds this.
 pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
@@ -94,11 +94,10 @@ pub fn websocket_url(server: &str, version: EngineIoVersion) -> Result<String, C
     Ok(url.to_string())
 }
 
-/// Full-jitter exponential backoff, capped.
-pub fn backoff_delay(attempt: u32, rng: &mut impl Rng) -> Duration {
-    let exp = RECONNECT_BASE.saturating_mul(1u32 << attempt.min(16));
-    let ceiling = exp.min(RECONNECT_CAP);
-    ceiling.mul_f64(rng.random_range(0.5..=1.0))
+/// The pacing of reconnects: exponential from 250 ms with jitter, capped
+/// at [`RECONNECT_CAP`].
+pub fn reconnect_backoff() -> Backoff {
+    Backoff::new(RECONNECT_BASE, RECONNECT_CAP).with_jitter()
 }
 
 /// Runs until `ClientCommand::Close` or until the command sender is dropped.
@@ -114,7 +113,7 @@ pub async fn run(
             None
         }
     };
-    let mut attempt: u32 = 0;
+    let mut backoff = reconnect_backoff();
     let mut version = initial_version(settings.protocol);
     loop {
         let outcome = connect_and_serve(&settings, version, tls.clone(), &events, &mut commands).await;
@@ -122,7 +121,7 @@ pub async fn run(
             Ok(Ending::Closed) => return,
             Ok(Ending::Lost(reason)) => {
                 // It worked until now: start the backoff from the bottom.
-                attempt = 0;
+                backoff.reset();
                 let _ = events.send(ClientEvent::Disconnected { reason: reason.clone() });
                 warn!("signaling: connection to {} lost: {reason}", settings.server);
             }
@@ -136,8 +135,7 @@ pub async fn run(
             Err(e) => warn!("signaling: {}: {e}", settings.server),
         }
         version = initial_version(settings.protocol);
-        let delay = backoff_delay(attempt, &mut rand::rng());
-        attempt = attempt.saturating_add(1);
+        let delay = backoff.next_delay();
         info!("signaling: reconnecting in {} ms", delay.as_millis());
         let wake = Instant::now() + delay;
         // Keep draining commands while waiting, so Close is honoured promptly.
@@ -424,13 +422,13 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_and_jittered() {
-        let mut rng = rand::rng();
+        let mut backoff = reconnect_backoff();
         for attempt in 0..40 {
-            let d = backoff_delay(attempt, &mut rng);
+            let d = backoff.next_delay();
             assert!(d <= RECONNECT_CAP, "attempt {attempt}: {d:?}");
             assert!(d >= RECONNECT_BASE / 2);
         }
-        let late: Vec<_> = (0..20).map(|_| backoff_delay(30, &mut rng)).collect();
+        let late: Vec<_> = (0..20).map(|_| backoff.next_delay()).collect();
         assert!(late.iter().all(|d| *d >= RECONNECT_CAP / 2));
         assert!(late.iter().any(|d| *d != late[0]), "no jitter: {late:?}");
     }

@@ -27,6 +27,7 @@ use socketioxide::handler::ConnectHandler;
 use tokio::net::TcpListener;
 
 use crate::config::{IceServerConfig, RoomConfig, ServerConfig};
+use crate::util::lock_ignoring_poison;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -132,10 +133,10 @@ impl Hub {
             let _ = socket.emit("unauthorized", &(room,));
             return;
         }
-        if lock(&self.rooms).room_of.get(&sid).is_some_and(|(r, m)| r != room || *m != id) {
+        if lock_ignoring_poison(&self.rooms).room_of.get(&sid).is_some_and(|(r, m)| r != room || *m != id) {
             self.leave(socket, "joins another room");
         }
-        let mut rooms = lock(&self.rooms);
+        let mut rooms = lock_ignoring_poison(&self.rooms);
         rooms.next_epoch += 1;
         let epoch = rooms.next_epoch;
         let capacity = self.policy.capacity(room);
@@ -180,7 +181,7 @@ impl Hub {
             warn!("server: {sid}: message without room and data; ignored");
             return;
         };
-        let rooms = lock(&self.rooms);
+        let rooms = lock_ignoring_poison(&self.rooms);
         let Some((_, id)) = rooms.room_of.get(&sid).filter(|(r, _)| r == room) else {
             warn!("server: {sid}: message for room {room:?} it is not in; ignored");
             return;
@@ -195,7 +196,7 @@ impl Hub {
     /// Removes the socket from its room and tells the others (`bye`);
     /// returns the room and the id it had there.
     fn leave(&self, socket: &SocketRef, why: &str) -> Option<(String, String)> {
-        let mut rooms = lock(&self.rooms);
+        let mut rooms = lock_ignoring_poison(&self.rooms);
         let (room, id) = rooms.room_of.remove(&socket.id.to_string())?;
         remove_member(&mut rooms, &room, &id, why);
         Some((room, id))
@@ -205,7 +206,7 @@ impl Hub {
     /// [`REJOIN_GRACE`], anyone else leaves at once.
     fn disconnect(self: &Arc<Self>, socket: &SocketRef) {
         let sid = socket.id.to_string();
-        let mut rooms = lock(&self.rooms);
+        let mut rooms = lock_ignoring_poison(&self.rooms);
         let Some((room, id)) = rooms.room_of.remove(&sid) else { return };
         let held = rooms.members.get_mut(&room).and_then(|members| members.iter_mut().find(|m| m.id == id));
         match held {
@@ -216,7 +217,7 @@ impl Hub {
                 let hub = Arc::clone(self);
                 tokio::spawn(async move {
                     tokio::time::sleep(REJOIN_GRACE).await;
-                    let mut rooms = lock(&hub.rooms);
+                    let mut rooms = lock_ignoring_poison(&hub.rooms);
                     let still_away = rooms
                         .members
                         .get(&room)
@@ -244,11 +245,6 @@ fn remove_member(rooms: &mut Rooms, room: &str, id: &str, why: &str) {
         }
         info!("server: room {room}: {id} left, {why} ({count} member(s))");
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere must not take every room down with it.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn valid_room_name(room: &str) -> bool {

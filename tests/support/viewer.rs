@@ -49,9 +49,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use roomcam::media::audio::{OpusDecoder, OpusEncoder};
-use roomcam::media::video::H264Decoder;
-use roomcam::media::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, I420Frame};
+use roomcam::media::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, H264Decoder, I420Frame, OpusDecoder, OpusEncoder};
 use roomcam::peer::{IceCandidate, SdpKind};
 
 /// How much received audio is kept for frequency checks.

@@ -11,7 +11,7 @@ use openh264::encoder::{
 };
 use openh264::formats::YUVSource;
 
-use super::{EncodedVideo, I420Frame, MediaError, VideoEncoder};
+use crate::media::{EncodedVideo, I420Frame, MediaError, VideoEncoder};
 
 const NAL_SPS: u8 = 7;
 const NAL_PPS: u8 = 8;
@@ -307,7 +307,8 @@ impl H264Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::test_sources::{TestPattern, looks_like_test_pattern, read_stamp};
+    use crate::media::fixtures::{looks_like_test_pattern, read_stamp};
+    use crate::media::sources::TestPattern;
 
     const NAL_SLICE_IDR: u8 = 5;
 

@@ -2,10 +2,12 @@
 //! "CAMERA UNAVAILABLE" in large light letters, so nobody mistakes it for a
 //! frozen stream or a dark room.
 
-use super::I420Frame;
 use std::time::SystemTime;
 
-/// Background luma; tests look for it.
+use crate::media::I420Frame;
+
+/// Background luma; tests look for it
+/// ([`looks_like_placeholder`](crate::media::fixtures::looks_like_placeholder)).
 pub const PLACEHOLDER_BACKGROUND_Y: u8 = 48;
 pub const PLACEHOLDER_TEXT_Y: u8 = 220;
 const TEXT: &str = "CAMERA UNAVAILABLE";
@@ -59,24 +61,10 @@ pub fn camera_unavailable(width: u32, height: u32, captured_at: SystemTime) -> O
     Some(frame)
 }
 
-/// True when `frame` looks like [`camera_unavailable`]: the corners are the
-/// placeholder grey and the middle band has text-bright pixels.
-pub fn looks_like_placeholder(frame: &I420Frame) -> bool {
-    let Some((y, _, _)) = frame.planes() else { return false };
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let near = |v: u8, want: u8| (i32::from(v) - i32::from(want)).abs() <= 12;
-    let corners = [y[w * 2 + 2], y[w * 2 + w - 3], y[(h - 3) * w + 2], y[(h - 3) * w + w - 3]];
-    if !corners.iter().all(|&v| near(v, PLACEHOLDER_BACKGROUND_Y)) {
-        return false;
-    }
-    let band = &y[(h / 2 - 2) * w..(h / 2 + 2) * w];
-    let bright = band.iter().filter(|&&v| v > 150).count();
-    bright > band.len() / 20
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::fixtures::looks_like_placeholder;
 
     #[test]
     fn placeholder_at_common_sizes() {

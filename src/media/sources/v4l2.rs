@@ -16,10 +16,8 @@ use v4l::video::Capture;
 use v4l::video::capture::Parameters;
 use v4l::{Device, Format, FourCC, Fraction};
 
-use super::convert::{PixelFormat, raw_to_i420};
-use super::mjpeg::MjpegDecoder;
-use super::passthrough::camera_access_unit;
-use super::{CameraFrame, KeyframeRequest, MediaError, VideoSource};
+use crate::media::convert::{MjpegDecoder, PixelFormat, camera_access_unit, raw_to_i420};
+use crate::media::{CameraFrame, KeyframeRequest, MediaError, VideoSource};
 
 /// V4L2 codec controls (linux/v4l2-controls.h, V4L2_CID_CODEC_BASE + n)
 /// that an H.264 camera may offer.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::audio::SILENCE_FLOOR_DBFS;
+use crate::media::analysis::SILENCE_FLOOR_DBFS;
 
 /// A pause shorter than this (between words) keeps a talker's turn.
 pub const HANG: Duration = Duration::from_millis(600);

@@ -9,12 +9,14 @@
 //! Input comes from a device and may be anything (truncated, garbage,
 //! absurd sizes): every failure is a `MediaError::Decoder`, never a panic.
 
-use super::{I420Frame, MediaError};
 use std::time::SystemTime;
+
 use zune_jpeg::JpegDecoder;
 use zune_jpeg::zune_core::bytestream::ZCursor;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
+
+use crate::media::{I420Frame, MediaError};
 
 /// Largest picture accepted (4K UHD); anything bigger is refused before
 /// any allocation.

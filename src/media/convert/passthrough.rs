@@ -3,12 +3,12 @@
 //! difference between 720p and a thumbnail). What is left for roomcam is
 //! to check each buffer (a camera can send garbage) and to know which are
 //! IDRs; the pipeline puts SPS/PPS back in front of IDRs that lack them
-//! ([`ParameterSets`](super::video::ParameterSets)).
+//! ([`ParameterSets`](crate::media::encoders::h264::ParameterSets)).
 
 use std::time::Duration;
 
-use super::video::nal_units;
-use super::{EncodedVideo, MediaError};
+use crate::media::encoders::h264::nal_units;
+use crate::media::{EncodedVideo, MediaError};
 
 const NAL_SLICE: u8 = 1;
 const NAL_IDR: u8 = 5;
@@ -41,8 +41,8 @@ pub fn camera_access_unit(buffer: &[u8], duration: Duration) -> Result<EncodedVi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::test_sources::H264TestCamera;
-    use crate::media::video::nal_types;
+    use crate::media::encoders::h264::nal_types;
+    use crate::media::sources::H264TestCamera;
     use crate::media::{CameraFrame, VideoSource};
 
     const FRAME: Duration = Duration::from_millis(40);

@@ -1,4 +1,4 @@
-//! Camera pixel formats → I420.
+//! Raw camera pixel formats (YUYV, NV12, YU12) → I420.
 //!
 //! YUYV goes through yuvutils-rs (SIMD), with the tail of each line redone
 //! in scalar code (yuvutils-rs 0.8.3 gets the last 16 pixels of a line
@@ -6,70 +6,12 @@
 //! compiler vectorises. benches/convert.rs has the figures. Every function checks sizes first: buffers come from drivers
 //! and a driver can lie (short or zero-length buffers, odd sizes).
 
-use super::{I420Frame, MediaError};
 use std::time::SystemTime;
+
 use yuvutils_rs::{BufferStoreMut, YuvPackedImage, YuvPlanarImageMut};
 
-/// The camera formats roomcam reads, by V4L2 fourcc: raw ones it converts,
-/// MJPEG it decodes, H.264 it passes through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PixelFormat {
-    /// Packed 4:2:2, Y0 U Y1 V.
-    Yuyv,
-    /// Y plane then interleaved UV at half resolution.
-    Nv12,
-    /// Planar I420 (fourcc YU12).
-    Yu12,
-    /// Motion JPEG: one JFIF picture per buffer.
-    Mjpeg,
-    /// The camera's own H.264, one Annex-B access unit per buffer.
-    H264,
-}
-
-impl PixelFormat {
-    pub fn from_fourcc(fourcc: &[u8; 4]) -> Option<Self> {
-        match fourcc {
-            b"YUYV" => Some(Self::Yuyv),
-            b"NV12" => Some(Self::Nv12),
-            b"YU12" => Some(Self::Yu12),
-            b"MJPG" | b"JPEG" => Some(Self::Mjpeg),
-            b"H264" => Some(Self::H264),
-            _ => None,
-        }
-    }
-
-    pub fn fourcc(self) -> &'static [u8; 4] {
-        match self {
-            Self::Yuyv => b"YUYV",
-            Self::Nv12 => b"NV12",
-            Self::Yu12 => b"YU12",
-            Self::Mjpeg => b"MJPG",
-            Self::H264 => b"H264",
-        }
-    }
-
-    /// Preference when several formats can deliver the wanted size and
-    /// rate, by what the board pays: H.264 from the camera costs neither a
-    /// conversion nor an encode, raw formats cost a copy and an encode,
-    /// MJPEG a decode on top.
-    pub fn cost_rank(self) -> u8 {
-        match self {
-            Self::H264 => 0,
-            Self::Yu12 => 1,
-            Self::Nv12 => 2,
-            Self::Yuyv => 3,
-            Self::Mjpeg => 4,
-        }
-    }
-
-    /// Bytes per line a tightly packed buffer of this width has.
-    pub fn min_stride(self, width: u32) -> usize {
-        match self {
-            Self::Yuyv => width as usize * 2,
-            Self::Nv12 | Self::Yu12 | Self::Mjpeg | Self::H264 => width as usize,
-        }
-    }
-}
+use super::PixelFormat;
+use crate::media::{I420Frame, MediaError};
 
 fn bad(what: String) -> MediaError {
     MediaError::Decoder(what)
@@ -232,7 +174,7 @@ pub fn yu12_to_i420(src: &[u8], stride: usize, width: u32, height: u32, out: &mu
 }
 
 /// Converts one raw buffer to an I420 frame (MJPEG goes through
-/// [`super::mjpeg::MjpegDecoder`], not here).
+/// [`super::MjpegDecoder`], not here).
 pub fn raw_to_i420(
     format: PixelFormat,
     src: &[u8],

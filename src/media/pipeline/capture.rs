@@ -1,0 +1,75 @@
+//! The capture thread: reads the camera, hands its pictures (or its own
+//! H.264 access units) to the encode thread, and puts the "camera
+//! unavailable" picture in their place while the camera is away.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use super::{DeviceRetry, Shared, bump};
+use crate::media::encoders::h264::ParameterSets;
+use crate::media::sources::placeholder::camera_unavailable;
+use crate::media::{CameraFrame, KeyframeRequest, VideoSource};
+
+pub(super) fn capture_loop(
+    shared: &Shared,
+    source: &mut dyn VideoSource,
+    mut parameter_sets: ParameterSets,
+    mut size: (u32, u32),
+) {
+    // While the camera is away, viewers get a placeholder picture at least
+    // this often, and the camera is retried at least this often.
+    let mut retry = DeviceRetry::new(Duration::from_millis(500));
+    let mut told_keyframes_unsupported = false;
+    while !shared.stopping() {
+        if shared.camera_keyframe_wanted.swap(false, Ordering::AcqRel)
+            && source.request_keyframe() == KeyframeRequest::Unsupported
+            && !std::mem::replace(&mut told_keyframes_unsupported, true)
+        {
+            log::warn!(
+                "camera: it encodes H.264 itself and cannot be asked for a keyframe, so viewers' picture-loss \
+                 requests (PLI/FIR) cannot be honoured: a new or recovering viewer waits for the camera's next IDR"
+            );
+        }
+        let next = source.next_frame();
+        bump(&shared.counters.capture_returns);
+        match next {
+            Ok(frame) => {
+                retry.reset();
+                bump(&shared.counters.frames_captured);
+                let watched = shared.viewers.load(Ordering::Acquire) > 0;
+                match frame {
+                    CameraFrame::Picture(picture) => {
+                        size = (picture.width, picture.height);
+                        if watched {
+                            shared.handover.put_frame(picture, &shared.counters);
+                        } else {
+                            bump(&shared.counters.frames_dropped);
+                        }
+                    }
+                    CameraFrame::H264(mut au) => {
+                        // Every keyframe, watched or not: the camera may have
+                        // sent its SPS/PPS long before the first viewer came.
+                        if au.keyframe {
+                            au.data = parameter_sets.complete_idr(au.data.to_vec()).into();
+                        }
+                        if watched {
+                            shared.handover.put_access_unit(au, &shared.counters, &shared.camera_keyframe_wanted);
+                        } else {
+                            bump(&shared.counters.frames_dropped);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if shared.viewers.load(Ordering::Acquire) > 0
+                    && let Some(frame) = camera_unavailable(size.0, size.1, SystemTime::now())
+                {
+                    shared.handover.put_frame(frame, &shared.counters);
+                }
+                if !retry.failed(shared, "camera", &e) {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The media pipeline: capture → encode → broadcast to viewers, and the
+//! talk-back path from viewers to the speaker.
+//!
+//! Threads (all plain std threads: capture, encode and playback must keep
+//! their timing whatever the async runtime is doing), each in its own file:
+//!
+//! * `capture` (`capture.rs`): pulls frames from the camera into a
+//!   one-picture slot (or, from a camera that encodes H.264 itself, into an
+//!   ordered queue): the hand-over (`handover.rs`);
+//! * `encode` (`encode.rs`): takes the newest picture from the slot,
+//!   encodes, broadcasts (and broadcasts the camera's own access units, in
+//!   order, so that the "camera unavailable" picture and the camera's stream
+//!   never interleave);
+//! * `audio` (`microphone.rs`): microphone → Opus → broadcast (Opus is cheap
+//!   enough to run inline, and 20 ms frames must not queue behind video);
+//! * `speaker` (`speaker.rs`): talk-back Opus packets → decode (one decoder
+//!   per viewer) → the newest talker's voice ([`talkback`]) → speaker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use super::encoders::h264::ParameterSets;
+use super::encoders::opus::{OpusDecoder, OpusEncoder, OpusSettings};
+use super::{
+    AUDIO_FRAME_SAMPLES, AudioSink, AudioSource, CameraFrame, EncodedAudio, EncodedVideo, MediaError, VideoEncoder,
+    VideoSource,
+};
+use crate::util::{Backoff, LogLimit, warn_limited};
+use handover::Handover;
+
+mod capture;
+mod encode;
+mod handover;
+mod microphone;
+mod speaker;
+pub mod talkback;
+#[cfg(test)]
+mod tests;
+
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    pub opus: OpusSettings,
+    /// Broadcast capacity in access units. Small on purpose: a viewer that
+    /// falls this far behind gets `Lagged` and should ask for a keyframe,
+    /// rather than being fed seconds-old video.
+    pub video_channel_capacity: usize,
+    pub audio_channel_capacity: usize,
+    /// Talk-back packets waiting for the speaker thread (20 ms each); more
+    /// arriving than this are dropped, never queued without bound.
+    pub talkback_queue: usize,
+    /// Size of the "camera unavailable" picture sent while the camera is
+    /// away and no frame has been seen yet (afterwards: the last frame's size).
+    pub placeholder_size: (u32, u32),
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            opus: OpusSettings::default(),
+            video_channel_capacity: 8,
+            audio_channel_capacity: 16,
+            talkback_queue: 25,
+            placeholder_size: (640, 480),
+        }
+    }
+}
+
+/// Counters since start, for logs, health checks and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Times the camera returned to the capture thread, with a frame or an
+    /// error: this moves while the camera is unplugged and retried, and
+    /// stops only when a driver call hangs.
+    pub capture_returns: u64,
+    pub frames_captured: u64,
+    /// Captured but never sent: replaced in the slot by a newer frame
+    /// (encoder too slow), captured while nobody was watching, or (from an
+    /// H.264 camera) waiting for an IDR.
+    pub frames_dropped: u64,
+    /// Sent to the viewers: encoded by roomcam or passed through from the camera.
+    pub frames_encoded: u64,
+    pub keyframes: u64,
+    /// Frames the encoder's rate control chose to skip.
+    pub encoder_skips: u64,
+    pub audio_packets: u64,
+    pub talkback_received: u64,
+    /// Talk-back packets dropped because the speaker queue was full.
+    pub talkback_dropped: u64,
+    /// Talk-back packets not played because a newer talker had the speaker.
+    pub talkback_muted: u64,
+    /// Talk-back packets that failed to decode or to play.
+    pub talkback_errors: u64,
+    pub source_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    capture_returns: AtomicU64,
+    frames_captured: AtomicU64,
+    frames_dropped: AtomicU64,
+    frames_encoded: AtomicU64,
+    keyframes: AtomicU64,
+    encoder_skips: AtomicU64,
+    audio_packets: AtomicU64,
+    talkback_received: AtomicU64,
+    talkback_dropped: AtomicU64,
+    talkback_muted: AtomicU64,
+    talkback_errors: AtomicU64,
+    source_errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Shared {
+    stop: AtomicBool,
+    viewers: AtomicUsize,
+    keyframe_requested: AtomicBool,
+    /// Set on 0 → >0 viewers: the next thing sent must be an IDR.
+    restart: AtomicBool,
+    /// The sender wants an IDR from a camera that encodes for itself.
+    camera_keyframe_wanted: AtomicBool,
+    handover: Handover,
+    counters: Counters,
+    talkback_limit: LogLimit,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Sleeps up to `d`, waking early when stopping. Returns false if stopping.
+    fn sleep(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while !self.stopping() {
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+        false
+    }
+}
+
+/// Retry pacing for a failing device: 50 ms doubling to `cap`, so a camera
+/// that was unplugged is picked up again soon after it comes back without
+/// spinning a core while it is gone.
+struct DeviceRetry {
+    backoff: Backoff,
+    limit: LogLimit,
+}
+
+impl DeviceRetry {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new(cap: Duration) -> Self {
+        Self { backoff: Backoff::new(Self::FIRST, cap), limit: LogLimit::once_per(Duration::from_secs(10)) }
+    }
+
+    fn reset(&mut self) {
+        self.backoff.reset();
+    }
+
+    fn failed(&mut self, shared: &Shared, what: &str, err: &MediaError) -> bool {
+        bump(&shared.counters.source_errors);
+        let delay = self.backoff.next_delay();
+        warn_limited!(self.limit, "{what}: {err}; retrying in {delay:?}");
+        shared.sleep(delay)
+    }
+}
+
+pub struct MediaPipeline {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    video_tx: broadcast::Sender<EncodedVideo>,
+    audio_tx: broadcast::Sender<EncodedAudio>,
+    talkback_tx: SyncSender<(Talker, Bytes)>,
+}
+
+/// Who sent a talk-back packet (the peer's id): each gets its own Opus
+/// decoder, and only the newest talker is played.
+pub type Talker = Arc<str>;
+
+/// Where peers hand talk-back Opus payloads.
+pub type Talkback = Arc<dyn Fn(&Talker, Bytes) + Send + Sync>;
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, MediaError> {
+    std::thread::Builder::new()
+        .name(format!("roomcam-{name}"))
+        .spawn(f)
+        .map_err(|e| MediaError::Device { device: format!("{name} thread"), reason: e.to_string() })
+}
+
+impl MediaPipeline {
+    /// Starts all threads. Each source is read once here, so a source that
+    /// cannot work at all (`MediaError::Unsupported`) fails the start;
+    /// any other error is logged and retried by the capture thread.
+    /// Nothing is encoded until [`set_viewers`](Self::set_viewers) says
+    /// somebody is watching.
+    pub fn start(
+        mut video: Box<dyn VideoSource>,
+        encoder: Box<dyn VideoEncoder>,
+        mut audio: Option<Box<dyn AudioSource>>,
+        speaker: Box<dyn AudioSink>,
+        settings: PipelineSettings,
+    ) -> Result<Self, MediaError> {
+        // Parameter sets are tracked from the very first access unit: a
+        // camera may send its SPS/PPS only once, with the first IDR.
+        let mut parameter_sets = ParameterSets::default();
+        match video.next_frame() {
+            Err(e @ MediaError::Unsupported(_)) => return Err(e),
+            Err(e) => log::warn!("camera: {e}; will keep retrying"),
+            Ok(CameraFrame::H264(au)) if au.keyframe => {
+                parameter_sets.complete_idr(au.data.to_vec());
+            }
+            Ok(_) => {}
+        }
+        if let Some(source) = audio.as_mut() {
+            let mut pcm = [0i16; AUDIO_FRAME_SAMPLES];
+            match source.read_frame(&mut pcm) {
+                Err(e @ MediaError::Unsupported(_)) => return Err(e),
+                Err(e) => log::warn!("microphone: {e}; will keep retrying"),
+                Ok(()) => {}
+            }
+        }
+        let opus_encoder = match audio {
+            Some(_) => Some(OpusEncoder::with_settings(&settings.opus)?),
+            None => None,
+        };
+        // Fail the start now, not per viewer, if Opus cannot decode at all.
+        OpusDecoder::new()?;
+
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            viewers: AtomicUsize::new(0),
+            keyframe_requested: AtomicBool::new(false),
+            restart: AtomicBool::new(false),
+            camera_keyframe_wanted: AtomicBool::new(false),
+            handover: Handover::default(),
+            counters: Counters::default(),
+            talkback_limit: LogLimit::once_per(Duration::from_secs(5)),
+        });
+        let (video_tx, _) = broadcast::channel(settings.video_channel_capacity.max(1));
+        let (audio_tx, _) = broadcast::channel(settings.audio_channel_capacity.max(1));
+        let (talkback_tx, talkback_rx) = std::sync::mpsc::sync_channel(settings.talkback_queue.max(1));
+        // Built before spawning so that, if a spawn fails, Drop stops and
+        // joins whatever did start.
+        let mut pipeline = Self { shared, threads: Vec::new(), video_tx, audio_tx, talkback_tx };
+
+        let shared = Arc::clone(&pipeline.shared);
+        let placeholder_size = settings.placeholder_size;
+        pipeline.threads.push(spawn("capture", move || {
+            capture::capture_loop(&shared, video.as_mut(), parameter_sets, placeholder_size)
+        })?);
+
+        let shared = Arc::clone(&pipeline.shared);
+        let tx = pipeline.video_tx.clone();
+        pipeline.threads.push(spawn("encode", move || encode::encode_loop(&shared, encoder, &tx))?);
+
+        if let (Some(mut source), Some(mut opus)) = (audio, opus_encoder) {
+            let shared = Arc::clone(&pipeline.shared);
+            let tx = pipeline.audio_tx.clone();
+            pipeline
+                .threads
+                .push(spawn("audio", move || microphone::microphone_loop(&shared, source.as_mut(), &mut opus, &tx))?);
+        }
+
+        let shared = Arc::clone(&pipeline.shared);
+        pipeline.threads.push(spawn("speaker", move || speaker::speaker_loop(&shared, &talkback_rx, speaker))?);
+        Ok(pipeline)
+    }
+
+    /// The peer subscribes once per viewer.
+    pub fn video_sender(&self) -> broadcast::Sender<EncodedVideo> {
+        self.video_tx.clone()
+    }
+
+    pub fn audio_sender(&self) -> broadcast::Sender<EncodedAudio> {
+        self.audio_tx.clone()
+    }
+
+    /// Encoding (video and audio) runs only while `n > 0`. Capture keeps
+    /// running regardless: a real camera keeps its exposure and white
+    /// balance converged and has no stale buffers queued, so the first
+    /// picture a new viewer gets is current and correctly exposed, and
+    /// reading the microphone continuously avoids ALSA overruns on resume.
+    /// Capture is cheap next to encoding, which is what this saves.
+    pub fn set_viewers(&self, n: usize) {
+        let before = self.shared.viewers.swap(n, Ordering::AcqRel);
+        if before == 0 && n > 0 {
+            // The encoder's references are stale after a pause, and the new
+            // viewer needs SPS/PPS: restart the stream with an IDR.
+            self.shared.restart.store(true, Ordering::Release);
+            self.shared.keyframe_requested.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.shared.viewers.load(Ordering::Acquire)
+    }
+
+    /// The next encoded frame will be an IDR (new viewer, PLI, FIR).
+    pub fn request_keyframe(&self) {
+        self.shared.keyframe_requested.store(true, Ordering::Release);
+    }
+
+    /// Accepts talk-back Opus payloads from any thread without blocking.
+    /// An empty payload means "a packet was lost here" and is concealed.
+    /// When the speaker falls behind, packets are dropped.
+    pub fn talkback_handle(&self) -> Talkback {
+        let tx = self.talkback_tx.clone();
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |talker: &Talker, packet: Bytes| {
+            bump(&shared.counters.talkback_received);
+            match tx.try_send((Arc::clone(talker), packet)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    bump(&shared.counters.talkback_dropped);
+                    warn_limited!(shared.talkback_limit, "talk-back: speaker queue full, dropping audio");
+                }
+                // The pipeline is stopping; nothing to play it on.
+                Err(TrySendError::Disconnected(_)) => bump(&shared.counters.talkback_dropped),
+            }
+        })
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PipelineStats {
+            capture_returns: get(&c.capture_returns),
+            frames_captured: get(&c.frames_captured),
+            frames_dropped: get(&c.frames_dropped),
+            frames_encoded: get(&c.frames_encoded),
+            keyframes: get(&c.keyframes),
+            encoder_skips: get(&c.encoder_skips),
+            audio_packets: get(&c.audio_packets),
+            talkback_received: get(&c.talkback_received),
+            talkback_dropped: get(&c.talkback_dropped),
+            talkback_muted: get(&c.talkback_muted),
+            talkback_errors: get(&c.talkback_errors),
+            source_errors: get(&c.source_errors),
+        }
+    }
+
+    /// Stops and joins all threads. A source blocked in a read is waited
+    /// for (one frame period for a healthy device). Idempotent.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.handover.wake_all();
+        for t in self.threads.drain(..) {
+            let name = t.thread().name().unwrap_or("media").to_owned();
+            if t.join().is_err() {
+                log::error!("{name} thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for MediaPipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
