@@ -15,7 +15,9 @@ use crate::media::MediaError;
 use crate::media::audio::OpusSettings;
 use crate::media::pipeline::{MediaPipeline, PipelineSettings};
 use crate::media::video::{H264Encoder, H264Settings};
-use crate::peer::{IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind};
+use crate::peer::{
+    CongestionSettings, IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind,
+};
 use crate::session::{Action, Event, Session, SessionSettings};
 use crate::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
 use crate::signaling::protocol;
@@ -67,6 +69,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             .map(|s| IceServer { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
             .collect(),
         include_loopback: include_loopback(config.webrtc.loopback_candidates),
+        congestion: CongestionSettings::from_config(&config),
     };
     if peer_settings.include_loopback {
         info!("webrtc: offering loopback candidates");
@@ -299,7 +302,8 @@ fn peer_of(event: &PeerEvent) -> &PeerId {
         PeerEvent::LocalDescription { peer, .. }
         | PeerEvent::LocalCandidate { peer, .. }
         | PeerEvent::ConnectionState { peer, .. }
-        | PeerEvent::KeyframeRequested { peer } => peer,
+        | PeerEvent::KeyframeRequested { peer }
+        | PeerEvent::BandwidthEstimate { peer, .. } => peer,
     }
 }
 

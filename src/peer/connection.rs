@@ -25,6 +25,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::congestion::EstimateSink;
 use super::rtcp::is_keyframe_request;
 use super::setup;
 use super::{ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, SdpKind};
@@ -108,6 +109,12 @@ impl Shared {
 
     fn keyframe_requested(&self) {
         self.emit(PeerEvent::KeyframeRequested { peer: self.id.clone() });
+    }
+
+    /// Runs inside the interceptor chain (on the driver): only sends.
+    fn bandwidth_estimate(&self, bitrate_bps: u64) {
+        debug!("peer {}: bandwidth estimate {} kbit/s", self.id, bitrate_bps / 1000);
+        self.emit(PeerEvent::BandwidthEstimate { peer: self.id.clone(), bitrate_bps });
     }
 
     fn spawn<F>(&self, fut: F)
@@ -213,16 +220,22 @@ impl Peer {
         let lan = setup::LanInterfaces::detect();
         let udp_addrs = setup::udp_bind_addrs(lan, settings.include_loopback);
         debug!("peer {id}: binding UDP {udp_addrs:?}");
+        // The sink holds `Shared`, not the connection: the chain it lives in
+        // is the connection's.
+        let estimates = settings.congestion.map(|_| {
+            let shared = Arc::clone(&shared);
+            Arc::new(EstimateSink::new(move |bitrate_bps| shared.bandwidth_estimate(bitrate_bps)))
+        });
 
         // mDNS is pointless without a LAN, and its socket cannot even be
         // created then (joining the multicast group fails with ENODEV).
-        let pc = match build_connection(&shared, settings, &udp_addrs, lan.any()).await {
+        let pc = match build_connection(&shared, settings, &udp_addrs, lan.any(), estimates.clone()).await {
             Ok(pc) => pc,
             Err(e) if lan.any() => {
                 // Some hosts refuse the multicast join even with a LAN
                 // (containers, no multicast route); work without mDNS there.
                 warn!("peer {id}: {e}; retrying without mDNS");
-                build_connection(&shared, settings, &udp_addrs, false).await?
+                build_connection(&shared, settings, &udp_addrs, false, estimates).await?
             }
             Err(e) => return Err(e),
         };
@@ -505,8 +518,14 @@ async fn build_connection(
     settings: &PeerSettings,
     udp_addrs: &[String],
     mdns: bool,
+    estimates: Option<Arc<EstimateSink>>,
 ) -> Result<impl PeerConnection, PeerError> {
-    let (media_engine, registry) = setup::media_engine_and_interceptors()?;
+    let congestion = settings
+        .congestion
+        .as_ref()
+        .zip(estimates)
+        .map(|(settings, estimates)| setup::CongestionSetup { settings, estimates });
+    let (media_engine, registry) = setup::media_engine_and_interceptors(congestion)?;
     PeerConnectionBuilder::new()
         .with_configuration(setup::configuration(settings))
         .with_media_engine(media_engine)
