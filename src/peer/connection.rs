@@ -51,6 +51,8 @@ pub struct Peer {
     /// remote offer because their direction depends on who offers.
     transceivers_added: tokio::sync::Mutex<bool>,
     early_candidates: StdMutex<Vec<IceCandidate>>,
+    /// Whether congestion control is on (transport-wide CC offered).
+    congestion_control: bool,
 }
 
 struct LocalTrack {
@@ -253,6 +255,7 @@ impl Peer {
             audio,
             transceivers_added: tokio::sync::Mutex::new(false),
             early_candidates: StdMutex::new(Vec::new()),
+            congestion_control: settings.congestion.is_some(),
         })
     }
 
@@ -285,6 +288,9 @@ impl Peer {
         .map_err(|_| PeerError::BadSdp("the SDP parser panicked".into()))?
         .map_err(|e| PeerError::BadSdp(e.to_string()))?;
         check_media_sections(&parsed)?;
+        if self.congestion_control {
+            self.log_transport_cc(kind, &parsed);
+        }
 
         if kind == SdpKind::Offer {
             self.add_transceivers(true).await?;
@@ -346,6 +352,27 @@ impl Peer {
         // The driver is stopped before it can report Closed, so report it here.
         self.shared.emit_state(ConnectionState::Closed);
         info!("peer {}: closed", self.id);
+    }
+
+    /// Whether the viewer takes part in transport-wide congestion control:
+    /// without it there is no estimate unless it sends REMB.
+    fn log_transport_cc(&self, kind: SdpKind, desc: &RTCSessionDescription) {
+        let Ok(parsed) = desc.unmarshal() else { return };
+        let with_twcc: Vec<&str> = parsed
+            .media_descriptions
+            .iter()
+            .filter(|m| {
+                m.attributes.iter().any(|a| {
+                    a.key == "extmap" && a.value.as_deref().is_some_and(|v| v.contains(setup::TRANSPORT_CC_URI))
+                })
+            })
+            .map(|m| m.media_name.media.as_str())
+            .collect();
+        if with_twcc.is_empty() {
+            info!("peer {}: the viewer's {kind:?} has no transport-wide CC; no estimate unless it sends REMB", self.id);
+        } else {
+            debug!("peer {}: the viewer's {kind:?} has transport-wide CC on {}", self.id, with_twcc.join(", "));
+        }
     }
 
     fn ensure_open(&self) -> Result<(), PeerError> {
