@@ -104,8 +104,12 @@ pub struct CameraConfig {
     pub format: CameraFormat,
     pub size: FrameSize,
     pub fps: u32,
-    /// H.264 target bitrate in kbit/s.
+    /// H.264 bitrate in kbit/s: the ceiling; with congestion control the
+    /// stream goes lower when a viewer's path needs it.
     pub bitrate: u32,
+    /// The lowest H.264 bitrate in kbit/s congestion control may go to (above
+    /// `bitrate` it is `bitrate`).
+    pub min_bitrate: u32,
     /// OpenH264 threads; above 1 the picture is cut into slices they share.
     pub encoder_threads: u16,
 }
@@ -118,6 +122,7 @@ impl Default for CameraConfig {
             size: FrameSize { width: 640, height: 480 },
             fps: 25,
             bitrate: 1000,
+            min_bitrate: 150,
             encoder_threads: 1,
         }
     }
@@ -198,6 +203,18 @@ pub enum LoopbackChoice {
     Never,
 }
 
+/// `webrtc.congestion-control`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CongestionControlChoice {
+    /// Per-viewer bandwidth estimation (GCC over transport-wide CC feedback,
+    /// or the viewer's REMB).
+    #[default]
+    Gcc,
+    /// No estimation and no transport-wide CC negotiated: the fixed `camera.bitrate`.
+    Off,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WebRtcConfig {
@@ -205,11 +222,17 @@ pub struct WebRtcConfig {
     pub loopback_candidates: LoopbackChoice,
     /// Seconds a viewer may stay disconnected before its peer is closed.
     pub disconnect_timeout: u64,
+    pub congestion_control: CongestionControlChoice,
 }
 
 impl Default for WebRtcConfig {
     fn default() -> Self {
-        WebRtcConfig { ice_servers: Vec::new(), loopback_candidates: LoopbackChoice::Auto, disconnect_timeout: 10 }
+        WebRtcConfig {
+            ice_servers: Vec::new(),
+            loopback_candidates: LoopbackChoice::Auto,
+            disconnect_timeout: 10,
+            congestion_control: CongestionControlChoice::Gcc,
+        }
     }
 }
 
@@ -335,6 +358,9 @@ impl Config {
         }
         if !(50..=20_000).contains(&self.camera.bitrate) {
             return Err(format!("camera.bitrate {} kbit/s must be 50..20000", self.camera.bitrate));
+        }
+        if !(50..=20_000).contains(&self.camera.min_bitrate) {
+            return Err(format!("camera.min-bitrate {} kbit/s must be 50..20000", self.camera.min_bitrate));
         }
         if !(1..=16).contains(&self.camera.encoder_threads) {
             return Err(format!("camera.encoder-threads {} must be 1..16", self.camera.encoder_threads));
@@ -470,6 +496,20 @@ capacity = 4
         assert_eq!((line, column), (2, 10));
         assert!(message.contains("auto, YUYV, NV12, YU12, MJPG or H264"), "{message}");
         assert!(matches!(parse("[audio]\nperiods = 1\n"), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn bitrate_floor_and_congestion_control() {
+        let defaults = parse("").unwrap();
+        assert_eq!(defaults.camera.min_bitrate, 150);
+        assert_eq!(defaults.webrtc.congestion_control, CongestionControlChoice::Gcc);
+        let config = parse("[camera]\nmin-bitrate = 200\n[webrtc]\ncongestion-control = \"off\"\n").unwrap();
+        assert_eq!(config.camera.min_bitrate, 200);
+        assert_eq!(config.webrtc.congestion_control, CongestionControlChoice::Off);
+        let (line, column, message) = syntax_error("[webrtc]\n\ncongestion-control = \"bbr\"\n");
+        assert_eq!((line, column), (3, 22));
+        assert!(message.contains("gcc") && message.contains("off"), "{message}");
+        assert!(matches!(parse("[camera]\nmin-bitrate = 10\n"), Err(ConfigError::Invalid { .. })));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `signaling`: socket.io codec, the device's client, roomcam's own server
 //! - `peer`: one WebRTC peer connection per viewer
 //! - `media`: camera/microphone sources, H.264/Opus encoders, speaker sinks
+//! - `rate`: the rate policy: viewers' bandwidth estimates to one encoder target (pure)
 //! - `daemon`: wires the edges to the session
 //! - `config`: the TOML configuration file
 //! - `util`: a mutex lock that survives a panicked holder, log rate limits,
@@ -16,6 +17,7 @@ pub mod daemon;
 pub mod logging;
 pub mod media;
 pub mod peer;
+pub mod rate;
 pub mod session;
 pub mod signaling;
 pub(crate) mod util;

@@ -58,9 +58,12 @@ struct DeviceArgs {
     size: Option<FrameSize>,
     #[arg(long)]
     fps: Option<u32>,
-    /// H.264 bitrate in kbit/s.
+    /// H.264 bitrate in kbit/s: the ceiling congestion control stays under.
     #[arg(long)]
     bitrate: Option<u32>,
+    /// The lowest H.264 bitrate in kbit/s congestion control may go to.
+    #[arg(long)]
+    min_bitrate: Option<u32>,
     /// STUN/TURN server URL; repeat for several.
     #[arg(long = "ice-server")]
     ice_servers: Vec<String>,
@@ -222,6 +225,9 @@ fn device_config(args: &DeviceArgs) -> Result<Config, ConfigError> {
     }
     if let Some(bitrate) = args.bitrate {
         config.camera.bitrate = bitrate;
+    }
+    if let Some(min_bitrate) = args.min_bitrate {
+        config.camera.min_bitrate = min_bitrate;
     }
     if !args.ice_servers.is_empty() {
         config.webrtc.ice_servers = args

@@ -23,7 +23,9 @@ use roomcam::media::{
     AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioSource, EncodedAudio, EncodedVideo, H264Encoder, H264Settings,
     I420Frame, OpusDecoder, OpusEncoder, TestPattern, ToneSource, VideoEncoder, dominant_frequency,
 };
-use roomcam::peer::{ConnectionState, IceCandidate, MediaTaps, Peer, PeerError, PeerEvent, PeerSettings, SdpKind};
+use roomcam::peer::{
+    CongestionSettings, ConnectionState, IceCandidate, MediaTaps, Peer, PeerError, PeerEvent, PeerSettings, SdpKind,
+};
 use viewer::{Viewer, ViewerOptions, ViewerSignal};
 
 const WIDTH: u32 = 320;
@@ -120,6 +122,8 @@ struct Record {
     local_descriptions: Vec<(SdpKind, String)>,
     viewer_descriptions: Vec<(SdpKind, String)>,
     keyframe_requests: usize,
+    /// `PeerEvent::BandwidthEstimate`s, when they arrived.
+    estimates: Vec<(Instant, u64)>,
     errors: Vec<String>,
 }
 
@@ -132,7 +136,16 @@ struct Rig {
     pump: tokio::task::JoinHandle<()>,
 }
 
+/// roomcam's side as the tests mostly want it: loopback, no congestion control.
+fn loopback_settings() -> PeerSettings {
+    PeerSettings { ice_servers: vec![], include_loopback: true, congestion: None }
+}
+
 async fn rig(viewer_options: ViewerOptions) -> Rig {
+    rig_with(loopback_settings(), viewer_options).await
+}
+
+async fn rig_with(settings: PeerSettings, viewer_options: ViewerOptions) -> Rig {
     init_logging();
     let (video_tx, _) = broadcast::channel(16);
     let (audio_tx, _) = broadcast::channel(50);
@@ -143,7 +156,6 @@ async fn rig(viewer_options: ViewerOptions) -> Rig {
         audio: audio_tx.clone(),
         talkback: Arc::new(move |_talker: &roomcam::media::Talker, payload: Bytes| sink.lock().unwrap().push(payload)),
     };
-    let settings = PeerSettings { ice_servers: vec![], include_loopback: true };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let peer = Arc::new(Peer::create("viewer-1".into(), &settings, taps, events_tx).await.expect("Peer::create"));
     let (viewer, signals) = Viewer::new(viewer_options).await.expect("viewer");
@@ -197,6 +209,9 @@ async fn pump(
                 PeerEvent::KeyframeRequested { .. } => {
                     record.lock().unwrap().keyframe_requests += 1;
                     keyframe.store(true, Ordering::Release);
+                }
+                PeerEvent::BandwidthEstimate { bitrate_bps, .. } => {
+                    record.lock().unwrap().estimates.push((Instant::now(), bitrate_bps));
                 }
             },
             Some(signal) = signals.recv() => match signal {
@@ -483,9 +498,8 @@ async fn bad_input_is_rejected_without_panicking() {
     let (video, _) = broadcast::channel(4);
     let (audio, _) = broadcast::channel(4);
     let taps = MediaTaps { video, audio, talkback: Arc::new(|_: &_, _| {}) };
-    let settings = PeerSettings { ice_servers: vec![], include_loopback: true };
     let (events, _events_rx) = mpsc::unbounded_channel();
-    let peer = Peer::create("bad".into(), &settings, taps, events).await.expect("create");
+    let peer = Peer::create("bad".into(), &loopback_settings(), taps, events).await.expect("create");
 
     for sdp in [
         "garbage",
@@ -541,6 +555,127 @@ async fn bad_input_is_rejected_without_panicking() {
     peer.close().await;
     viewer.close().await;
     assert!(peer.create_offer(false).await.is_err(), "a closed peer refuses to offer");
+}
+
+/// The transport-wide sequence number extension, as Chrome and webrtc-rs name it.
+const TRANSPORT_CC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// Starts low (300 kbit/s, like Chrome) so that the estimate has to move:
+/// only feedback moves it. The test source sends 600 kbit/s + Opus whatever
+/// the estimate says, and the pacer is held at that.
+fn gcc_settings() -> PeerSettings {
+    let congestion =
+        CongestionSettings { start_bps: 300_000, min_bps: 100_000, max_bps: 3_000_000, pacing_floor_bps: 700_000 };
+    PeerSettings { congestion: Some(congestion), ..loopback_settings() }
+}
+
+/// transport-wide CC in a description: the header extension on both m-lines
+/// and `transport-cc` feedback for the H.264 and Opus payload types.
+fn assert_twcc_negotiated(sdp: &str, who: &str) {
+    for kind in ["video", "audio"] {
+        let section = media_section(sdp, kind);
+        assert!(
+            section.lines().any(|l| l.starts_with("a=extmap:") && l.contains(TRANSPORT_CC_URI)),
+            "{who}: no transport-wide CC extension on {kind}:\n{section}"
+        );
+        let pt = media_payload(&section, if kind == "video" { "H264/90000" } else { "opus/48000" });
+        assert!(
+            section.contains(&format!("a=rtcp-fb:{pt} transport-cc")),
+            "{who}: no transport-cc feedback for {kind} payload {pt}:\n{section}"
+        );
+    }
+}
+
+fn assert_no_twcc(sdp: &str, who: &str) {
+    assert!(!sdp.contains(TRANSPORT_CC_URI) && !sdp.contains("transport-cc"), "{who} negotiates TWCC:\n{sdp}");
+}
+
+fn media_payload(section: &str, codec: &str) -> String {
+    section
+        .lines()
+        .find_map(|l| l.strip_prefix("a=rtpmap:").filter(|rest| rest.contains(codec)))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {codec} in\n{section}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn congestion_control_negotiates_twcc_and_reports_the_viewers_estimate() {
+    let rig = rig_with(gcc_settings(), ViewerOptions { talkback_hz: Some(660.0), ..ViewerOptions::default() }).await;
+    rig.peer.create_offer(false).await.expect("create_offer");
+    assert!(rig.viewer.wait_connected(Duration::from_secs(15)).await, "viewer never connected");
+    let connected_at = Instant::now();
+    {
+        let record = rig.record.lock().unwrap();
+        assert_twcc_negotiated(&record.local_descriptions[0].1, "roomcam's offer");
+        assert!(media_section(&record.local_descriptions[0].1, "video").contains("goog-remb"));
+        assert_twcc_negotiated(&record.viewer_descriptions[0].1, "the viewer's answer");
+    }
+    // Pacing and numbering must not cost the media anything.
+    assert_media_flows(&rig).await;
+
+    // The webrtc-rs viewer reports arrivals (its default interceptors hold a
+    // TWCC receiver); the first batch of feedback gives the first estimate,
+    // and the climb from 300 kbit/s gives more.
+    let record = Arc::clone(&rig.record);
+    let moved = wait_until(Duration::from_secs(20), || {
+        let estimates = &record.lock().unwrap().estimates;
+        estimates.len() >= 2 && estimates.last().map(|e| e.1) != estimates.first().map(|e| e.1)
+    })
+    .await;
+    let estimates = rig.record.lock().unwrap().estimates.clone();
+    assert!(moved, "estimates: {estimates:?}");
+    let (first_at, _) = estimates[0];
+    assert!(first_at.saturating_duration_since(connected_at) < Duration::from_secs(10), "first estimate late");
+    for (_, bps) in &estimates {
+        assert!((100_000..=3_000_000).contains(bps), "estimate {bps} outside the configured range");
+    }
+    // Reported on change, not per feedback (10 per second).
+    let span = estimates.last().unwrap().0.saturating_duration_since(first_at).as_secs_f64();
+    assert!(estimates.len() as f64 <= 2.0 + span * 3.0, "{} estimates in {span:.1} s", estimates.len());
+    finish(rig).await;
+}
+
+/// Negotiation only (no media): roomcam answering a browser-like offer with
+/// congestion control on, and offering or answering with it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twcc_is_negotiated_only_with_congestion_control_on() {
+    init_logging();
+    async fn local_description(settings: PeerSettings, viewer_offers: bool) -> String {
+        let (video, _) = broadcast::channel(4);
+        let (audio, _) = broadcast::channel(4);
+        let taps = MediaTaps { video, audio, talkback: Arc::new(|_: &_, _| {}) };
+        let (events, mut events_rx) = mpsc::unbounded_channel();
+        let peer = Peer::create("sdp".into(), &settings, taps, events).await.expect("create");
+        let viewer = if viewer_offers {
+            let (viewer, _signals) =
+                Viewer::new(ViewerOptions { browser_like_codecs: true, ..ViewerOptions::default() }).await.unwrap();
+            viewer.create_offer().await.expect("viewer offer");
+            let offer = viewer.local_description().await.expect("viewer offer sdp");
+            assert_twcc_negotiated(&offer, "the viewer's offer");
+            peer.set_remote_description(SdpKind::Offer, offer).await.expect("offer applied");
+            Some(viewer)
+        } else {
+            peer.create_offer(false).await.expect("offer");
+            None
+        };
+        let sdp = loop {
+            match tokio::time::timeout(Duration::from_secs(5), events_rx.recv()).await {
+                Ok(Some(PeerEvent::LocalDescription { sdp, .. })) => break sdp,
+                Ok(Some(_)) => continue,
+                other => panic!("no local description: {other:?}"),
+            }
+        };
+        peer.close().await;
+        if let Some(viewer) = viewer {
+            viewer.close().await;
+        }
+        sdp
+    }
+
+    assert_twcc_negotiated(&local_description(gcc_settings(), true).await, "roomcam's answer (gcc)");
+    assert_no_twcc(&local_description(loopback_settings(), true).await, "roomcam's answer (off)");
+    assert_no_twcc(&local_description(loopback_settings(), false).await, "roomcam's offer (off)");
 }
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,9 @@ use crate::config::{Config, LoopbackChoice};
 use crate::media::encoders::{H264Encoder, H264Settings, OpusSettings};
 use crate::media::pipeline::{MediaPipeline, PipelineSettings};
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
-use crate::peer::{IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind};
+use crate::peer::{
+    CongestionSettings, IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind,
+};
 use crate::session::{Action, Event, Session, SessionSettings};
 use crate::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
 use crate::signaling::protocol;
@@ -95,6 +97,7 @@ pub async fn run_with(
             .map(|s| IceServer { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
             .collect(),
         include_loopback: include_loopback(config.webrtc.loopback_candidates),
+        congestion: CongestionSettings::from_config(&config),
     };
     if peer_settings.include_loopback {
         info!("webrtc: offering loopback candidates");
@@ -326,7 +329,8 @@ fn peer_of(event: &PeerEvent) -> &PeerId {
         PeerEvent::LocalDescription { peer, .. }
         | PeerEvent::LocalCandidate { peer, .. }
         | PeerEvent::ConnectionState { peer, .. }
-        | PeerEvent::KeyframeRequested { peer } => peer,
+        | PeerEvent::KeyframeRequested { peer }
+        | PeerEvent::BandwidthEstimate { peer, .. } => peer,
     }
 }
 

@@ -25,6 +25,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::congestion::EstimateSink;
 use super::rtcp::is_keyframe_request;
 use super::setup;
 use super::{ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, SdpKind};
@@ -51,6 +52,8 @@ pub struct Peer {
     /// remote offer because their direction depends on who offers.
     transceivers_added: tokio::sync::Mutex<bool>,
     early_candidates: StdMutex<Vec<IceCandidate>>,
+    /// Whether congestion control is on (transport-wide CC offered).
+    congestion_control: bool,
 }
 
 struct LocalTrack {
@@ -104,6 +107,12 @@ impl Shared {
 
     fn keyframe_requested(&self) {
         self.emit(PeerEvent::KeyframeRequested { peer: self.id.clone() });
+    }
+
+    /// Runs inside the interceptor chain (on the driver): only sends.
+    fn bandwidth_estimate(&self, bitrate_bps: u64) {
+        debug!("peer {}: bandwidth estimate {} kbit/s", self.id, bitrate_bps / 1000);
+        self.emit(PeerEvent::BandwidthEstimate { peer: self.id.clone(), bitrate_bps });
     }
 
     fn spawn<F>(&self, fut: F)
@@ -209,16 +218,22 @@ impl Peer {
         let lan = setup::LanInterfaces::detect();
         let udp_addrs = setup::udp_bind_addrs(lan, settings.include_loopback);
         debug!("peer {id}: binding UDP {udp_addrs:?}");
+        // The sink holds `Shared`, not the connection: the chain it lives in
+        // is the connection's.
+        let estimates = settings.congestion.map(|_| {
+            let shared = Arc::clone(&shared);
+            Arc::new(EstimateSink::new(move |bitrate_bps| shared.bandwidth_estimate(bitrate_bps)))
+        });
 
         // mDNS is pointless without a LAN, and its socket cannot even be
         // created then (joining the multicast group fails with ENODEV).
-        let pc = match build_connection(&shared, settings, &udp_addrs, lan.any()).await {
+        let pc = match build_connection(&shared, settings, &udp_addrs, lan.any(), estimates.clone()).await {
             Ok(pc) => pc,
             Err(e) if lan.any() => {
                 // Some hosts refuse the multicast join even with a LAN
                 // (containers, no multicast route); work without mDNS there.
                 warn!("peer {id}: {e}; retrying without mDNS");
-                build_connection(&shared, settings, &udp_addrs, false).await?
+                build_connection(&shared, settings, &udp_addrs, false, estimates).await?
             }
             Err(e) => return Err(e),
         };
@@ -236,6 +251,7 @@ impl Peer {
             audio,
             transceivers_added: tokio::sync::Mutex::new(false),
             early_candidates: StdMutex::new(Vec::new()),
+            congestion_control: settings.congestion.is_some(),
         })
     }
 
@@ -268,6 +284,9 @@ impl Peer {
         .map_err(|_| PeerError::BadSdp("the SDP parser panicked".into()))?
         .map_err(|e| PeerError::BadSdp(e.to_string()))?;
         check_media_sections(&parsed)?;
+        if self.congestion_control {
+            self.log_transport_cc(kind, &parsed);
+        }
 
         if kind == SdpKind::Offer {
             self.add_transceivers(true).await?;
@@ -329,6 +348,27 @@ impl Peer {
         // The driver is stopped before it can report Closed, so report it here.
         self.shared.emit_state(ConnectionState::Closed);
         info!("peer {}: closed", self.id);
+    }
+
+    /// Whether the viewer takes part in transport-wide congestion control:
+    /// without it there is no estimate unless it sends REMB.
+    fn log_transport_cc(&self, kind: SdpKind, desc: &RTCSessionDescription) {
+        let Ok(parsed) = desc.unmarshal() else { return };
+        let with_twcc: Vec<&str> = parsed
+            .media_descriptions
+            .iter()
+            .filter(|m| {
+                m.attributes.iter().any(|a| {
+                    a.key == "extmap" && a.value.as_deref().is_some_and(|v| v.contains(setup::TRANSPORT_CC_URI))
+                })
+            })
+            .map(|m| m.media_name.media.as_str())
+            .collect();
+        if with_twcc.is_empty() {
+            info!("peer {}: the viewer's {kind:?} has no transport-wide CC; no estimate unless it sends REMB", self.id);
+        } else {
+            debug!("peer {}: the viewer's {kind:?} has transport-wide CC on {}", self.id, with_twcc.join(", "));
+        }
     }
 
     fn ensure_open(&self) -> Result<(), PeerError> {
@@ -501,8 +541,14 @@ async fn build_connection(
     settings: &PeerSettings,
     udp_addrs: &[String],
     mdns: bool,
+    estimates: Option<Arc<EstimateSink>>,
 ) -> Result<impl PeerConnection, PeerError> {
-    let (media_engine, registry) = setup::media_engine_and_interceptors()?;
+    let congestion = settings
+        .congestion
+        .as_ref()
+        .zip(estimates)
+        .map(|(settings, estimates)| setup::CongestionSetup { settings, estimates });
+    let (media_engine, registry) = setup::media_engine_and_interceptors(congestion)?;
     PeerConnectionBuilder::new()
         .with_configuration(setup::configuration(settings))
         .with_media_engine(media_engine)

@@ -8,10 +8,12 @@
 use crate::media::pipeline::Talkback;
 use crate::media::{EncodedAudio, EncodedVideo};
 
+mod congestion;
 mod connection;
 mod rtcp;
 mod setup;
 
+pub use congestion::CongestionSettings;
 pub use connection::Peer;
 /// The H.264 fmtp roomcam sends (constrained baseline 3.1, packetization-mode 1).
 pub use setup::H264_FMTP;
@@ -30,6 +32,9 @@ pub struct PeerSettings {
     pub ice_servers: Vec<IceServer>,
     /// Gather 127.0.0.1/::1 candidates (needed when loopback is the only interface).
     pub include_loopback: bool,
+    /// Per-viewer bandwidth estimation (GCC over transport-wide CC feedback,
+    /// or REMB); `None`: none negotiated, the stream's rate is fixed.
+    pub congestion: Option<CongestionSettings>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +81,14 @@ pub enum PeerEvent {
     /// The viewer sent PLI or FIR.
     KeyframeRequested {
         peer: PeerId,
+    },
+    /// The path to this viewer carries about this much (audio and video RTP,
+    /// bit/s), as its congestion controller estimates it. Sent after the first
+    /// feedback, then on changes of 5 % or more (drops at once, rises at most
+    /// once a second); never with congestion control off.
+    BandwidthEstimate {
+        peer: PeerId,
+        bitrate_bps: u64,
     },
 }
 

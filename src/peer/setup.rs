@@ -2,19 +2,31 @@
 //! settings and the local sockets it binds.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Registry, Slot};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::interceptor::{
+    CongestionControlBuilder, PacerBuilder, Registry, Slot, TwccReceiverBuilder, TwccSenderBuilder,
+};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::peer_connection::configuration::{RTCConfiguration, RTCConfigurationBuilder};
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtp_transceiver::PayloadType;
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    TYPE_RTCP_FB_GOOG_REMB, TYPE_RTCP_FB_TRANSPORT_CC,
+};
 
+use super::congestion::{CongestionSettings, EstimateSink, ReportingGcc};
 use super::rtcp::KeyframeRequestForwarder;
 use super::{PeerError, PeerSettings};
+
+/// The transport-wide sequence number header extension TWCC feedback refers to.
+pub const TRANSPORT_CC_URI: &str = rtc::sdp::extmap::TRANSPORT_CC_URI;
 
 /// The only video format roomcam sends: constrained baseline, level 3.1,
 /// non-interleaved. Every browser decodes it, and a Pi's encoders produce it.
@@ -55,11 +67,30 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
     }
 }
 
+/// Congestion control for one peer connection: its settings and where its
+/// estimates go.
+pub(crate) struct CongestionSetup<'a> {
+    pub settings: &'a CongestionSettings,
+    pub estimates: Arc<EstimateSink>,
+}
+
 /// Registers exactly one video codec: the answer to a browser that offers
 /// VP8/VP9/AV1 and a dozen H.264 variants then contains only the H.264 entry
 /// whose packetization-mode and profile (42e0) match; rtc keeps only exact
 /// fmtp matches when there is at least one.
-pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry), PeerError> {
+///
+/// The interceptors are `register_default_interceptors`' (NACK, RTCP reports,
+/// the simulcast header extensions, the transport-wide CC *receiver*) with
+/// the receiver moved under congestion control: with it off no transport-wide
+/// CC is negotiated at all. With it on, the chain `configure_congestion_control`
+/// would build, assembled here because that helper starts its pacer at a fixed
+/// 1 Mbit/s that it leaves only when the estimate first *changes* (an estimate
+/// that starts at the ceiling and stays there would pace a 2 Mbit/s stream at 1
+/// Mbit/s forever), and because combined with the defaults it registers the
+/// TWCC receiver twice (a warning per peer).
+pub(crate) fn media_engine_and_interceptors(
+    congestion: Option<CongestionSetup<'_>>,
+) -> Result<(MediaEngine, Registry), PeerError> {
     let mut media_engine = MediaEngine::default();
     media_engine
         .register_codec(
@@ -74,13 +105,52 @@ pub(crate) fn media_engine_and_interceptors() -> Result<(MediaEngine, Registry),
         )
         .map_err(|e| PeerError::WebRtc(format!("register Opus: {e}")))?;
 
-    // Must come after the codecs: it adds feedback to the codecs registered so far.
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-        .map_err(|e| PeerError::WebRtc(format!("interceptors: {e}")))?;
+    // Feedback registration must come after the codecs: it adds to the codecs
+    // registered so far.
+    let interceptors = |e: rtc::shared::error::Error| PeerError::WebRtc(format!("interceptors: {e}"));
+    let registry = configure_nack(Registry::new(), &mut media_engine);
+    configure_simulcast_extension_headers(&mut media_engine).map_err(interceptors)?;
+    let registry = configure_rtcp_reports(registry);
+
+    let (registry, remb_sink) = match congestion {
+        None => (registry, None),
+        Some(CongestionSetup { settings, estimates }) => {
+            negotiate_congestion_feedback(&mut media_engine).map_err(interceptors)?;
+            let registry = registry
+                .with(
+                    Slot::CongestionControl,
+                    CongestionControlBuilder::new(ReportingGcc::new(settings, Arc::clone(&estimates))).build(),
+                )
+                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                .with(Slot::Pacer, PacerBuilder::new().with_target_bitrate(settings.initial_pacing_bps()).build())
+                // What we receive (talk-back) is reported too, for the viewer's own estimator.
+                .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
+            (registry, Some(estimates))
+        }
+    };
     // Inbound RTCP ends inside the interceptor chain unless an interceptor
-    // marks it for the application; this one marks PLI and FIR.
-    let registry = registry.with(Slot::from(FORWARDER_SLOT), KeyframeRequestForwarder::default());
+    // marks it for the application; this one marks PLI and FIR (and reads REMB).
+    let registry = registry.with(Slot::from(FORWARDER_SLOT), KeyframeRequestForwarder::with_remb_sink(remb_sink));
     Ok((media_engine, registry))
+}
+
+/// `a=extmap:… transport-wide-cc…` and `a=rtcp-fb:PT transport-cc` on video
+/// and audio (Chrome offers both on both; it sends transport-wide feedback
+/// only for what was negotiated, and numbering audio too lets the estimate
+/// count audio's share of the path), and `goog-remb` on video for a viewer that
+/// estimates on its side and reports REMB instead (Chrome sends no REMB once
+/// transport-cc is negotiated).
+fn negotiate_congestion_feedback(media_engine: &mut MediaEngine) -> Result<(), rtc::shared::error::Error> {
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        media_engine.register_feedback(feedback(TYPE_RTCP_FB_TRANSPORT_CC, ""), kind);
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: TRANSPORT_CC_URI.to_owned() },
+            kind,
+            None,
+        )?;
+    }
+    media_engine.register_feedback(feedback(TYPE_RTCP_FB_GOOG_REMB, ""), RtpCodecKind::Video);
+    Ok(())
 }
 
 /// `mdns`: whether to resolve the `.local` host candidates browsers send
@@ -210,6 +280,7 @@ mod tests {
                 super::super::IceServer::default(),
             ],
             include_loopback: false,
+            congestion: None,
         };
         let config = configuration(&settings);
         let servers = config.ice_servers();

@@ -510,6 +510,8 @@ impl Session {
                     actions.push(Action::RequestKeyframe);
                 }
             }
+            // The rate policy (src/rate) consumes estimates, not the room state machine.
+            PeerEvent::BandwidthEstimate { .. } => {}
             PeerEvent::ConnectionState { peer, state } => {
                 let Some(slot) = self.peers.get_mut(&peer) else { return };
                 if slot.state == state {
