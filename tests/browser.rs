@@ -9,30 +9,16 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Proc, classic_device, free_port, repo_root, roomcam_run, roomcam_serve};
+use common::page::{self, check_viewer_command, wait_for_file};
+use common::{Proc, classic_device, free_port, roomcam_run, roomcam_serve};
 use roomcam::media::SpeakerReport;
 use serde_json::Value;
 
-fn check_viewer_command(url: &str, args: &[&str]) -> Command {
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "Debian's chromium is needed at /usr/bin/chromium (apt-get install chromium; scripts/test does it)"
-    );
-    assert!(
-        repo_root().join("tests/classic/node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix tests/classic` (scripts/test does it)"
-    );
-    let mut cmd = Command::new("node");
-    cmd.arg(repo_root().join("tests/browser/check-viewer.mjs")).arg(url).args(args);
-    cmd
-}
-
 /// Runs the page scenario to its end; returns the JSON report.
 fn check_viewer(url: &str, args: &[&str]) -> Value {
-    let output = check_viewer_command(url, args).output().expect("run node");
+    let output = check_viewer_command(None, url, args).output().expect("run node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let report: Value = stdout
@@ -45,18 +31,7 @@ fn check_viewer(url: &str, args: &[&str]) -> Value {
 }
 
 fn artifact(name: &str) -> String {
-    let dir = repo_root().join("target/browser-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name).to_string_lossy().into_owned()
-}
-
-fn wait_for_file(path: &PathBuf, page: &mut Proc, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(page.is_running(), "the page driver exited early:\n{}", page.lines().join("\n"));
-        assert!(Instant::now() < deadline, "page not in the room within {timeout:?}:\n{}", page.lines().join("\n"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    page::artifact(name).to_string_lossy().into_owned()
 }
 
 fn device_heard_something(device: &Proc) -> Option<SpeakerReport> {
@@ -103,6 +78,7 @@ fn chromium_waiting_first_offers_and_the_device_answers() {
     let mut page = Proc::spawn(
         "chromium",
         &mut check_viewer_command(
+            None,
             &format!("{url}/?room=first"),
             &["--ready-file", &ready_arg, "--expect-role", "offerer", "--expect-video", "--expect-audio"],
         ),

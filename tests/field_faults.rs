@@ -3,9 +3,11 @@
 //! servers (roomcam's own and the classic socket.io 4 one).
 //!
 //! - The signaling server is killed and started again while the page
-//!   watches: the call goes on over the established peer connection (the
-//!   page's decoded-frame counter never resets, no new connection) and both
-//!   sides rejoin.
+//!   watches (50 times for roomcam's own, 10 for the classic one), then
+//!   frozen with SIGSTOP for 10 s: the call goes on over the established
+//!   peer connection (the page's decoded-frame counter never resets, no new
+//!   connection, no stall over 1 s) and the device rejoins within 2 s of
+//!   the server coming back, each time.
 //! - The media path breaks (UDP to 127.0.0.1 prohibited by a policy rule,
 //!   signaling over TCP untouched) long enough for the connection to fail,
 //!   then comes back: the same page, never reloaded, gets video again, with
@@ -13,58 +15,22 @@
 //!   namespace of its own (a sleeping `unshare -n` holds it; every process
 //!   enters it with `nsenter`), so its rule cannot touch the other tests.
 //!
+//! - The device stops (SIGSTOP) while a phone-sized page watches: within a
+//!   few seconds the page says "Picture frozen since HH:MM:SS" over the
+//!   video and its status dot is no longer green (a screenshot is kept in
+//!   target/browser-artifacts), and it clears that when the device goes on.
+//!
 //! Needs /usr/bin/chromium, node and `npm ci` in tests/classic; without them
 //! these tests fail, they never skip.
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::page::{artifact, check_viewer_command as page_command, in_netns, wait_for_file};
 use common::{Proc, classic_server, free_port, repo_root, roomcam_bin, roomcam_run, roomcam_serve};
 use serde_json::Value;
-
-fn artifact(name: &str) -> PathBuf {
-    let dir = repo_root().join("target/browser-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-/// `node check-viewer.mjs URL ARGS…`, optionally inside the network namespace of `netns_pid`.
-fn page_command(netns_pid: Option<u32>, url: &str, args: &[&str]) -> Command {
-    assert!(std::path::Path::new("/usr/bin/chromium").exists(), "Debian's chromium is needed at /usr/bin/chromium");
-    assert!(
-        repo_root().join("tests/classic/node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix tests/classic` (scripts/test does it)"
-    );
-    let script = repo_root().join("tests/browser/check-viewer.mjs");
-    let mut cmd = in_netns(netns_pid, "node");
-    cmd.arg(script).arg(url).args(args);
-    cmd
-}
-
-fn in_netns(netns_pid: Option<u32>, program: &str) -> Command {
-    match netns_pid {
-        Some(pid) => {
-            let mut cmd = Command::new("nsenter");
-            cmd.args(["-t", &pid.to_string(), "-n", "--", program]);
-            cmd
-        }
-        None => Command::new(program),
-    }
-}
-
-fn wait_for_file(path: &PathBuf, page: &mut Proc, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(page.is_running(), "the page driver exited early:\n{}", page.lines().join("\n"));
-        assert!(Instant::now() < deadline, "no {path:?} within {timeout:?}:\n{}", page.lines().join("\n"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The page's final JSON report (it ends after its watch).
 fn page_report(page: &mut Proc, timeout: Duration) -> Value {
@@ -86,61 +52,94 @@ fn start_server(kind: &Server, port: u16) -> Proc {
     }
 }
 
-/// The server killed and restarted three times, down a second each time,
-/// while Chromium watches: the same call throughout.
-fn server_restarts_keep_the_call(kind: Server, room: &str) {
+/// The server killed and restarted `restarts` times, down a second each
+/// time, then frozen (SIGSTOP) for 10 s, while Chromium watches: the same
+/// call throughout, and the device back in its room within 2 s each time.
+fn server_restarts_keep_the_call(kind: Server, room: &str, restarts: u32) {
     let port = free_port();
     let mut server = start_server(&kind, port);
     let url = format!("http://127.0.0.1:{port}");
     let mut device = roomcam_run(&url, room, &[]);
     device.wait_in_room();
     let video = artifact(&format!("{room}.video"));
+    let watch_seconds = restarts * 3 + 16;
     let mut page = Proc::spawn(
         "chromium",
         &mut page_command(
             None,
             &format!("{url}/?room={room}"),
-            &["--expect-video", "--video-file", video.to_str().unwrap(), "--keep-watching", "20", "--timeout", "20"],
+            &[
+                "--expect-video",
+                "--video-file",
+                video.to_str().unwrap(),
+                "--keep-watching",
+                &watch_seconds.to_string(),
+                "--timeout",
+                "20",
+            ],
         ),
     );
     wait_for_file(&video, &mut page, Duration::from_secs(60));
-    let joins_before = device.count_lines(|l| l.contains("joined as"));
-    for _ in 0..3 {
+    let watch_started = Instant::now();
+    let joined = |device: &Proc| device.count_lines(|l| l.contains("joined as"));
+    let joins_before = joined(&device);
+    let mut rejoins = Vec::new();
+    for _ in 0..restarts {
+        // Counted before the restart: the device may be back before
+        // start_server has seen the server's "listening".
+        let want = joined(&device) + 1;
         server.kill();
         std::thread::sleep(Duration::from_secs(1));
         server = start_server(&kind, port);
         let back = Instant::now();
-        let want = device.count_lines(|l| l.contains("joined as")) + 1;
-        while device.count_lines(|l| l.contains("joined as")) < want {
+        while joined(&device) < want {
             assert!(
                 back.elapsed() < Duration::from_secs(10),
                 "the device did not rejoin:\n{}",
                 device.lines().join("\n")
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("device rejoined {:?} after the server came back", back.elapsed());
-        std::thread::sleep(Duration::from_secs(3));
+        rejoins.push(back.elapsed());
+        std::thread::sleep(Duration::from_millis(1500));
     }
-    let report = page_report(&mut page, Duration::from_secs(60));
+    // Frozen, not gone: the socket stays open, nothing answers.
+    let signal = |name: &str| {
+        assert!(Command::new("kill").args([name, &server.pid().to_string()]).status().unwrap().success());
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(10));
+    signal("-CONT");
+    assert!(
+        watch_started.elapsed() < Duration::from_secs(watch_seconds.into()),
+        "the watch ended before the faults did"
+    );
+    rejoins.sort();
+    eprintln!(
+        "{restarts} restarts: the device rejoined p50 {:?}, max {:?} after the server came back",
+        rejoins[rejoins.len() / 2],
+        rejoins[rejoins.len() - 1]
+    );
+    assert!(rejoins.iter().all(|t| *t <= Duration::from_secs(2)), "rejoins: {rejoins:?}");
+    let report = page_report(&mut page, Duration::from_secs(120));
     eprintln!("page report: {report}");
     let watch = &report["watch"];
     assert_eq!(watch["pcChanges"], 0, "the page built a new connection: {report}");
     assert_eq!(watch["counterResets"], 0, "the picture restarted: {report}");
-    assert!(watch["longestStallMs"].as_u64().unwrap() <= 1500, "the picture stood still: {report}");
-    assert_eq!(device.count_lines(|l| l.contains("joined as")), joins_before + 3);
+    assert!(watch["longestStallMs"].as_u64().unwrap() <= 1000, "the picture stood still: {report}");
+    assert_eq!(joined(&device), joins_before + restarts as usize);
     assert_eq!(device.count_lines(|l| l.contains("closed, ready for the next viewer")), 0, "{:#?}", device.lines());
     assert!(device.is_running());
 }
 
 #[test]
 fn roomcam_server_restarts_keep_the_live_call() {
-    server_restarts_keep_the_call(Server::Roomcam, "restart-own");
+    server_restarts_keep_the_call(Server::Roomcam, "restart-own", 50);
 }
 
 #[test]
 fn classic_server_restarts_keep_the_live_call() {
-    server_restarts_keep_the_call(Server::Classic4, "restart-classic");
+    server_restarts_keep_the_call(Server::Classic4, "restart-classic", 10);
 }
 
 /// A private network namespace, held by a sleeping process.
@@ -265,4 +264,50 @@ fn a_broken_path_recovers_without_a_reload_device_offering_on_roomcams_server() 
 #[test]
 fn a_broken_path_recovers_without_a_reload_device_answering_on_a_classic_server() {
     a_broken_path_recovers(Server::Classic4, false, "path-classic");
+}
+
+/// A still picture must not pass for a live one.
+#[test]
+fn a_page_says_when_the_picture_froze_and_when_it_is_back() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "frozen", &[]);
+    device.wait_in_room();
+    let video = artifact("frozen.video");
+    let shot = artifact("frozen-phone.png");
+    let mut page = Proc::spawn(
+        "chromium",
+        &mut page_command(
+            None,
+            &format!("{url}/?room=frozen"),
+            &[
+                "--phone",
+                "--expect-video",
+                "--video-file",
+                video.to_str().unwrap(),
+                "--expect-frozen",
+                "--frozen-screenshot",
+                shot.to_str().unwrap(),
+                "--timeout",
+                "20",
+            ],
+        ),
+    );
+    wait_for_file(&video, &mut page, Duration::from_secs(60));
+    let stop = |signal: &str| {
+        let status = Command::new("kill").args([&format!("-{signal}"), &device.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    stop("STOP");
+    // Long enough to be seen as frozen (3 s), short of ICE giving up.
+    std::thread::sleep(Duration::from_secs(5));
+    stop("CONT");
+    let report = page_report(&mut page, Duration::from_secs(60));
+    eprintln!("page report: {report}");
+    let banner = report["frozen"]["banner"].as_str().unwrap();
+    assert!(banner.starts_with("Picture frozen since"), "{report}");
+    assert_ne!(report["frozen"]["frozenDot"], report["frozen"]["liveDot"], "{report}");
+    assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "no screenshot of the frozen page");
+    assert!(device.is_running());
 }

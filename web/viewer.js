@@ -43,6 +43,7 @@
   const ui = {
     room: $('room'), status: $('status'), pick: $('pick'), viewer: $('viewer'),
     video: $('remote'), placeholder: $('placeholder'), unmute: $('unmute'), notice: $('notice'),
+    stalled: $('stalled'),
     join: $('join'), leave: $('leave'), talk: $('talk'), log: $('log'),
   };
 
@@ -94,6 +95,7 @@
     state = next;
     document.body.dataset.state = next;
     ui.status.textContent = STATES[next] + (detail ? ` (${detail})` : '');
+    if (next === 'connected' && stalledText()) ui.status.textContent = stalledText();
     ui.join.disabled = wantJoined;
     ui.leave.disabled = !wantJoined;
     ui.join.classList.toggle('primary', !wantJoined);
@@ -188,6 +190,87 @@
       attachMedia(pc).catch((err) => log(`cannot attach the microphone: ${err.message}`));
     }
   }
+
+  // ---- a picture that stands still is not live --------------------------
+  //
+  // A still image of a sleeping baby looks just like a live one. While
+  // connected, the page watches that new frames are presented and that
+  // sound keeps arriving; after STALL_MS without, it says so over the
+  // picture, with the time it stopped, and the status dot is no longer green.
+
+  const STALL_MS = 3000;
+  const watch = { lastFrameAt: 0, lastFrames: -1, lastAudioAt: 0, lastSamples: -1,
+    videoSince: null, audioSince: null };
+
+  const clock = (t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
+
+  function stalledText() {
+    const parts = [];
+    if (watch.videoSince) parts.push(`Picture frozen since ${clock(watch.videoSince)}`);
+    if (watch.audioSince) parts.push(`${parts.length ? 'sound' : 'Sound'} stopped since ${clock(watch.audioSince)}`);
+    return parts.join('; ');
+  }
+
+  function showStalled() {
+    const text = stalledText();
+    ui.stalled.hidden = !text;
+    ui.stalled.textContent = text;
+    if (text) document.body.dataset.stalled = '';
+    else delete document.body.dataset.stalled;
+    if (state === 'connected') ui.status.textContent = text || STATES.connected;
+  }
+
+  function resetWatch() {
+    Object.assign(watch, { lastFrameAt: 0, lastFrames: -1, lastAudioAt: 0, lastSamples: -1, videoSince: null, audioSince: null });
+    showStalled();
+  }
+
+  // Frames as the page presents them (what a person sees), not as they arrive.
+  function onPresented() {
+    watch.lastFrameAt = Date.now();
+    if (ui.video.requestVideoFrameCallback) ui.video.requestVideoFrameCallback(onPresented);
+  }
+
+  async function checkStalls() {
+    const p = pc;
+    const now = Date.now();
+    if (!p || state !== 'connected') {
+      if (watch.videoSince || watch.audioSince) resetWatch();
+      watch.lastFrameAt = watch.lastAudioAt = now;
+      return;
+    }
+    let frames = null;
+    let samples = null;
+    try {
+      (await p.getStats()).forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') frames = Math.max(frames || 0, s.framesDecoded || 0);
+        if (s.kind === 'audio') samples = Math.max(samples || 0, s.packetsReceived || 0);
+      });
+    } catch (err) {
+      return;
+    }
+    if (p !== pc) return;
+    // Where requestVideoFrameCallback is missing, decoded frames stand in.
+    if (!ui.video.requestVideoFrameCallback && frames !== null && frames !== watch.lastFrames) watch.lastFrameAt = now;
+    watch.lastFrames = frames === null ? watch.lastFrames : frames;
+    // Packets, not samples: concealment keeps totalSamplesReceived growing
+    // through a gap.
+    if (samples !== null && samples !== watch.lastSamples) watch.lastAudioAt = now;
+    watch.lastSamples = samples === null ? watch.lastSamples : samples;
+    const videoStalled = now - watch.lastFrameAt > STALL_MS;
+    const audioStalled = samples !== null && now - watch.lastAudioAt > STALL_MS;
+    const before = stalledText();
+    watch.videoSince = videoStalled ? (watch.videoSince || watch.lastFrameAt) : null;
+    watch.audioSince = audioStalled ? (watch.audioSince || watch.lastAudioAt) : null;
+    const after = stalledText();
+    if (after !== before) {
+      log(after || 'picture and sound flowing again');
+      showStalled();
+    }
+  }
+
+  setInterval(checkStalls, 500);
 
   // ---- the peer connection ----------------------------------------------
 
@@ -571,6 +654,7 @@
       ui.video.play().catch(() => {});
     };
     ui.video.addEventListener('loadeddata', () => { ui.placeholder.hidden = true; });
+    if (ui.video.requestVideoFrameCallback) ui.video.requestVideoFrameCallback(onPresented);
     ui.video.addEventListener('volumechange', () => { if (!ui.video.muted) ui.unmute.hidden = true; });
     bindTalkButton();
     updateTalk();
@@ -621,6 +705,7 @@
     get micState() { return micState; },
     get socket() { return socket; },
     get memberId() { return memberId; },
+    get stalled() { return stalledText(); },
     join,
     leave,
     talk,

@@ -183,7 +183,14 @@ pub struct Session {
     /// since): the ones a failed connection is recovered for.
     present: HashSet<PeerId>,
     recovering: HashMap<PeerId, Recovery>,
+    /// When we joined again with live connections kept: on a classic server
+    /// the next newcomer is then likely our viewer back with a new socket id.
+    rejoined_with_live_peers: Option<Instant>,
 }
+
+/// How long after such a rejoin a classic newcomer is taken for our viewer
+/// coming back (both sides reconnect after a server restart within seconds).
+const REJOIN_WINDOW: Duration = Duration::from_secs(30);
 
 impl Session {
     pub fn new(settings: SessionSettings) -> Self {
@@ -195,6 +202,7 @@ impl Session {
             viewers_reported: 0,
             present: HashSet::new(),
             recovering: HashMap::new(),
+            rejoined_with_live_peers: None,
         }
     }
 
@@ -294,6 +302,7 @@ impl Session {
                 }
                 self.present.retain(|p| kept.contains(p));
                 self.recovering.clear();
+                self.rejoined_with_live_peers = (!kept.is_empty()).then_some(now);
                 // Nothing to ask whoever is in the room already: our viewer
                 // needs nothing, and a new one has no connection and offers
                 // when it hears we joined. (An ICE restart now would stop
@@ -333,7 +342,11 @@ impl Session {
                     info!(room:% = room, peer:% = id; "room {room} peer {id}: back in the room; keeping its live connection");
                     return;
                 }
+                // Without an outage of our own, a classic newcomer is a new
+                // viewer (ours left without a word): it gets a new connection.
+                let after_outage = self.rejoined_with_live_peers.take().is_some_and(|t| now.duration_since(t) < REJOIN_WINDOW);
                 if !self.server_names_senders
+                    && after_outage
                     && self.peers.len() == 1
                     && let Some((live, slot)) = self.peers.iter_mut().next()
                     && slot.live()

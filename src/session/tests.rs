@@ -223,8 +223,26 @@ fn a_classic_newcomer_is_asked_with_an_ice_restart_and_known_again_by_its_finger
 }
 
 #[test]
-fn a_classic_newcomer_that_is_another_browser_gets_a_new_connection() {
+fn a_classic_newcomer_without_an_outage_of_ours_is_a_new_viewer() {
+    // Our viewer's tab closed (no bye on classic servers) and another came.
     let mut s = classic_streaming_to_v1();
+    assert_eq!(
+        s.room(otherjoin("v2")),
+        vec![
+            close("v1"),
+            Action::CreatePeer { peer: "v2".into() },
+            Action::CreateOffer { peer: "v2".into(), ice_restart: false },
+            Action::SetViewers(0),
+        ]
+    );
+}
+
+#[test]
+fn a_classic_newcomer_after_an_outage_that_is_another_browser_gets_a_new_connection() {
+    let mut s = classic_streaming_to_v1();
+    s.send(Event::SignalingDisconnected);
+    s.send(Event::SignalingConnected);
+    s.room(joined("me2"));
     assert_eq!(s.room(otherjoin("v2")), vec![Action::CreateOffer { peer: "v1".into(), ice_restart: true }]);
     // A new tab answered our ICE restart: its certificate differs.
     assert_eq!(

@@ -21,8 +21,11 @@ use super::protocol::RoomEvent;
 use crate::config::ProtocolChoice;
 use crate::util::Backoff;
 
-/// The backoff between reconnects never exceeds this.
-pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
+/// The backoff between reconnects never exceeds this. Short, because a
+/// server back after a restart should see its devices within about two
+/// seconds (the viewers' media never stopped, but their rooms did); the
+/// jitter spreads a fleet's reconnects over the second half of it.
+pub const RECONNECT_CAP: Duration = Duration::from_millis(1500);
 const RECONNECT_BASE: Duration = Duration::from_millis(250);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

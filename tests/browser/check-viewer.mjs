@@ -15,6 +15,10 @@
 //                       and the mic must carry energy then (and not before)
 //   --rejoin            Leave, Join, then video (and audio, if asked) again on a NEW peer connection
 //   --video-file FILE   write FILE once the video step passed (a cue for the test to start a fault)
+//   --expect-frozen     then (the test stops the device meanwhile) the page must say the picture
+//                       is frozen ("Picture frozen since HH:MM:SS", status dot not green), and
+//                       clear that once frames come back
+//   --frozen-screenshot FILE  PNG of the page while it says so
 //   --keep-watching S   then watch the video for S seconds, sampling every 200 ms: new peer
 //                       connections, decoded-frame counter resets, the longest stall; at the
 //                       end video must be flowing (waited for up to --timeout more)
@@ -22,6 +26,7 @@
 //   --stay SECONDS      keep the page open that long (SIGTERM/SIGINT ends it early, successfully)
 //   --screenshot FILE   PNG of the page at the end
 // Other options:
+//   --phone             a phone's screen: 390x844 viewport, touch, 3x pixels (default 1000x900 desktop)
 //   --timeout S         limit for each wait step (default 30)
 //   --chromium PATH     browser binary (default /usr/bin/chromium)
 //   --verbose           page console on stderr
@@ -59,7 +64,7 @@ function usage(msg) {
 const opts = {
   url: null, expectVideo: false, expectBars: false, anyCodec: false, expectAudio: false, talk: 0, rejoin: false,
   expectState: null, expectRole: null, stay: 0, readyFile: null, doneFile: null, screenshot: null, timeout: 30,
-  videoFile: null, keepWatching: 0,
+  videoFile: null, keepWatching: 0, expectFrozen: false, frozenScreenshot: null, phone: false,
   chromium: '/usr/bin/chromium', verbose: false,
 };
 {
@@ -88,6 +93,9 @@ const opts = {
       case '--done-file': opts.doneFile = str(i); i++; break;
       case '--video-file': opts.videoFile = str(i); i++; break;
       case '--keep-watching': opts.keepWatching = num(i); i++; break;
+      case '--expect-frozen': opts.expectFrozen = true; break;
+      case '--phone': opts.phone = true; break;
+      case '--frozen-screenshot': opts.frozenScreenshot = str(i); i++; break;
       case '--screenshot': opts.screenshot = str(i); i++; break;
       case '--timeout': opts.timeout = num(i); i++; break;
       case '--chromium': opts.chromium = str(i); i++; break;
@@ -246,6 +254,32 @@ async function keepWatching(page, stats) {
   };
 }
 
+// The picture stops (the test stopped the device): the page must say so
+// over the video, as a person would see it, then clear it when it is back.
+async function expectFrozen(page, stats) {
+  const look = () => page.evaluate(() => {
+    const banner = document.querySelector('#stalled');
+    const dot = getComputedStyle(document.querySelector('#status'), '::before').backgroundColor;
+    return { text: window.roomcamViewer.stalled, shown: !!banner && !banner.hidden, banner: banner ? banner.textContent : '',
+      status: document.querySelector('#status').textContent, dot };
+  });
+  const live = await look();
+  if (live.shown || live.text) throw new Failure(`expect-frozen: the page says frozen while live: ${JSON.stringify(live)}`);
+  const frozen = await waitFor('expect-frozen', async () => {
+    const l = await look();
+    return l.shown && /^Picture frozen since \d\d:\d\d:\d\d/.test(l.banner) ? l : null;
+  }, async () => `the page never said the picture froze: ${JSON.stringify(await look())}`, 100);
+  if (frozen.dot === live.dot) throw new Failure(`expect-frozen: the status dot stayed ${live.dot}`);
+  if (opts.frozenScreenshot) await page.screenshot({ path: opts.frozenScreenshot });
+  const back = await waitFor('expect-frozen (back)', async () => {
+    const l = await look();
+    return !l.shown && !l.text && l.dot === live.dot ? l : null;
+  }, async () => `the page still says frozen: ${JSON.stringify(await look())}`, 100);
+  const s = await stats();
+  return { banner: frozen.banner, status: frozen.status, liveDot: live.dot, frozenDot: frozen.dot, backStatus: back.status,
+    framesDecoded: s && s.inVideo ? s.inVideo.framesDecoded : 0 };
+}
+
 // ---- the scenario ------------------------------------------------------------
 
 async function run(page) {
@@ -315,7 +349,7 @@ async function run(page) {
       totalAudioEnergy: Math.round(a.totalAudioEnergy * 1e6) / 1e6, codec: a.codec };
   };
 
-  const needPeer = opts.keepWatching > 0 || opts.expectVideo || opts.expectAudio || opts.talk > 0 || opts.rejoin || opts.expectRole;
+  const needPeer = opts.expectFrozen || opts.keepWatching > 0 || opts.expectVideo || opts.expectAudio || opts.talk > 0 || opts.rejoin || opts.expectRole;
   if (needPeer) {
     await waitFor('peer', async () => (await info()).pc, async () => `no peer connection (${await describe()})`);
   }
@@ -326,6 +360,7 @@ async function run(page) {
     if (i.role !== opts.expectRole) throw new Failure(`expect-role: the page was ${i.role}, expected ${opts.expectRole}`);
   }
   if (opts.videoFile) writeFileSync(opts.videoFile, JSON.stringify(result.video || null) + '\n');
+  if (opts.expectFrozen) result.frozen = await expectFrozen(page, stats);
   if (opts.keepWatching > 0) result.watch = await keepWatching(page, stats);
 
   if (opts.talk > 0) {
@@ -421,7 +456,9 @@ try {
     ],
     ignoreDefaultArgs: ['--mute-audio'],
     permissions: ['camera', 'microphone'],
-    viewport: { width: 1000, height: 900 },
+    ...(opts.phone
+      ? { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 3 }
+      : { viewport: { width: 1000, height: 900 } }),
     timeout: opts.timeout * 1000,
     handleSIGTERM: false, // we end the scenario ourselves and still report
     handleSIGINT: false,

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 mod member;
 #[allow(unused_imports)] // not every test uses it
 pub use member::Member;
+#[path = "../support/page.rs"]
+pub mod page;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
