@@ -15,6 +15,9 @@
 //!   namespace of its own (a sleeping `unshare -n` holds it; every process
 //!   enters it with `nsenter`), so its rule cannot touch the other tests.
 //!
+//! - The loopback link is taken down for 3 s and up again (in a network
+//!   namespace of the test's own): the call survives on its own peer
+//!   connection.
 //! - The device stops (SIGSTOP) while a phone-sized page watches: within a
 //!   few seconds the page says "Picture frozen since HH:MM:SS" over the
 //!   video and its status dot is no longer green (a screenshot is kept in
@@ -309,5 +312,46 @@ fn a_page_says_when_the_picture_froze_and_when_it_is_back() {
     assert!(banner.starts_with("Picture frozen since"), "{report}");
     assert_ne!(report["frozen"]["frozenDot"], report["frozen"]["liveDot"], "{report}");
     assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "no screenshot of the frozen page");
+    assert!(device.is_running());
+}
+
+/// `ip link set lo down`, 3 s, `up`, while the page watches: the peer
+/// connection rides it out (ICE only calls a path failed after longer).
+#[test]
+fn the_link_going_down_and_up_keeps_the_call() {
+    let netns = Netns::new();
+    let pid = Some(netns.pid());
+    let url = "http://127.0.0.1:8091";
+    let mut server = {
+        let mut cmd = in_netns(pid, roomcam_bin().to_str().unwrap());
+        cmd.args(["serve", "--listen", "127.0.0.1:8091"]).env("RUST_LOG", "info");
+        Proc::spawn("roomcam-serve", &mut cmd)
+    };
+    server.wait_for_line("listening", Duration::from_secs(20), |l| l.contains("listening"));
+    let mut device = {
+        let mut cmd = in_netns(pid, roomcam_bin().to_str().unwrap());
+        cmd.args(["run", "--server", url, "--room", "link", "--camera", "test", "--microphone", "test"])
+            .args(["--speaker", "null"])
+            .env("RUST_LOG", "info");
+        Proc::spawn("roomcam-run", &mut cmd)
+    };
+    device.wait_in_room();
+    let video = artifact("link.video");
+    let mut page = Proc::spawn(
+        "chromium",
+        &mut page_command(
+            pid,
+            &format!("{url}/?room=link"),
+            &["--expect-video", "--video-file", video.to_str().unwrap(), "--keep-watching", "15", "--timeout", "30"],
+        ),
+    );
+    wait_for_file(&video, &mut page, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    netns.ip(&["link", "set", "lo", "down"]);
+    std::thread::sleep(Duration::from_secs(3));
+    netns.ip(&["link", "set", "lo", "up"]);
+    let report = page_report(&mut page, Duration::from_secs(90));
+    eprintln!("link down 3 s; page report: {report}");
+    assert_eq!(report["watch"]["pcChanges"], 0, "the call did not survive: {report}");
     assert!(device.is_running());
 }

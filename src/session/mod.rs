@@ -344,7 +344,8 @@ impl Session {
                 }
                 // Without an outage of our own, a classic newcomer is a new
                 // viewer (ours left without a word): it gets a new connection.
-                let after_outage = self.rejoined_with_live_peers.take().is_some_and(|t| now.duration_since(t) < REJOIN_WINDOW);
+                let after_outage =
+                    self.rejoined_with_live_peers.take().is_some_and(|t| now.duration_since(t) < REJOIN_WINDOW);
                 if !self.server_names_senders
                     && after_outage
                     && self.peers.len() == 1
