@@ -380,6 +380,10 @@ impl Session {
                 };
                 for peer in stale {
                     info!(room:% = room, peer:% = peer; "room {room} peer {peer}: replaced by newcomer {id}");
+                    if peer != id {
+                        self.present.remove(&peer);
+                        self.recovering.remove(&peer);
+                    }
                     self.close_peer(&peer, actions);
                 }
                 info!(room:% = room, peer:% = id; "room {room} peer {id}: viewer joined, offering");
