@@ -96,8 +96,10 @@ impl<'de> Deserialize<'de> for FrameSize {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CameraConfig {
-    /// `test` (moving test pattern), `test-h264` (the same from a simulated
-    /// camera that encodes H.264 itself) or a V4L2 device path.
+    /// `test` (moving test pattern), `test-busy` (the same with motion and
+    /// noise on every pixel: it fills the configured bitrate), `test-h264`
+    /// (the test pattern from a simulated camera that encodes H.264 itself)
+    /// or a V4L2 device path.
     pub device: String,
     /// Which of the camera's formats to use; `auto` picks the cheapest for
     /// the board among those with the wanted size and rate.

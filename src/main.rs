@@ -44,7 +44,7 @@ struct DeviceArgs {
     /// Room secret (roomcam's own server).
     #[arg(long)]
     token: Option<String>,
-    /// `test` or a V4L2 device such as /dev/video0.
+    /// `test`, `test-busy`, `test-h264` or a V4L2 device such as /dev/video0.
     #[arg(long)]
     camera: Option<String>,
     /// `test`, `none` or an ALSA PCM.

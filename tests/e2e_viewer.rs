@@ -3,7 +3,8 @@
 //! socket.io server; a webrtc-rs viewer joins, and what it decodes is checked
 //! by content: the stamped frame numbers advance, the picture is the test
 //! pattern, the tone is 440 Hz, and its own 660 Hz talk-back is heard by the
-//! device's speaker sink.
+//! device's speaker sink. And a PLI storm from one viewer does not turn the
+//! others' stream into IDRs.
 
 mod common;
 #[path = "support/room_viewer.rs"]
@@ -211,11 +212,7 @@ async fn an_h264_cameras_own_stream_is_passed_through() {
 /// once the newest has gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_talkers_the_newest_has_the_speaker() {
-    let config = std::env::temp_dir().join(format!("roomcam-two-talkers-{}.toml", std::process::id()));
-    std::fs::write(&config, "[server]\ncapacity = 3\n").unwrap();
-    let port = free_port();
-    let _server = roomcam_serve(port, Some(&config));
-    let url = format!("http://127.0.0.1:{port}");
+    let (_server, url) = server_for_two_viewers("two-talkers");
     let mut device = roomcam_run(&url, "talkers", &[]);
     device.wait_in_room();
 
@@ -233,5 +230,58 @@ async fn with_two_talkers_the_newest_has_the_speaker() {
     bob.leave().await;
     wait_speaker_tone(&mut device, 660.0);
     alice.leave().await;
+}
+
+/// roomcam's own server with room for the device and two viewers.
+fn server_for_two_viewers(name: &str) -> (Proc, String) {
+    let config = std::env::temp_dir().join(format!("roomcam-{name}-{}.toml", std::process::id()));
+    std::fs::write(&config, "[server]\ncapacity = 3\n").unwrap();
+    let port = free_port();
+    let server = roomcam_serve(port, Some(&config));
+    // The server read its config at start-up.
     let _ = std::fs::remove_file(&config);
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// One viewer sends PLI every 20 ms (a broken decoder, or a lossy link with
+/// an eager browser); the device coalesces them (at most two IDRs a second),
+/// so the other viewer keeps its frame rate and most of what it gets are
+/// P frames, not a stream of IDRs that no link could carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pli_storm_from_one_viewer_does_not_flood_the_other_with_idrs() {
+    let (_server, url) = server_for_two_viewers("pli-storm");
+    let mut device = roomcam_run(&url, "storm", &["--fps", "25"]);
+    device.wait_in_room();
+
+    let calm = RoomViewer::join(&url, "storm", ViewerOptions::default()).await;
+    calm.wait_frames(20, Duration::from_secs(20)).await;
+    let stormy = RoomViewer::join(
+        &url,
+        "storm",
+        ViewerOptions { pli_every: Some(Duration::from_millis(20)), ..ViewerOptions::default() },
+    )
+    .await;
+    stormy.wait_frames(10, Duration::from_secs(20)).await;
+    // The storm is on once the stormy viewer decodes; watch the calm one.
+    let before = calm.viewer.stats();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = calm.viewer.stats();
+    let seconds = started.elapsed().as_secs_f64();
+    let frames = after.frames_decoded - before.frames_decoded;
+    let idrs = after.idr_access_units - before.idr_access_units;
+    let fps = frames as f64 / seconds;
+    let storm = stormy.viewer.stats().plis_sent;
+    eprintln!(
+        "PLI storm ({storm} PLIs sent): the calm viewer decoded {frames} frames in {seconds:.1} s ({fps:.1} fps), \
+         {idrs} of them IDRs ({:.0} %)",
+        100.0 * idrs as f64 / frames.max(1) as f64
+    );
+    assert!(storm >= 100, "the storm never blew: {storm} PLIs");
+    assert!(fps >= 15.0, "the calm viewer's frame rate fell to {fps:.1} fps");
+    assert!(idrs * 2 < frames, "{idrs} of {frames} frames were IDRs");
+    assert_stream_is_the_test_pattern(&after);
+    stormy.leave().await;
+    calm.leave().await;
+    assert!(device.is_running(), "the device exited");
 }

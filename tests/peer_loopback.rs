@@ -122,6 +122,9 @@ struct Record {
     local_descriptions: Vec<(SdpKind, String)>,
     viewer_descriptions: Vec<(SdpKind, String)>,
     keyframe_requests: usize,
+    /// Of those, the ones the viewer made (PLI/FIR, or lag), not the sender's
+    /// own when video started.
+    loss_keyframe_requests: usize,
     /// `PeerEvent::BandwidthEstimate`s, when they arrived.
     estimates: Vec<(Instant, u64)>,
     errors: Vec<String>,
@@ -206,10 +209,15 @@ async fn pump(
                     }
                 }
                 PeerEvent::ConnectionState { state, .. } => record.lock().unwrap().states.push(state),
-                PeerEvent::KeyframeRequested { .. } => {
-                    record.lock().unwrap().keyframe_requests += 1;
+                PeerEvent::KeyframeRequested { new_viewer, .. } => {
+                    let mut record = record.lock().unwrap();
+                    record.keyframe_requests += 1;
+                    // The sender's own request when video starts is not the
+                    // viewer's: only PLI/FIR (and lag) come without the flag.
+                    record.loss_keyframe_requests += usize::from(!new_viewer);
                     keyframe.store(true, Ordering::Release);
                 }
+                PeerEvent::VideoRefused { .. } => {}
                 PeerEvent::BandwidthEstimate { bitrate_bps, .. } => {
                     record.lock().unwrap().estimates.push((Instant::now(), bitrate_bps));
                 }
@@ -321,9 +329,12 @@ async fn assert_media_flows(rig: &Rig) {
     let f = dominant_frequency(&heard, AUDIO_SAMPLE_RATE).expect("talk-back is not silent");
     assert!((f - 660.0).abs() <= 10.0, "roomcam heard {f} Hz");
 
-    // The keyframe path: roomcam asked the encoder for an IDR.
-    assert!(rig.record.lock().unwrap().keyframe_requests >= 1);
+    // The keyframe path: the viewer's PLI (it sends one as its video starts)
+    // reached roomcam as a request of its own, not only the sender's request
+    // when video started, which would hide a PLI that is never forwarded.
     assert!(stats.plis_sent >= 1);
+    let forwarded = wait_until(Duration::from_secs(5), || rig.record.lock().unwrap().loss_keyframe_requests >= 1).await;
+    assert!(forwarded, "the viewer sent {} PLIs and none came out as a keyframe request", stats.plis_sent);
 }
 
 /// Candidates as the classic `{label, id, candidate}` form needs them, and

@@ -3,6 +3,7 @@
 
 pub mod notify;
 mod sources;
+mod stream_rate;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,16 +11,18 @@ use std::time::Duration;
 use log::{info, warn};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, LoopbackChoice};
+use crate::config::{Config, CongestionControlChoice, LoopbackChoice};
 use crate::media::encoders::{H264Encoder, H264Settings, OpusSettings};
 use crate::media::pipeline::{MediaPipeline, PipelineSettings};
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 use crate::peer::{
     CongestionSettings, IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind,
 };
+use crate::rate::{RateController, RateLimits, audio_budget_bps};
 use crate::session::{Action, Event, Session, SessionSettings};
 use crate::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
 use crate::signaling::protocol;
+use stream_rate::StreamRate;
 
 pub use sources::TEST_TONE_HZ;
 
@@ -31,6 +34,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub enum DaemonError {
     #[error(transparent)]
     Media(#[from] MediaError),
+    #[error("the rate policy: {0}")]
+    Rate(#[from] crate::rate::RateError),
 }
 
 /// The media edges the daemon streams from and plays to.
@@ -81,7 +86,24 @@ pub async fn run_with(
     let pipeline_settings = PipelineSettings {
         opus: OpusSettings { bitrate_bps: config.audio.bitrate * 1000, ..OpusSettings::default() },
         placeholder_size: (config.camera.size.width, config.camera.size.height),
+        camera_fps: config.camera.fps,
         ..PipelineSettings::default()
+    };
+    // roomcam's encoder follows the estimate, and so does a V4L2 H.264
+    // camera with a bitrate control. The simulated H.264 camera has none;
+    // nor have most UVC cameras, which then keep their own rate while the
+    // pacer is allowed to go lower (a known gap: the camera is only known
+    // once it is open, after the peers' settings are made).
+    let encoder_follows = config.camera.device != "test-h264";
+    let rate_controller = match config.webrtc.congestion_control {
+        CongestionControlChoice::Off => None,
+        CongestionControlChoice::Gcc => Some(RateController::new(RateLimits::new(
+            u64::from(config.camera.bitrate) * 1000,
+            u64::from(config.camera.min_bitrate) * 1000,
+            audio_budget_bps(u64::from(config.audio.bitrate) * 1000),
+            (config.camera.size.width, config.camera.size.height),
+            config.camera.fps,
+        )?)),
     };
     let pipeline = MediaPipeline::start(camera, Box::new(encoder), microphone, speaker, pipeline_settings)?;
     let taps = MediaTaps {
@@ -97,7 +119,7 @@ pub async fn run_with(
             .map(|s| IceServer { urls: s.urls.clone(), username: s.username.clone(), credential: s.credential.clone() })
             .collect(),
         include_loopback: include_loopback(config.webrtc.loopback_candidates),
-        congestion: CongestionSettings::from_config(&config),
+        congestion: CongestionSettings::from_config(&config, encoder_follows),
     };
     if peer_settings.include_loopback {
         info!("webrtc: offering loopback candidates");
@@ -131,6 +153,7 @@ pub async fn run_with(
         peer_reports: peer_reports_tx,
         peer_settings,
         taps,
+        rate: StreamRate::new(config.signaling.room.clone(), rate_controller),
     };
 
     info!(
@@ -154,8 +177,13 @@ pub async fn run_with(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
+        let keyframe_due = edges.rate.next_keyframe_due();
         let event = tokio::select! {
             _ = &mut shutdown => break,
+            _ = sleep_until_some(keyframe_due) => {
+                edges.rate.poll(std::time::Instant::now(), &edges.pipeline);
+                continue;
+            }
             Some(event) = client_events.recv() => match event {
                 ClientEvent::Connected { .. } => Event::SignalingConnected,
                 ClientEvent::Disconnected { .. } => Event::SignalingDisconnected,
@@ -168,15 +196,17 @@ pub async fn run_with(
             _ = tick.tick() => Event::Tick,
         };
         let now = std::time::Instant::now();
+        edges.observe(&event);
         let actions = session.handle(event, now);
-        edges.execute(actions);
+        edges.execute(actions, now);
         supervisor.update(&session, edges.pipeline.stats(), now);
     }
 
     info!("roomcam: stopping");
     supervisor.stopping();
-    let actions = session.handle(Event::Shutdown, std::time::Instant::now());
-    edges.execute(actions);
+    let now = std::time::Instant::now();
+    let actions = session.handle(Event::Shutdown, now);
+    edges.execute(actions, now);
     let _ = edges.client.send(ClientCommand::Close);
     let peers: Vec<_> = edges.peers.drain().map(|(_, worker)| worker.task).collect();
     let drained = async {
@@ -190,6 +220,14 @@ pub async fn run_with(
     }
     release_media(edges.pipeline).await;
     Ok(())
+}
+
+/// Resolves at `due`, or never without one.
+async fn sleep_until_some(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Stops the media threads, but never waits more than a few seconds: a
@@ -253,6 +291,8 @@ struct Edges {
     peer_reports: mpsc::UnboundedSender<PeerReport>,
     peer_settings: PeerSettings,
     taps: MediaTaps,
+    /// Bandwidth estimates → encoder target; keyframe requests → IDRs.
+    rate: StreamRate,
 }
 
 impl Edges {
@@ -270,7 +310,19 @@ impl Edges {
         })
     }
 
-    fn execute(&mut self, actions: Vec<Action>) {
+    /// What the session core does not deal with: the rate policy's inputs
+    /// (the session still sees every event).
+    fn observe(&mut self, event: &Event) {
+        match event {
+            Event::Peer(PeerEvent::BandwidthEstimate { peer, bitrate_bps }) => {
+                self.rate.on_estimate(peer, *bitrate_bps, &self.pipeline)
+            }
+            Event::Peer(PeerEvent::VideoRefused { peer }) => self.rate.on_video_refused(peer, &self.pipeline),
+            _ => {}
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>, now: std::time::Instant) {
         for action in actions {
             match action {
                 Action::Join { room, token, member } => {
@@ -289,9 +341,12 @@ impl Edges {
                     if let Some(worker) = self.peers.remove(&peer) {
                         let _ = worker.ops.send(PeerOp::Close);
                     }
+                    self.rate.on_viewer_left(&peer, &self.pipeline);
                 }
                 Action::SetViewers(n) => self.pipeline.set_viewers(n),
-                Action::RequestKeyframe => self.pipeline.request_keyframe(),
+                Action::RequestKeyframe { peer, new_viewer } => {
+                    self.rate.on_keyframe_request(&peer, new_viewer, now, &self.pipeline)
+                }
             }
         }
     }
@@ -329,8 +384,9 @@ fn peer_of(event: &PeerEvent) -> &PeerId {
         PeerEvent::LocalDescription { peer, .. }
         | PeerEvent::LocalCandidate { peer, .. }
         | PeerEvent::ConnectionState { peer, .. }
-        | PeerEvent::KeyframeRequested { peer }
-        | PeerEvent::BandwidthEstimate { peer, .. } => peer,
+        | PeerEvent::KeyframeRequested { peer, .. }
+        | PeerEvent::BandwidthEstimate { peer, .. }
+        | PeerEvent::VideoRefused { peer } => peer,
     }
 }
 

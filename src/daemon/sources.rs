@@ -16,6 +16,7 @@ pub fn open_camera(config: &Config) -> Result<Box<dyn VideoSource>, MediaError> 
     let camera = &config.camera;
     match camera.device.as_str() {
         "test" => Ok(Box::new(TestPattern::new(camera.size.width, camera.size.height, camera.fps)?)),
+        "test-busy" => Ok(Box::new(TestPattern::busy(camera.size.width, camera.size.height, camera.fps)?)),
         "test-h264" => Ok(Box::new(H264TestCamera::new(
             camera.size.width,
             camera.size.height,

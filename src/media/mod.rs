@@ -137,6 +137,12 @@ pub trait VideoSource: Send {
     fn request_keyframe(&mut self) -> KeyframeRequest {
         KeyframeRequest::Unsupported
     }
+
+    /// Asks a camera that delivers H.264 for a new bitrate while it streams
+    /// (the rate follows the viewers' network). Never called for pictures:
+    /// roomcam's encoder follows the target itself. The default: a camera
+    /// that cannot be told keeps its rate.
+    fn set_h264_bitrate(&mut self, _bitrate_bps: u64) {}
 }
 
 /// A microphone. `read_frame` blocks until 20 ms of mono 48 kHz audio is ready.
@@ -151,4 +157,11 @@ pub trait AudioSink: Send {
 
 pub trait VideoEncoder: Send {
     fn encode(&mut self, frame: &I420Frame, force_keyframe: bool) -> Result<Option<EncodedVideo>, MediaError>;
+
+    /// Aim at `bitrate_bps` and `fps` from the next frame on, without a new
+    /// IDR (the rate follows the viewers' network, see `crate::rate`). The
+    /// default keeps the rate the encoder was made with.
+    fn set_target(&mut self, _bitrate_bps: u64, _fps: u32) -> Result<(), MediaError> {
+        Ok(())
+    }
 }

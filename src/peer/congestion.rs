@@ -83,16 +83,18 @@ impl CongestionSettings {
 
     /// What the config asks for; `None` with `webrtc.congestion-control = "off"`.
     ///
-    /// The encoder does not follow the estimate yet (its bitrate is fixed at
-    /// `camera.bitrate`), so the pacer is held at what it sends.
-    pub fn from_config(config: &crate::config::Config) -> Option<CongestionSettings> {
+    /// `encoder_follows`: the stream's rate follows the estimate (roomcam's
+    /// own encoder, or a camera that takes a new bitrate while streaming), so
+    /// the pacer may go down to the floor; otherwise it is held at the
+    /// configured rate, which is what is sent whatever the estimate says.
+    pub fn from_config(config: &crate::config::Config, encoder_follows: bool) -> Option<CongestionSettings> {
         match config.webrtc.congestion_control {
             crate::config::CongestionControlChoice::Off => None,
             crate::config::CongestionControlChoice::Gcc => Some(CongestionSettings::for_stream(
                 u64::from(config.camera.bitrate) * 1000,
                 u64::from(config.camera.min_bitrate) * 1000,
                 crate::rate::audio_budget_bps(u64::from(config.audio.bitrate) * 1000),
-                false,
+                encoder_follows,
             )),
         }
     }

@@ -105,8 +105,8 @@ impl Shared {
         self.emit(PeerEvent::ConnectionState { peer: self.id.clone(), state });
     }
 
-    fn keyframe_requested(&self) {
-        self.emit(PeerEvent::KeyframeRequested { peer: self.id.clone() });
+    fn keyframe_requested(&self, new_viewer: bool) {
+        self.emit(PeerEvent::KeyframeRequested { peer: self.id.clone(), new_viewer });
     }
 
     /// Runs inside the interceptor chain (on the driver): only sends.
@@ -676,6 +676,9 @@ async fn send_video(
     source: broadcast::Sender<crate::media::EncodedVideo>,
 ) {
     let Some(pt) = wait_until_sendable(&shared, &sender, MIME_TYPE_H264).await else {
+        if *shared.connected.borrow() {
+            shared.emit(PeerEvent::VideoRefused { peer: shared.id.clone() });
+        }
         return;
     };
     // Subscribe only now: a receiver created at peer creation would have
@@ -683,7 +686,7 @@ async fn send_video(
     let mut frames = source.subscribe();
     info!("peer {}: sending video (payload type {pt})", shared.id);
     // A new viewer can decode nothing until the next IDR.
-    shared.keyframe_requested();
+    shared.keyframe_requested(true);
     let mut waiting_since = Some(Instant::now());
     let errors = WriteErrors::new();
     loop {
@@ -691,7 +694,7 @@ async fn send_video(
             Ok(frame) => frame,
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 warn!("peer {}: video lagged, {skipped} frames dropped", shared.id);
-                shared.keyframe_requested();
+                shared.keyframe_requested(false);
                 waiting_since = Some(Instant::now());
                 continue;
             }
@@ -755,7 +758,7 @@ async fn read_video_rtcp(shared: Arc<Shared>, track: Arc<TrackLocalStaticSample>
             && is_keyframe_request(&packets)
         {
             debug!("peer {}: viewer asked for a keyframe", shared.id);
-            shared.keyframe_requested();
+            shared.keyframe_requested(false);
         }
     }
     debug!("peer {}: video RTCP stream ended", shared.id);

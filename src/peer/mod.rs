@@ -78,9 +78,14 @@ pub enum PeerEvent {
         peer: PeerId,
         state: ConnectionState,
     },
-    /// The viewer sent PLI or FIR.
+    /// The viewer needs an IDR.
     KeyframeRequested {
         peer: PeerId,
+        /// `true`: video just started flowing to it (it can decode nothing
+        /// before an IDR); `false`: it sent PLI or FIR, or fell behind the
+        /// stream. Told apart because only the former is honoured at once
+        /// whatever the keyframe throttle says (`crate::rate::KeyframeThrottle`).
+        new_viewer: bool,
     },
     /// The path to this viewer carries about this much (audio and video RTP,
     /// bit/s), as its congestion controller estimates it. Sent after the first
@@ -89,6 +94,11 @@ pub enum PeerEvent {
     BandwidthEstimate {
         peer: PeerId,
         bitrate_bps: u64,
+    },
+    /// The viewer accepted no H.264: it gets audio only, and its path does
+    /// not bound the video's rate.
+    VideoRefused {
+        peer: PeerId,
     },
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    CongestionControlBuilder, PacerBuilder, Registry, Slot, TwccReceiverBuilder, TwccSenderBuilder,
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, PacerBuilder, Registry, Slot,
+    TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_rtcp_reports, configure_simulcast_extension_headers,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
@@ -79,6 +80,17 @@ pub(crate) struct CongestionSetup<'a> {
 /// whose packetization-mode and profile (42e0) match; rtc keeps only exact
 /// fmtp matches when there is at least one.
 ///
+/// Sent packets kept per stream for retransmission on NACK (a power of two).
+/// webrtc-rs keeps 1024 by default: at a low rate that is many seconds of
+/// video, and when a link shrinks under a stream, the burst lost before the
+/// estimate catches up is NACKed (and NACKed again, each retry lost in the
+/// full queue too) for as long as the history holds it, so retransmissions
+/// of pictures long shown keep the link full and the new pictures wait
+/// behind them (measured on a 500 kbit/s token bucket: a few frames a second
+/// for half a minute). 64 packets is about half a second at 1.5 Mbit/s:
+/// what a receiver can still use.
+const NACK_HISTORY_PACKETS: u16 = 64;
+
 /// The interceptors are `register_default_interceptors`' (NACK, RTCP reports,
 /// the simulcast header extensions, the transport-wide CC *receiver*) with
 /// the receiver moved under congestion control: with it off no transport-wide
@@ -108,7 +120,11 @@ pub(crate) fn media_engine_and_interceptors(
     // Feedback registration must come after the codecs: it adds to the codecs
     // registered so far.
     let interceptors = |e: rtc::shared::error::Error| PeerError::WebRtc(format!("interceptors: {e}"));
-    let registry = configure_nack(Registry::new(), &mut media_engine);
+    // NACK as `configure_nack` sets it up (the feedback is already in the
+    // codecs), but with a short send history: see NACK_HISTORY_PACKETS.
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY_PACKETS).build())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     configure_simulcast_extension_headers(&mut media_engine).map_err(interceptors)?;
     let registry = configure_rtcp_reports(registry);
 

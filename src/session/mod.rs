@@ -100,7 +100,13 @@ pub enum Action {
     },
     /// Number of viewers whose media flows; the encoders run only while > 0.
     SetViewers(usize),
-    RequestKeyframe,
+    /// `peer` needs an IDR. `new_viewer`: it just connected or video just
+    /// started flowing to it (honoured at once); otherwise it lost pictures
+    /// (PLI, FIR, fell behind), which the daemon may coalesce.
+    RequestKeyframe {
+        peer: PeerId,
+        new_viewer: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -523,13 +529,13 @@ impl Session {
                     actions.push(Action::Send { data: SignalData::Candidate(candidate), to });
                 }
             }
-            PeerEvent::KeyframeRequested { peer } => {
+            PeerEvent::KeyframeRequested { peer, new_viewer } => {
                 if self.peers.contains_key(&peer) {
-                    actions.push(Action::RequestKeyframe);
+                    actions.push(Action::RequestKeyframe { peer, new_viewer });
                 }
             }
-            // The rate policy (src/rate) consumes estimates, not the room state machine.
-            PeerEvent::BandwidthEstimate { .. } => {}
+            // The rate policy (src/rate) consumes these, not the room state machine.
+            PeerEvent::BandwidthEstimate { .. } | PeerEvent::VideoRefused { .. } => {}
             PeerEvent::ConnectionState { peer, state } => {
                 let Some(slot) = self.peers.get_mut(&peer) else { return };
                 if slot.state == state {
@@ -545,7 +551,7 @@ impl Session {
                         if self.recovering.remove(&peer).is_some() {
                             info!(room:% = room, peer:% = peer; "room {room} peer {peer}: connection recovered");
                         }
-                        actions.push(Action::RequestKeyframe);
+                        actions.push(Action::RequestKeyframe { peer: peer.clone(), new_viewer: true });
                     }
                     ConnectionState::Disconnected => {
                         slot.disconnected_since = Some(now);

@@ -76,6 +76,10 @@ fn candidate(n: u16) -> IceCandidate {
         sdp_mline_index: Some(0),
     }
 }
+fn new_viewer_keyframe(peer: &str) -> Action {
+    Action::RequestKeyframe { peer: peer.into(), new_viewer: true }
+}
+
 fn close(peer: &str) -> Action {
     Action::ClosePeer { peer: peer.into() }
 }
@@ -117,7 +121,7 @@ fn device_offers_when_a_viewer_joins() {
         vec![Action::AddRemoteCandidate { peer: "v1".into(), candidate: candidate(2) }]
     );
     assert_eq!(s.state("v1", S::Connecting), vec![]);
-    assert_eq!(s.state("v1", S::Connected), vec![Action::RequestKeyframe, Action::SetViewers(1)]);
+    assert_eq!(s.state("v1", S::Connected), vec![new_viewer_keyframe("v1"), Action::SetViewers(1)]);
     assert_eq!(s.session.connected_viewers(), 1);
 }
 
@@ -412,7 +416,7 @@ fn several_viewers_on_roomcams_server() {
         vec![Action::CreatePeer { peer: "v2".into() }, Action::CreateOffer { peer: "v2".into(), ice_restart: false }]
     );
     s.room(message(answer("a2"), Some("v2")));
-    assert_eq!(s.state("v2", S::Connected), vec![Action::RequestKeyframe, Action::SetViewers(2)]);
+    assert_eq!(s.state("v2", S::Connected), vec![new_viewer_keyframe("v2"), Action::SetViewers(2)]);
     assert_eq!(s.room(bye("v1")), vec![close("v1"), Action::SetViewers(1)]);
     assert_eq!(s.session.peer_ids(), vec!["v2".to_string()]);
 }
@@ -447,7 +451,7 @@ fn disconnected_peer_that_recovers_is_kept() {
     // We answered, so we cannot restart ICE; we wait.
     assert_eq!(s.state(UNNAMED_VIEWER, S::Disconnected), vec![Action::SetViewers(0)]);
     s.advance(Duration::from_secs(5));
-    assert_eq!(s.state(UNNAMED_VIEWER, S::Connected), vec![Action::RequestKeyframe, Action::SetViewers(1)]);
+    assert_eq!(s.state(UNNAMED_VIEWER, S::Connected), vec![new_viewer_keyframe(UNNAMED_VIEWER), Action::SetViewers(1)]);
     assert_eq!(s.advance(Duration::from_secs(30)), vec![]);
 }
 
@@ -513,10 +517,16 @@ fn failed_sdp_closes_the_peer_and_the_next_viewer_is_served() {
 }
 
 #[test]
-fn keyframe_requests_are_forwarded() {
+fn keyframe_requests_are_forwarded_and_say_whether_the_viewer_is_new() {
     let mut s = Script::in_room();
     s.room(otherjoin("v1"));
-    assert_eq!(s.peer(PeerEvent::KeyframeRequested { peer: "v1".into() }), vec![Action::RequestKeyframe]);
+    for new_viewer in [true, false] {
+        assert_eq!(
+            s.peer(PeerEvent::KeyframeRequested { peer: "v1".into(), new_viewer }),
+            vec![Action::RequestKeyframe { peer: "v1".into(), new_viewer }]
+        );
+    }
+    assert_eq!(s.peer(PeerEvent::KeyframeRequested { peer: "stranger".into(), new_viewer: true }), vec![]);
 }
 
 #[test]

@@ -19,6 +19,10 @@
 //                       is frozen ("Picture frozen since HH:MM:SS", status dot not green), and
 //                       clear that once frames come back
 //   --frozen-screenshot FILE  PNG of the page while it says so
+//   --wait-file FILE    then wait until FILE exists (the test's cue: e.g. the device has adapted)
+//   --measure-fps S     then count decoded frames over S seconds (fps over that window, the
+//                       longest stall in it) and, with --expect-bars, check the bars again after
+//   --measured-file FILE write FILE (that measurement) once it is done
 //   --keep-watching S   then watch the video for S seconds, sampling every 200 ms: new peer
 //                       connections, decoded-frame counter resets, the longest stall; at the
 //                       end video must be flowing (waited for up to --timeout more)
@@ -38,7 +42,7 @@
 // playwright-core comes from tests/classic/node_modules (one `npm ci` there).
 
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -65,6 +69,7 @@ const opts = {
   url: null, expectVideo: false, expectBars: false, anyCodec: false, expectAudio: false, talk: 0, rejoin: false,
   expectState: null, expectRole: null, stay: 0, readyFile: null, doneFile: null, screenshot: null, timeout: 30,
   videoFile: null, keepWatching: 0, expectFrozen: false, frozenScreenshot: null, phone: false,
+  waitFile: null, measureFps: 0, measuredFile: null,
   chromium: '/usr/bin/chromium', verbose: false,
 };
 {
@@ -96,6 +101,9 @@ const opts = {
       case '--expect-frozen': opts.expectFrozen = true; break;
       case '--phone': opts.phone = true; break;
       case '--frozen-screenshot': opts.frozenScreenshot = str(i); i++; break;
+      case '--wait-file': opts.waitFile = str(i); i++; break;
+      case '--measure-fps': opts.measureFps = num(i); i++; break;
+      case '--measured-file': opts.measuredFile = str(i); i++; break;
       case '--screenshot': opts.screenshot = str(i); i++; break;
       case '--timeout': opts.timeout = num(i); i++; break;
       case '--chromium': opts.chromium = str(i); i++; break;
@@ -145,7 +153,7 @@ function collectStats() {
   const pc = v && v.pc;
   if (!pc) return Promise.resolve(null);
   return pc.getStats().then((report) => {
-    const out = { inVideo: null, inAudio: null, outAudio: null, audioSource: null };
+    const out = { inVideo: null, inAudio: null, outAudio: null, audioSource: null, transport: null };
     const codecs = {};
     report.forEach((s) => {
       if (s.type === 'codec') codecs[s.id] = s.mimeType;
@@ -156,7 +164,9 @@ function collectStats() {
         out.inVideo = {
           framesDecoded: s.framesDecoded || 0, framesPerSecond: s.framesPerSecond || 0,
           width: s.frameWidth || 0, height: s.frameHeight || 0, codec: codecs[s.codecId] || null,
-          packetsReceived: s.packetsReceived || 0,
+          packetsReceived: s.packetsReceived || 0, packetsLost: s.packetsLost || 0,
+          bytesReceived: s.bytesReceived || 0, keyFramesDecoded: s.keyFramesDecoded || 0,
+          pliCount: s.pliCount || 0, nackCount: s.nackCount || 0, freezeCount: s.freezeCount || 0,
         };
       } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
         out.inAudio = {
@@ -166,6 +176,8 @@ function collectStats() {
         };
       } else if (s.type === 'outbound-rtp' && s.kind === 'audio') {
         out.outAudio = { packetsSent: s.packetsSent || 0, bytesSent: s.bytesSent || 0, codec: codecs[s.codecId] || null };
+      } else if (s.type === 'transport') {
+        out.transport = { transportBytesSent: s.bytesSent || 0, transportBytesReceived: s.bytesReceived || 0 };
       } else if (s.type === 'media-source' && s.kind === 'audio') {
         out.audioSource = { audioLevel: s.audioLevel || 0, totalAudioEnergy: s.totalAudioEnergy || 0 };
       }
@@ -280,6 +292,54 @@ async function expectFrozen(page, stats) {
     framesDecoded: s && s.inVideo ? s.inVideo.framesDecoded : 0 };
 }
 
+// Decoded frames over --measure-fps seconds, sampled every 200 ms: the frame
+// rate over the window, the longest stretch without a new frame, and (with
+// --expect-bars) whether the picture still shows the test pattern after it.
+async function measureFps(page, stats) {
+  const video = async () => {
+    const s = await stats();
+    return { framesDecoded: 0, ...((s && s.inVideo) || {}), ...((s && s.transport) || {}) };
+  };
+  const frames = async () => (await video()).framesDecoded;
+  const before = await video();
+  const first = before.framesDecoded;
+  const start = Date.now();
+  let last = first;
+  let lastIncrease = start;
+  let longestStallMs = 0;
+  while (Date.now() - start < opts.measureFps * 1000 && !stopRequested) {
+    await sleep(200);
+    const now = Date.now();
+    const f = await frames();
+    if (f > last) {
+      longestStallMs = Math.max(longestStallMs, now - lastIncrease);
+      lastIncrease = now;
+    }
+    last = f;
+  }
+  longestStallMs = Math.max(longestStallMs, Date.now() - lastIncrease);
+  const seconds = (Date.now() - start) / 1000;
+  const after = await video();
+  // What else happened to the video over the window (loss, repairs, IDRs).
+  const delta = (k) => (after[k] || 0) - (before[k] || 0);
+  const out = {
+    seconds, frames: last - first, fps: Math.round(((last - first) / seconds) * 10) / 10, longestStallMs,
+    kbps: Math.round((delta('bytesReceived') * 8) / seconds / 1000), packetsLost: delta('packetsLost'),
+    keyFrames: delta('keyFramesDecoded'), plis: delta('pliCount'), nacks: delta('nackCount'), freezes: delta('freezeCount'),
+    // The whole transport each way (RTP and RTCP, audio and video, SRTP).
+    transportInKbps: Math.round((delta('transportBytesReceived') * 8) / seconds / 1000),
+    transportOutKbps: Math.round((delta('transportBytesSent') * 8) / seconds / 1000),
+  };
+  if (opts.expectBars) {
+    let seen = null;
+    out.bars = await waitFor('measure-fps (bars)', async () => {
+      seen = await page.evaluate(sampleBars);
+      return barsMatch(seen) ? seen : null;
+    }, async () => `after the window the picture shows no test pattern bars: ${JSON.stringify(seen)}`);
+  }
+  return out;
+}
+
 // ---- the scenario ------------------------------------------------------------
 
 async function run(page) {
@@ -361,6 +421,11 @@ async function run(page) {
   }
   if (opts.videoFile) writeFileSync(opts.videoFile, JSON.stringify(result.video || null) + '\n');
   if (opts.expectFrozen) result.frozen = await expectFrozen(page, stats);
+  if (opts.waitFile) {
+    await waitFor('wait-file', () => existsSync(opts.waitFile), () => `${opts.waitFile} never appeared`);
+  }
+  if (opts.measureFps > 0) result.measured = await measureFps(page, stats);
+  if (opts.measuredFile) writeFileSync(opts.measuredFile, JSON.stringify(result.measured || null) + '\n');
   if (opts.keepWatching > 0) result.watch = await keepWatching(page, stats);
 
   if (opts.talk > 0) {

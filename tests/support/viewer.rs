@@ -54,6 +54,8 @@ use roomcam::peer::{IceCandidate, SdpKind};
 
 /// How much received audio is kept for frequency checks.
 const PCM_RING_SAMPLES: usize = 3 * AUDIO_SAMPLE_RATE as usize;
+/// H.264 NAL unit type of an IDR picture's slices.
+const NAL_SLICE_IDR: u8 = 5;
 /// How many decoded pictures are kept for content checks.
 const RECENT_FRAMES: usize = 40;
 
@@ -70,11 +72,20 @@ pub struct ViewerOptions {
     /// credential): ICE transport policy `relay`, as a browser behind a
     /// strict NAT ends up doing.
     pub relay_only_via: Option<(String, String, String)>,
+    /// Send PLI this often whatever happens (a viewer on a lossy link, or a
+    /// broken one): a PLI storm.
+    pub pli_every: Option<Duration>,
 }
 
 impl Default for ViewerOptions {
     fn default() -> Self {
-        Self { include_loopback: true, browser_like_codecs: false, talkback_hz: None, relay_only_via: None }
+        Self {
+            include_loopback: true,
+            browser_like_codecs: false,
+            talkback_hz: None,
+            relay_only_via: None,
+            pli_every: None,
+        }
     }
 }
 
@@ -88,6 +99,8 @@ pub enum ViewerSignal {
 #[derive(Clone, Debug, Default)]
 pub struct ViewerStats {
     pub frames_decoded: u64,
+    /// Of the access units handed to the decoder, those that were IDRs.
+    pub idr_access_units: u64,
     pub decode_errors: u64,
     pub first_frame_at: Option<Instant>,
     pub last_frame: Option<I420Frame>,
@@ -116,6 +129,7 @@ struct Shared {
     closed: AtomicBool,
     /// Talk-back sends silence (still packets, like a muted browser track) while false.
     talkback_on: AtomicBool,
+    pli_every: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -262,6 +276,7 @@ impl Viewer {
             tasks: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             talkback_on: AtomicBool::new(true),
+            pli_every: options.pli_every,
         });
 
         let mut me = media_engine(options.browser_like_codecs)?;
@@ -471,6 +486,9 @@ async fn receive_video(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     let mut last_seq: Option<u16> = None;
     let mut damaged = false;
     let mut pli_timer = tokio::time::interval(Duration::from_millis(500));
+    // Polled only with `pli_every` (the select branch is off otherwise).
+    let mut storm = tokio::time::interval(shared.pli_every.unwrap_or(Duration::from_secs(86_400)));
+    storm.tick().await;
     loop {
         tokio::select! {
             event = track.poll() => {
@@ -502,6 +520,7 @@ async fn receive_video(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                 }
             }
             Some(()) = pli_rx.recv() => send_pli(&track, &shared, ssrc).await,
+            _ = storm.tick(), if shared.pli_every.is_some() => send_pli(&track, &shared, ssrc).await,
             _ = pli_timer.tick() => {
                 if shared.stats.lock().unwrap().frames_decoded == 0 {
                     send_pli(&track, &shared, ssrc).await;
@@ -522,6 +541,9 @@ fn decode_loop(shared: Arc<Shared>, access_units: std::sync::mpsc::Receiver<Vec<
     while let Ok(au) = access_units.recv() {
         if shared.closed.load(Ordering::Acquire) {
             return;
+        }
+        if roomcam::media::encoders::h264::nal_types(&au).contains(&NAL_SLICE_IDR) {
+            shared.stats.lock().unwrap().idr_access_units += 1;
         }
         match decoder.decode(&au) {
             Ok(Some(frame)) => {

@@ -10,6 +10,10 @@ use openh264::encoder::{
     RateControlMode, SpsPpsStrategy, UsageType, VuiConfig,
 };
 use openh264::formats::YUVSource;
+use openh264_sys2::{
+    ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_FRAME_RATE, ENCODER_OPTION_MAX_BITRATE,
+    ENCODER_OPTION_RC_FRAME_SKIP, SBitrateInfo, SPATIAL_LAYER_0, SPATIAL_LAYER_ALL,
+};
 
 use crate::media::{EncodedVideo, I420Frame, MediaError, VideoEncoder};
 
@@ -135,6 +139,12 @@ pub struct H264Encoder {
     idr_pending: bool,
     parameter_sets: ParameterSets,
     frame_duration: Duration,
+    /// A rate set with [`VideoEncoder::set_target`] that OpenH264 has not
+    /// been told yet: it initialises itself on the first frame, and takes no
+    /// options before that.
+    pending_target: Option<(u64, u32)>,
+    /// `timestamp` of the last frame that came out (rate control skips some).
+    last_output: Option<Duration>,
 }
 
 impl H264Encoder {
@@ -176,11 +186,51 @@ impl H264Encoder {
             encoded_any: false,
             idr_pending: false,
             parameter_sets: ParameterSets::default(),
+            pending_target: None,
+            last_output: None,
         })
     }
 
     pub fn settings(&self) -> &H264Settings {
         &self.settings
+    }
+
+    /// Tells the initialised encoder the new rate through its run-time
+    /// options: nothing is re-created, so no IDR follows.
+    fn apply_target(&mut self, bitrate_bps: u64, fps: u32) -> Result<(), MediaError> {
+        let ceiling_bps = u64::from(self.settings.bitrate_kbps) * 1_000;
+        let bitrate = bitrate_bps.clamp(1, ceiling_bps.max(1)).min(i32::MAX as u64) as i32;
+        // The wrapper set the maximum to the initial target; a target above
+        // the maximum is clamped to it by OpenH264, so the maximum goes first.
+        let mut max = SBitrateInfo { iLayer: SPATIAL_LAYER_0, iBitrate: ceiling_bps.min(i32::MAX as u64) as i32 };
+        self.set_option(ENCODER_OPTION_MAX_BITRATE, &raw mut max, "maximum bitrate")?;
+        // Layer 0 is what rate control reads; the total is kept equal so that
+        // a later parameter update does not bring the old figure back.
+        let mut layer = SBitrateInfo { iLayer: SPATIAL_LAYER_0, iBitrate: bitrate };
+        self.set_option(ENCODER_OPTION_BITRATE, &raw mut layer, "bitrate")?;
+        let mut total = SBitrateInfo { iLayer: SPATIAL_LAYER_ALL, iBitrate: bitrate };
+        self.set_option(ENCODER_OPTION_BITRATE, &raw mut total, "total bitrate")?;
+        let fps = fps.clamp(1, self.settings.fps);
+        let mut rate = fps as f32;
+        self.set_option(ENCODER_OPTION_FRAME_RATE, &raw mut rate, "frame rate")?;
+        // Frame skipping is what holds a rate the content cannot fit in;
+        // re-asserted because OpenH264 resets it on some parameter changes.
+        let mut skip = self.settings.allow_frame_skip;
+        self.set_option(ENCODER_OPTION_RC_FRAME_SKIP, &raw mut skip, "frame skip")?;
+        Ok(())
+    }
+
+    fn set_option<T>(&mut self, option: ENCODER_OPTION, value: *mut T, what: &str) -> Result<(), MediaError> {
+        // SAFETY: the encoder is initialised (a frame was encoded), and each
+        // option is given the type OpenH264 reads for it (SBitrateInfo for
+        // the bitrates, float for the frame rate, bool for frame skip),
+        // alive for the duration of the call.
+        let status = unsafe { self.inner.raw_api().set_option(option, value.cast()) };
+        if status == 0 {
+            Ok(())
+        } else {
+            Err(MediaError::Encoder(format!("openh264: setting the {what} failed ({status})")))
+        }
     }
 }
 
@@ -230,6 +280,11 @@ impl VideoEncoder for H264Encoder {
                 I420Frame::expected_len(frame.width, frame.height)
             ))
         })?;
+        if self.encoded_any
+            && let Some((bitrate_bps, fps)) = self.pending_target.take()
+        {
+            self.apply_target(bitrate_bps, fps)?;
+        }
         self.idr_pending |= force_keyframe;
         if self.idr_pending {
             self.inner.force_intra_frame();
@@ -262,7 +317,22 @@ impl VideoEncoder for H264Encoder {
             self.idr_pending = false;
             data = self.parameter_sets.complete_idr(data);
         }
-        Ok(Some(EncodedVideo { data: bytes::Bytes::from(data), keyframe, duration: self.frame_duration }))
+        // The RTP clock advances by each frame's duration: the time since the
+        // frame before it that came out, so that frames skipped (by rate
+        // control, or by a lowered frame rate) leave their time in the clock
+        // instead of slowing it down.
+        let duration = self.last_output.map_or(self.frame_duration, |last| self.timestamp.saturating_sub(last));
+        self.last_output = Some(self.timestamp);
+        Ok(Some(EncodedVideo { data: bytes::Bytes::from(data), keyframe, duration }))
+    }
+
+    fn set_target(&mut self, bitrate_bps: u64, fps: u32) -> Result<(), MediaError> {
+        if self.encoded_any {
+            self.apply_target(bitrate_bps, fps)
+        } else {
+            self.pending_target = Some((bitrate_bps, fps));
+            Ok(())
+        }
     }
 }
 
@@ -427,6 +497,80 @@ mod tests {
                 "asked {kbps} kb/s, got {kbps_out:.0}"
             );
         }
+    }
+
+    /// Encodes `seconds` of the busy pattern at 25 fps (stamped 40 ms apart,
+    /// encoded flat out); returns the bitrate that came out, in kbit/s (over
+    /// the frames' own durations), and how many of the frames were IDRs.
+    fn busy_rate(enc: &mut H264Encoder, src: &mut TestPattern, t: &mut SystemTime, seconds: u32) -> (f64, usize) {
+        let (mut bits, mut media_time, mut idrs) = (0usize, Duration::ZERO, 0);
+        for _ in 0..seconds * 25 {
+            *t += Duration::from_millis(40);
+            let frame = I420Frame { captured_at: *t, ..src.next_picture() };
+            if let Some(ev) = enc.encode(&frame, false).unwrap() {
+                bits += ev.data.len() * 8;
+                media_time += ev.duration;
+                idrs += usize::from(ev.keyframe);
+            }
+        }
+        (bits as f64 / media_time.as_secs_f64() / 1000.0, idrs)
+    }
+
+    fn busy_encoder() -> (H264Encoder, TestPattern) {
+        // No periodic IDR: any IDR in these runs would be the rate change's.
+        let s = H264Settings { fps: 25, keyframe_interval: None, ..settings(640, 480, 1_500) };
+        (H264Encoder::new(s).unwrap(), TestPattern::busy(640, 480, 25).unwrap().without_pacing())
+    }
+
+    #[test]
+    fn the_busy_pattern_fills_the_ceiling_and_keeps_its_stamp() {
+        let (mut enc, mut src) = busy_encoder();
+        let mut t = SystemTime::now();
+        busy_rate(&mut enc, &mut src, &mut t, 1);
+        let (kbps, _) = busy_rate(&mut enc, &mut src, &mut t, 4);
+        println!("test-busy at 640x480@25, 1500 kbit/s ceiling: {kbps:.0} kbit/s ({:.1} %)", kbps / 15.0);
+        assert!(kbps >= 0.95 * 1_500.0, "the busy pattern filled only {kbps:.0} of 1500 kbit/s");
+        // And it is still the test pattern on the far side.
+        let mut dec = H264Decoder::new().unwrap();
+        let (mut enc, mut src) = busy_encoder();
+        for i in 0..10 {
+            let frame = src.next_picture();
+            let Some(ev) = enc.encode(&frame, false).unwrap() else { continue };
+            let pic = dec.decode(&ev.data).unwrap().expect("a picture");
+            assert_eq!(read_stamp(&pic), read_stamp(&frame), "frame {i}: stamp");
+            assert!(looks_like_test_pattern(&pic), "frame {i}: bars");
+        }
+    }
+
+    #[test]
+    fn the_rate_follows_a_lowered_target_without_an_idr() {
+        let (mut enc, mut src) = busy_encoder();
+        let mut t = SystemTime::now();
+        let (before, _) = busy_rate(&mut enc, &mut src, &mut t, 3);
+        enc.set_target(500_000, 25).unwrap();
+        // Rate control's window is about a second: the first two are settling.
+        let (settling, idrs_settling) = busy_rate(&mut enc, &mut src, &mut t, 2);
+        let (after, idrs_after) = busy_rate(&mut enc, &mut src, &mut t, 3);
+        println!("1500 kbit/s target: {before:.0} kbit/s; 500: {settling:.0} in the first 2 s, then {after:.0}");
+        assert_eq!(idrs_settling + idrs_after, 0, "the change brought an IDR");
+        assert!((350.0..650.0).contains(&after), "asked for 500 kbit/s, got {after:.0}");
+        // And back up.
+        enc.set_target(1_500_000, 25).unwrap();
+        let (_, idrs_raising) = busy_rate(&mut enc, &mut src, &mut t, 2);
+        let (raised, idrs) = busy_rate(&mut enc, &mut src, &mut t, 3);
+        println!("back to 1500 kbit/s: {raised:.0} kbit/s after 2 s");
+        assert_eq!(idrs_raising + idrs, 0, "raising the rate brought an IDR");
+        assert!(raised > 1_200.0, "back at 1500 kbit/s, got {raised:.0}");
+    }
+
+    #[test]
+    fn a_target_set_before_the_first_frame_applies_from_the_start() {
+        let (mut enc, mut src) = busy_encoder();
+        enc.set_target(400_000, 25).unwrap();
+        let mut t = SystemTime::now();
+        busy_rate(&mut enc, &mut src, &mut t, 2);
+        let (kbps, _) = busy_rate(&mut enc, &mut src, &mut t, 3);
+        assert!((280.0..520.0).contains(&kbps), "asked for 400 kbit/s, got {kbps:.0}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use super::encode::VideoRate;
 use super::{DeviceRetry, Shared, bump};
 use crate::media::encoders::h264::ParameterSets;
 use crate::media::sources::placeholder::camera_unavailable;
@@ -20,7 +21,19 @@ pub(super) fn capture_loop(
     // this often, and the camera is retried at least this often.
     let mut retry = DeviceRetry::new(Duration::from_millis(500));
     let mut told_keyframes_unsupported = false;
+    let mut rate_applied = 0u64;
+    let mut delivers_h264 = false;
     while !shared.stopping() {
+        // Only a camera that encodes for itself is told the bitrate; pictures
+        // are roomcam's encoder's business (the encode thread).
+        let rate_word = shared.video_rate.load(Ordering::Acquire);
+        if delivers_h264
+            && rate_word != rate_applied
+            && let Some(rate) = VideoRate::unpacked(rate_word)
+        {
+            rate_applied = rate_word;
+            source.set_h264_bitrate(rate.bitrate_bps);
+        }
         if shared.camera_keyframe_wanted.swap(false, Ordering::AcqRel)
             && source.request_keyframe() == KeyframeRequest::Unsupported
             && !std::mem::replace(&mut told_keyframes_unsupported, true)
@@ -47,6 +60,7 @@ pub(super) fn capture_loop(
                         }
                     }
                     CameraFrame::H264(mut au) => {
+                        delivers_h264 = true;
                         // Every keyframe, watched or not: the camera may have
                         // sent its SPS/PPS long before the first viewer came.
                         if au.keyframe {

@@ -18,6 +18,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+pub use encode::VideoRate;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -57,6 +59,8 @@ pub struct PipelineSettings {
     /// Size of the "camera unavailable" picture sent while the camera is
     /// away and no frame has been seen yet (afterwards: the last frame's size).
     pub placeholder_size: (u32, u32),
+    /// The camera's frame rate: what a lowered target frame rate is a share of.
+    pub camera_fps: u32,
 }
 
 impl Default for PipelineSettings {
@@ -67,6 +71,7 @@ impl Default for PipelineSettings {
             audio_channel_capacity: 16,
             talkback_queue: 25,
             placeholder_size: (640, 480),
+            camera_fps: 30,
         }
     }
 }
@@ -127,6 +132,10 @@ struct Shared {
     restart: AtomicBool,
     /// The sender wants an IDR from a camera that encodes for itself.
     camera_keyframe_wanted: AtomicBool,
+    /// The rate the stream should have now ([`VideoRate::packed`]; 0: the
+    /// configured one). One word, so the encode and capture threads read a
+    /// bitrate and a frame rate that belong together.
+    video_rate: AtomicU64,
     handover: Handover,
     counters: Counters,
     talkback_limit: LogLimit,
@@ -246,6 +255,7 @@ impl MediaPipeline {
             keyframe_requested: AtomicBool::new(false),
             restart: AtomicBool::new(false),
             camera_keyframe_wanted: AtomicBool::new(false),
+            video_rate: AtomicU64::new(0),
             handover: Handover::default(),
             counters: Counters::default(),
             talkback_limit: LogLimit::once_per(Duration::from_secs(5)),
@@ -265,7 +275,8 @@ impl MediaPipeline {
 
         let shared = Arc::clone(&pipeline.shared);
         let tx = pipeline.video_tx.clone();
-        pipeline.threads.push(spawn("encode", move || encode::encode_loop(&shared, encoder, &tx))?);
+        let camera_fps = settings.camera_fps;
+        pipeline.threads.push(spawn("encode", move || encode::encode_loop(&shared, encoder, camera_fps, &tx))?);
 
         if let (Some(mut source), Some(mut opus)) = (audio, opus_encoder) {
             let shared = Arc::clone(&pipeline.shared);
@@ -307,6 +318,14 @@ impl MediaPipeline {
 
     pub fn viewers(&self) -> usize {
         self.shared.viewers.load(Ordering::Acquire)
+    }
+
+    /// The stream's bitrate and frame rate from now on (the rate policy's
+    /// target): the encode thread retunes the encoder, without an IDR, and
+    /// drops pictures to reach a lower frame rate; a camera that encodes
+    /// H.264 itself is given the bitrate where it has the control.
+    pub fn set_video_rate(&self, rate: VideoRate) {
+        self.shared.video_rate.store(rate.packed(), Ordering::Release);
     }
 
     /// The next encoded frame will be an IDR (new viewer, PLI, FIR).

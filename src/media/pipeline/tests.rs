@@ -78,6 +78,10 @@ impl VideoSource for SteppedCamera {
     fn request_keyframe(&mut self) -> KeyframeRequest {
         self.inner.request_keyframe()
     }
+
+    fn set_h264_bitrate(&mut self, bitrate_bps: u64) {
+        self.inner.set_h264_bitrate(bitrate_bps);
+    }
 }
 
 /// A pipeline on a [`SteppedCamera`].
@@ -392,6 +396,64 @@ fn keyframe_requests_reach_an_h264_camera_that_can_take_them() {
     // that, or the one after that if it was already waiting for it).
     let next: Vec<bool> = (0..3).map(|_| s.next_sent(&mut rx).0.keyframe).collect();
     assert!(!next[0] && next[1..].contains(&true), "{next:?}: no IDR within 3 frames of the request (GOP is 60 s)");
+}
+
+/// Every rate the encoder (or a camera) was set to.
+type Rates = Arc<Mutex<Vec<(u64, u32)>>>;
+
+/// Emits a one-NAL access unit per picture (an IDR when asked) and records
+/// the rates it is set to.
+struct RateRecordingEncoder(Rates);
+impl VideoEncoder for RateRecordingEncoder {
+    fn encode(&mut self, _: &I420Frame, force_keyframe: bool) -> Result<Option<EncodedVideo>, MediaError> {
+        let nal = if force_keyframe { 0x65 } else { 0x41 };
+        let data = bytes::Bytes::from(vec![0, 0, 0, 1, nal, 0x88]);
+        Ok(Some(EncodedVideo { data, keyframe: force_keyframe, duration: Duration::from_millis(33) }))
+    }
+
+    fn set_target(&mut self, bitrate_bps: u64, fps: u32) -> Result<(), MediaError> {
+        lock_ignoring_poison(&self.0).push((bitrate_bps, fps));
+        Ok(())
+    }
+}
+
+/// A camera that encodes H.264 itself and records the bitrates it is given.
+struct RateRecordingCamera(H264TestCamera, Rates);
+impl VideoSource for RateRecordingCamera {
+    fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
+        self.0.next_frame()
+    }
+
+    fn set_h264_bitrate(&mut self, bitrate_bps: u64) {
+        lock_ignoring_poison(&self.1).push((bitrate_bps, 0));
+    }
+}
+
+#[test]
+fn a_new_rate_reaches_the_encoder_once_and_an_h264_camera_gets_its_bitrate() {
+    let rates = Rates::default();
+    let mut s = Stepped::start(pattern(30), Box::new(RateRecordingEncoder(Arc::clone(&rates))));
+    let mut rx = s.p.video_sender().subscribe();
+    s.p.set_viewers(1);
+    assert!(s.next_sent(&mut rx).0.keyframe);
+    s.p.set_video_rate(VideoRate { bitrate_bps: 400_000, fps: 30 });
+    for _ in 0..5 {
+        assert!(!s.next_sent(&mut rx).0.keyframe, "a new rate brings no IDR");
+    }
+    assert_eq!(*lock_ignoring_poison(&rates), [(400_000, 30)], "set once, before the next picture");
+
+    let camera_rates = Rates::default();
+    let camera = H264TestCamera::new(320, 240, 30, Duration::from_millis(500), false).unwrap();
+    let mut s =
+        Stepped::start(Box::new(RateRecordingCamera(camera, Arc::clone(&camera_rates))), Box::new(FailingEncoder));
+    let mut rx = s.p.video_sender().subscribe();
+    s.p.set_viewers(1);
+    s.next_sent(&mut rx);
+    s.p.set_video_rate(VideoRate { bitrate_bps: 250_000, fps: 15 });
+    for _ in 0..3 {
+        s.next_sent(&mut rx);
+    }
+    assert_eq!(*lock_ignoring_poison(&camera_rates), [(250_000, 0)]);
 }
 
 /// For streams that must bypass roomcam's encoder.

@@ -1,6 +1,6 @@
 //! Where pictures and sound come from: V4L2 cameras ([`v4l2`]), ALSA
 //! microphones ([`alsa_microphone`]), the synthetic sources the CLI offers
-//! ([`synthetic`]: `--camera test`, `--camera test-h264`,
+//! ([`synthetic`]: `--camera test`, `test-busy`, `test-h264`,
 //! `--microphone test`), and the "camera unavailable" picture the capture
 //! thread puts in the camera's place while it is away ([`placeholder`]).
 

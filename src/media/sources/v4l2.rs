@@ -212,7 +212,8 @@ pub struct V4l2Camera {
     want: (u32, u32, u32),
     /// `camera.format`: only this format, or the cheapest that fits.
     only_format: Option<PixelFormat>,
-    /// H.264 cameras are asked for this bitrate, where they let us.
+    /// H.264 cameras are asked for this bitrate, where they let us (at open,
+    /// and again when the rate policy moves it).
     h264_bitrate_kbps: u32,
     open: Option<Open>,
     /// Logged once per outage, not once per retry.
@@ -409,6 +410,21 @@ fn wall_clock(ts: &v4l::timestamp::Timestamp) -> SystemTime {
 }
 
 impl VideoSource for V4l2Camera {
+    fn set_h264_bitrate(&mut self, bitrate_bps: u64) {
+        // Kept for the next open too: a camera that comes back gets the
+        // current target, not the configured ceiling.
+        self.h264_bitrate_kbps = (bitrate_bps / 1000).clamp(1, u64::from(u32::MAX)) as u32;
+        let Some(open) = self.open.as_ref().filter(|o| o.choice.format == PixelFormat::H264) else {
+            return;
+        };
+        // Drivers that have it (bcm2835-codec) take it while streaming; UVC
+        // cameras mostly lack it, and then the camera keeps its own rate.
+        let value = Value::Integer(i64::from(self.h264_bitrate_kbps) * 1000);
+        if let Err(e) = open.dev.set_control(Control { id: CID_BITRATE, value }) {
+            log::debug!("camera {}: cannot change the H.264 bitrate: {e}", self.label);
+        }
+    }
+
     fn request_keyframe(&mut self) -> KeyframeRequest {
         let Some(open) = self.open.as_ref().filter(|o| o.can_force_keyframe) else {
             return KeyframeRequest::Unsupported;

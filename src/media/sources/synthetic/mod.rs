@@ -1,5 +1,6 @@
 //! Synthetic sources, the ones the CLI offers when there is no device or
-//! for tests: the test pattern (`--camera test`), a simulated camera that
+//! for tests: the test pattern (`--camera test`; `--camera test-busy` adds
+//! motion and noise so it costs a real camera's bits), a simulated camera that
 //! encodes H.264 itself (`--camera test-h264`) and a tone
 //! (`--microphone test`). All run in real time, like the devices they
 //! stand in for.

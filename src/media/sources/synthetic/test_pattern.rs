@@ -4,6 +4,12 @@
 //! an end-to-end test can tell from the far side what it received
 //! ([`read_stamp`] and [`looks_like_test_pattern`] read a decoded picture
 //! back).
+//!
+//! [`TestPattern::busy`] (`--camera test-busy`) adds what a real camera's
+//! picture has and the bare pattern lacks: motion over a whole band and
+//! fresh sensor-like noise on every pixel of every frame, so that the encoder
+//! needs all the bits it is allowed (the bare pattern compresses to almost
+//! nothing, and a rate that follows the network cannot be seen on it).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -131,6 +137,44 @@ fn draw_stamp(layout: &Layout, luma: &mut [u8], stamp: Stamp) {
     }
 }
 
+/// Peak of the luma noise [`TestPattern::busy`] adds (±), and of the chroma
+/// noise (half of it). Enough that a 640x480 picture at 25 fps fills 1.5
+/// Mbit/s, small enough that the stamp blocks (read by their mean, black 16
+/// and white 235 against thresholds 80 and 170) and the bars stay readable.
+const BUSY_NOISE_PEAK: i16 = 8;
+/// How far the busy band's stripes move per frame, in pixels: faster than the
+/// square, across the whole strip, so every frame has real motion to code.
+const BUSY_STRIPE_STEP: usize = 6;
+
+/// The busy variant's state: its own noise generator (xorshift64, the same
+/// sequence on every machine).
+#[derive(Debug)]
+struct Busy {
+    rng: u64,
+}
+
+impl Busy {
+    fn next(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Adds uniform noise in `-peak..peak` to every sample of `plane`.
+    fn add_noise(&mut self, plane: &mut [u8], peak: i16) {
+        let span = (2 * peak) as u64;
+        for chunk in plane.chunks_mut(8) {
+            let mut bits = self.next();
+            for p in chunk {
+                let n = ((bits & 0xFF) % span) as i16 - peak;
+                bits >>= 8;
+                *p = (i16::from(*p) + n).clamp(0, 255) as u8;
+            }
+        }
+    }
+}
+
 /// A synthetic camera: colour bars, a square sliding along a strip under
 /// them (so consecutive frames differ), and a stamp band on top.
 pub struct TestPattern {
@@ -139,6 +183,8 @@ pub struct TestPattern {
     background: Vec<u8>,
     frame_number: u32,
     pacer: Pacer,
+    /// `Some` for [`TestPattern::busy`].
+    busy: Option<Busy>,
 }
 
 impl TestPattern {
@@ -165,7 +211,13 @@ impl TestPattern {
         fill_luma(luma, w, 0, layout.bars_bottom, w, h - layout.bars_bottom, STRIP_Y);
         // A late consumer skips frames like a real camera instead of getting a burst.
         let max_lag = Duration::from_nanos(2_000_000_000 / u64::from(fps));
-        Ok(Self { layout, fps, background, frame_number: 0, pacer: Pacer::new(fps, 0, max_lag) })
+        Ok(Self { layout, fps, background, frame_number: 0, pacer: Pacer::new(fps, 0, max_lag), busy: None })
+    }
+
+    /// The pattern with moving stripes under the bars and noise on every
+    /// pixel (`--camera test-busy`): a picture that costs a real camera's bits.
+    pub fn busy(width: u32, height: u32, fps: u32) -> Result<Self, MediaError> {
+        Ok(Self { busy: Some(Busy { rng: 0x9E37_79B9_7F4A_7C15 }), ..Self::new(width, height, fps)? })
     }
 
     /// Produce frames as fast as asked (benchmarks, tests).
@@ -174,20 +226,33 @@ impl TestPattern {
         self
     }
 
-    fn render(&self, frame_number: u32, captured_at: SystemTime) -> I420Frame {
-        let l = &self.layout;
+    fn render(&mut self, frame_number: u32, captured_at: SystemTime) -> I420Frame {
+        let l = self.layout;
         let mut data = self.background.clone();
-        let luma = &mut data[..l.width * l.height];
+        let (luma, chroma) = data.split_at_mut(l.width * l.height);
         let ms = captured_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        draw_stamp(l, luma, Stamp { frame_number, captured_unix_ms: ms });
-        // The square crosses the picture in about four seconds.
+        draw_stamp(&l, luma, Stamp { frame_number, captured_unix_ms: ms });
         let strip_h = l.height - l.bars_bottom;
+        if self.busy.is_some() {
+            // Diagonal stripes sliding along the whole strip under the bars.
+            let shift = (frame_number as usize).wrapping_mul(BUSY_STRIPE_STEP);
+            for row in l.bars_bottom..l.height {
+                for (x, p) in luma[row * l.width..(row + 1) * l.width].iter_mut().enumerate() {
+                    *p = if ((x + row + shift) / 12) % 2 == 0 { 60 } else { 180 };
+                }
+            }
+        }
+        // The square crosses the picture in about four seconds.
         let size = (strip_h * 3 / 4).min(l.width / 4).max(2);
         let travel = l.width - size;
         let step = (l.width / (self.fps as usize * 4)).max(1);
         let x = (frame_number as usize).wrapping_mul(step) % travel.max(1);
         let y = l.bars_bottom + (strip_h - size) / 2;
         fill_luma(luma, l.width, x, y, size, size, WHITE);
+        if let Some(busy) = self.busy.as_mut() {
+            busy.add_noise(luma, BUSY_NOISE_PEAK);
+            busy.add_noise(chroma, BUSY_NOISE_PEAK / 2);
+        }
         I420Frame { width: l.width as u32, height: l.height as u32, data, captured_at }
     }
 }
@@ -225,7 +290,7 @@ mod tests {
     #[test]
     fn stamp_roundtrips_at_common_sizes() {
         for &(w, h) in &[(320, 240), (640, 480), (1280, 720), (1920, 1080), (336, 256)] {
-            let tp = TestPattern::new(w, h, 30).unwrap();
+            let mut tp = TestPattern::new(w, h, 30).unwrap();
             let t = SystemTime::now();
             for &n in &[0u32, 1, 0xDEAD_BEEF, u32::MAX] {
                 let f = tp.render(n, t);
@@ -250,7 +315,7 @@ mod tests {
 
     #[test]
     fn damaged_or_foreign_pictures_give_no_stamp() {
-        let tp = TestPattern::new(640, 480, 30).unwrap();
+        let mut tp = TestPattern::new(640, 480, 30).unwrap();
         let good = tp.render(1234, SystemTime::now());
         let l = tp.layout;
 
@@ -287,7 +352,7 @@ mod tests {
 
     #[test]
     fn bars_check_notices_wrong_colours() {
-        let tp = TestPattern::new(640, 480, 30).unwrap();
+        let mut tp = TestPattern::new(640, 480, 30).unwrap();
         let mut f = tp.render(0, SystemTime::now());
         assert!(looks_like_test_pattern(&f));
         // Swap U and V: luma unchanged, colours wrong.
@@ -315,6 +380,20 @@ mod tests {
         assert_ne!(frames[0].data[band..], frames[5].data[band..]);
         let stamp_ms = read_stamp(&frames[10]).unwrap().captured_unix_ms;
         assert_eq!(stamp_ms, unix_ms(frames[10].captured_at));
+    }
+
+    #[test]
+    fn busy_pattern_keeps_its_stamp_and_bars_and_never_repeats() {
+        let mut tp = TestPattern::busy(640, 480, 25).unwrap();
+        let t = SystemTime::now();
+        let a = tp.render(7, t);
+        let b = tp.render(7, t);
+        assert_eq!(read_stamp(&a), Some(Stamp { frame_number: 7, captured_unix_ms: unix_ms(t) }));
+        assert!(looks_like_test_pattern(&a) && looks_like_test_pattern(&b));
+        // Same frame number, same stamp: only the noise differs, and it is on
+        // (nearly) every pixel.
+        let differing = a.data.iter().zip(&b.data).filter(|(x, y)| x != y).count();
+        assert!(differing > a.data.len() * 3 / 4, "{differing} of {} samples differ", a.data.len());
     }
 
     #[test]

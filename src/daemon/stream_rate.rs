@@ -1,0 +1,112 @@
+//! The daemon's side of the rate policy: feeds the viewers' bandwidth
+//! estimates into [`RateController`] and keyframe requests through
+//! [`KeyframeThrottle`], carries their decisions out on the pipeline, and
+//! logs what a person reading the device log needs (the stream degraded or
+//! recovered, a viewer's path changed a lot, the encoder's new target).
+//! The policy itself is pure (`crate::rate`); this is the I/O around it.
+
+use std::time::Instant;
+
+use log::info;
+
+use crate::media::pipeline::{MediaPipeline, VideoRate};
+use crate::peer::PeerId;
+use crate::rate::{EstimateJump, KeyframeReason, KeyframeThrottle, QualityChange, RateController, RateUpdate};
+
+pub(super) struct StreamRate {
+    room: String,
+    /// `None` with congestion control off: the stream keeps its configured rate.
+    controller: Option<RateController>,
+    throttle: KeyframeThrottle,
+}
+
+impl StreamRate {
+    pub(super) fn new(room: String, controller: Option<RateController>) -> StreamRate {
+        StreamRate { room, controller, throttle: KeyframeThrottle::default() }
+    }
+
+    /// A viewer's congestion controller has a new estimate of its path.
+    pub(super) fn on_estimate(&mut self, peer: &PeerId, bitrate_bps: u64, pipeline: &MediaPipeline) {
+        let Some(controller) = self.controller.as_mut() else { return };
+        let update = controller.on_estimate(peer, bitrate_bps);
+        self.apply(update, pipeline);
+    }
+
+    /// The viewer refused H.264: its path does not bound the video.
+    pub(super) fn on_video_refused(&mut self, peer: &PeerId, pipeline: &MediaPipeline) {
+        let Some(controller) = self.controller.as_mut() else { return };
+        let update = controller.set_receives_video(peer, false);
+        self.apply(update, pipeline);
+    }
+
+    /// The viewer's peer is closed: its estimate and its keyframe history go.
+    pub(super) fn on_viewer_left(&mut self, peer: &PeerId, pipeline: &MediaPipeline) {
+        self.throttle.forget_viewer(peer);
+        let Some(controller) = self.controller.as_mut() else { return };
+        let update = controller.remove_viewer(peer);
+        self.apply(update, pipeline);
+    }
+
+    /// A viewer needs an IDR: forced now, or deferred to the end of the
+    /// throttle's window ([`poll`](Self::poll)).
+    pub(super) fn on_keyframe_request(
+        &mut self,
+        peer: &PeerId,
+        new_viewer: bool,
+        now: Instant,
+        pipeline: &MediaPipeline,
+    ) {
+        let reason = if new_viewer { KeyframeReason::NewViewer(peer.clone()) } else { KeyframeReason::PictureLoss };
+        if self.throttle.request(now, reason) {
+            pipeline.request_keyframe();
+        }
+    }
+
+    /// When a deferred keyframe request falls due.
+    pub(super) fn next_keyframe_due(&self) -> Option<Instant> {
+        self.throttle.next_due()
+    }
+
+    /// Forces the deferred IDR once its time has come.
+    pub(super) fn poll(&mut self, now: Instant, pipeline: &MediaPipeline) {
+        if self.throttle.poll(now) {
+            pipeline.request_keyframe();
+        }
+    }
+
+    fn apply(&self, update: RateUpdate, pipeline: &MediaPipeline) {
+        let room = &self.room;
+        if let Some(EstimateJump { viewer, from_bps, to_bps }) = &update.estimate_jump {
+            let to = to_bps / 1000;
+            match from_bps {
+                Some(from) => info!(
+                    room:% = room, peer:% = viewer;
+                    "room {room} peer {viewer}: bandwidth estimate {} -> {to} kbit/s", from / 1000
+                ),
+                None => {
+                    info!(room:% = room, peer:% = viewer; "room {room} peer {viewer}: bandwidth estimate {to} kbit/s")
+                }
+            }
+        }
+        if let Some(target) = update.target {
+            info!(
+                room:% = room;
+                "room {room}: video target {} kbit/s at {} fps", target.bitrate_bps / 1000, target.fps
+            );
+            pipeline.set_video_rate(VideoRate { bitrate_bps: target.bitrate_bps, fps: target.fps });
+        }
+        match update.quality {
+            Some(QualityChange::Degraded(target)) => info!(
+                room:% = room;
+                "room {room}: stream degraded to {} kbit/s at {} fps to fit the slowest viewer's path",
+                target.bitrate_bps / 1000,
+                target.fps
+            ),
+            Some(QualityChange::Recovered(target)) => info!(
+                room:% = room;
+                "room {room}: stream recovered: {} kbit/s at {} fps", target.bitrate_bps / 1000, target.fps
+            ),
+            None => {}
+        }
+    }
+}
