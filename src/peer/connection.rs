@@ -595,6 +595,12 @@ pub(crate) fn parse_remote_candidate(candidate: IceCandidate) -> Result<Option<I
         return Ok(None);
     }
     let body = value.strip_prefix("candidate:").unwrap_or(&value);
+    // rtc takes any word for the foundation, even a second `a=candidate:`
+    // (found by fuzzing); RFC 8839 allows ice-chars only.
+    let foundation = body.split_whitespace().next().unwrap_or_default();
+    if !foundation.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {
+        return Err(PeerError::BadCandidate(format!("foundation {foundation:?} is not ice-chars: {value}")));
+    }
     rtc::ice::candidate::unmarshal_candidate(body).map_err(|e| PeerError::BadCandidate(format!("{e}: {value}")))?;
     Ok(Some(IceCandidate { candidate: value, ..candidate }))
 }
@@ -799,4 +805,27 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         }
     }
     debug!("peer {}: remote {kind} track ended after {packets} packets", shared.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trickled(line: &str) -> IceCandidate {
+        IceCandidate { candidate: line.into(), sdp_mid: Some("0".into()), sdp_mline_index: Some(0) }
+    }
+
+    #[test]
+    fn remote_candidates_lose_their_prefix_and_garbage_is_refused() {
+        let line = "candidate:1238323460 1 udp 2122260223 127.0.0.1 53534 typ host generation 0 ufrag R8HM";
+        let kept = parse_remote_candidate(trickled(&format!("a={line}"))).unwrap().unwrap();
+        assert_eq!(kept, trickled(line));
+        assert_eq!(parse_remote_candidate(trickled(" ")).unwrap(), None);
+        assert_eq!(parse_remote_candidate(trickled("a=")).unwrap(), None);
+        // A doubled prefix once passed as the foundation `a=candidate:1238323460`
+        // (fuzz/corpus/sdp/doubled-candidate-prefix.sdp).
+        for bad in [format!("a=a={line}"), "candidate:12=3 1 udp 1 127.0.0.1 5000 typ host".into(), "x".into()] {
+            assert!(parse_remote_candidate(trickled(&bad)).is_err(), "{bad:?} accepted");
+        }
+    }
 }
