@@ -30,8 +30,9 @@ use crate::signaling::protocol::{RoomEvent, SignalData, message_event};
 const CAPTURED_ROOM: &str = "fuzz";
 
 /// One WebSocket text frame from a socket.io 2 (Engine.IO 3) or 4
-/// (Engine.IO 4) server, as the device's client decodes it. What roomcam
-/// encodes from a decoded packet decodes back to the same packet.
+/// (Engine.IO 4) server, as the device's client decodes it. A decoded event
+/// re-encoded by roomcam decodes back to the same event, and the pong it
+/// answers a ping with carries the ping's payload.
 pub fn socketio_frame(data: &[u8]) {
     // WebSocket text frames are UTF-8; tungstenite rejects anything else.
     let Ok(frame) = std::str::from_utf8(data) else { return };
@@ -49,7 +50,6 @@ pub fn socketio_frame(data: &[u8]) {
             }
             let _ = RoomEvent::from_socket_event(&name, &args);
         }
-        // The client answers a ping with its payload.
         Ok(Packet::Ping(payload)) => {
             let pong = codec::decode(&format!("{}{payload}", codec::PONG));
             assert_eq!(pong, Ok(Packet::Pong(payload)), "a pong does not carry the ping's payload");
