@@ -8,12 +8,15 @@
 //! - `rate`: the rate policy: viewers' bandwidth estimates to one encoder target (pure)
 //! - `daemon`: wires the edges to the session
 //! - `config`: the TOML configuration file
+//! - `fuzzing`: the fuzz targets' bodies for what peers, servers and operators
+//!   hand roomcam (the camera paths' are in `media::fuzzing`)
 //! - `util`: a mutex lock that survives a panicked holder, log rate limits,
 //!   retry back-off
 
 pub mod board;
 pub mod config;
 pub mod daemon;
+pub mod fuzzing;
 pub mod logging;
 pub mod media;
 pub mod peer;

@@ -275,15 +275,7 @@ impl Peer {
     /// emits `LocalDescription`.
     pub async fn set_remote_description(&self, kind: SdpKind, sdp: String) -> Result<(), PeerError> {
         self.ensure_open()?;
-        // The SDP parser is third-party code fed with remote input: contain
-        // a panic there as a rejected description rather than a dead daemon.
-        let parsed = std::panic::catch_unwind(|| match kind {
-            SdpKind::Offer => RTCSessionDescription::offer(sdp),
-            SdpKind::Answer => RTCSessionDescription::answer(sdp),
-        })
-        .map_err(|_| PeerError::BadSdp("the SDP parser panicked".into()))?
-        .map_err(|e| PeerError::BadSdp(e.to_string()))?;
-        check_media_sections(&parsed)?;
+        let parsed = parse_remote_description(kind, sdp)?;
         if self.congestion_control {
             self.log_transport_cc(kind, &parsed);
         }
@@ -309,17 +301,12 @@ impl Peer {
 
     pub async fn add_remote_candidate(&self, candidate: IceCandidate) -> Result<(), PeerError> {
         self.ensure_open()?;
-        let value = candidate.candidate.trim();
-        let value = value.strip_prefix("a=").unwrap_or(value);
-        if value.is_empty() {
+        // Parsed before queueing, so a malformed candidate is reported to the
+        // caller that sent it, not logged later.
+        let Some(candidate) = parse_remote_candidate(candidate)? else {
             // End-of-candidates; webrtc-rs needs no such signal.
             return Ok(());
-        }
-        let body = value.strip_prefix("candidate:").unwrap_or(value);
-        // Parse before queueing, so a malformed candidate is reported to the
-        // caller that sent it, not logged later.
-        rtc::ice::candidate::unmarshal_candidate(body).map_err(|e| PeerError::BadCandidate(format!("{e}: {value}")))?;
-        let candidate = IceCandidate { candidate: value.to_owned(), ..candidate };
+        };
 
         let Some(remote) = self.pc.remote_description().await else {
             let mut early = lock_ignoring_poison(&self.early_candidates);
@@ -584,7 +571,41 @@ fn new_local_track(id: &str, kind: RtpCodecKind, codec: RTCRtpCodec) -> Result<L
     Ok(LocalTrack { track: Arc::new(track), ssrc })
 }
 
-fn first_mid(desc: &RTCSessionDescription) -> Option<String> {
+/// A viewer's description as `set_remote_description` takes it: parsed, and
+/// with media sections roomcam can answer or apply.
+pub(crate) fn parse_remote_description(kind: SdpKind, sdp: String) -> Result<RTCSessionDescription, PeerError> {
+    // The SDP parser is third-party code fed with remote input: contain
+    // a panic there as a rejected description rather than a dead daemon.
+    let parsed = std::panic::catch_unwind(|| match kind {
+        SdpKind::Offer => RTCSessionDescription::offer(sdp),
+        SdpKind::Answer => RTCSessionDescription::answer(sdp),
+    })
+    .map_err(|_| PeerError::BadSdp("the SDP parser panicked".into()))?
+    .map_err(|e| PeerError::BadSdp(e.to_string()))?;
+    check_media_sections(&parsed)?;
+    Ok(parsed)
+}
+
+/// A trickled remote candidate as roomcam keeps it: its `a=` prefix dropped,
+/// its line parsed. `None` for the end-of-candidates marker (an empty one).
+pub(crate) fn parse_remote_candidate(candidate: IceCandidate) -> Result<Option<IceCandidate>, PeerError> {
+    let value = candidate.candidate.trim();
+    let value = value.strip_prefix("a=").unwrap_or(value).to_owned();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let body = value.strip_prefix("candidate:").unwrap_or(&value);
+    // rtc takes any word for the foundation, even a second `a=candidate:`
+    // (found by fuzzing); RFC 8839 allows ice-chars only.
+    let foundation = body.split_whitespace().next().unwrap_or_default();
+    if !foundation.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {
+        return Err(PeerError::BadCandidate(format!("foundation {foundation:?} is not ice-chars: {value}")));
+    }
+    rtc::ice::candidate::unmarshal_candidate(body).map_err(|e| PeerError::BadCandidate(format!("{e}: {value}")))?;
+    Ok(Some(IceCandidate { candidate: value, ..candidate }))
+}
+
+pub(crate) fn first_mid(desc: &RTCSessionDescription) -> Option<String> {
     let parsed = desc.unmarshal().ok()?;
     let media = parsed.media_descriptions.first()?;
     media.attribute("mid").flatten().map(str::to_owned)
@@ -609,7 +630,10 @@ fn check_media_sections(desc: &RTCSessionDescription) -> Result<(), PeerError> {
 /// rtc 0.21 ignores sdpMid/sdpMLineIndex (everything is bundled on one
 /// transport), so a candidate aimed at an m-line that does not exist would be
 /// accepted silently; reject it, it means the signaling is confused.
-fn check_candidate_target(remote: &RTCSessionDescription, candidate: &IceCandidate) -> Result<(), PeerError> {
+pub(crate) fn check_candidate_target(
+    remote: &RTCSessionDescription,
+    candidate: &IceCandidate,
+) -> Result<(), PeerError> {
     let parsed = remote.unmarshal().map_err(|e| PeerError::BadCandidate(format!("remote description: {e}")))?;
     let sections = &parsed.media_descriptions;
     if let Some(mid) = candidate.sdp_mid.as_deref().filter(|m| !m.is_empty()) {
@@ -784,4 +808,27 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         }
     }
     debug!("peer {}: remote {kind} track ended after {packets} packets", shared.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trickled(line: &str) -> IceCandidate {
+        IceCandidate { candidate: line.into(), sdp_mid: Some("0".into()), sdp_mline_index: Some(0) }
+    }
+
+    #[test]
+    fn remote_candidates_lose_their_prefix_and_garbage_is_refused() {
+        let line = "candidate:1238323460 1 udp 2122260223 127.0.0.1 53534 typ host generation 0 ufrag R8HM";
+        let kept = parse_remote_candidate(trickled(&format!("a={line}"))).unwrap().unwrap();
+        assert_eq!(kept, trickled(line));
+        assert_eq!(parse_remote_candidate(trickled(" ")).unwrap(), None);
+        assert_eq!(parse_remote_candidate(trickled("a=")).unwrap(), None);
+        // A doubled prefix once passed as the foundation `a=candidate:1238323460`
+        // (fuzz/corpus/sdp/doubled-candidate-prefix.sdp).
+        for bad in [format!("a=a={line}"), "candidate:12=3 1 udp 1 127.0.0.1 5000 typ host".into(), "x".into()] {
+            assert!(parse_remote_candidate(trickled(&bad)).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -8,9 +8,10 @@
 use crate::media::pipeline::Talkback;
 use crate::media::{EncodedAudio, EncodedVideo};
 
-mod congestion;
-mod connection;
-mod rtcp;
+// Visible to the crate for `crate::fuzzing`.
+pub(crate) mod congestion;
+pub(crate) mod connection;
+pub(crate) mod rtcp;
 mod setup;
 
 pub use congestion::CongestionSettings;

@@ -314,7 +314,7 @@ async fn read_open(socket: &mut Socket) -> Result<OpenInfo, ClientError> {
     }
 }
 
-fn preview(text: &str) -> String {
+pub(crate) fn preview(text: &str) -> String {
     let mut cut: String = text.chars().take(80).collect();
     if cut.len() < text.len() {
         cut.push('…');
