@@ -96,21 +96,19 @@ fn server_restarts_keep_the_call(kind: Server, room: &str, restarts: u32) {
     device.wait_in_room();
     let video = artifact(&format!("{room}.video"));
     let watch_seconds = restarts * 3 + 16;
-    let mut page = Proc::spawn(
-        "chromium",
-        &mut page_command(
-            None,
-            &format!("{url}/?room={room}"),
-            &[
-                "--expect-video",
-                "--video-file",
-                video.to_str().unwrap(),
-                "--keep-watching",
-                &watch_seconds.to_string(),
-                "--timeout",
-                "20",
-            ],
-        ),
+    let mut page = open_page(
+        None,
+        &url,
+        room,
+        &[
+            "--expect-video",
+            "--video-file",
+            video.to_str().unwrap(),
+            "--keep-watching",
+            &watch_seconds.to_string(),
+            "--timeout",
+            "20",
+        ],
     );
     wait_for_file(&video, &mut page, Duration::from_secs(60));
     let watch_started = Instant::now();
@@ -418,23 +416,21 @@ fn a_page_says_when_the_picture_froze_and_when_it_is_back() {
     device.wait_in_room();
     let video = artifact("frozen.video");
     let shot = artifact("frozen-phone.png");
-    let mut page = Proc::spawn(
-        "chromium",
-        &mut page_command(
-            None,
-            &format!("{url}/?room=frozen"),
-            &[
-                "--phone",
-                "--expect-video",
-                "--video-file",
-                video.to_str().unwrap(),
-                "--expect-frozen",
-                "--frozen-screenshot",
-                shot.to_str().unwrap(),
-                "--timeout",
-                "20",
-            ],
-        ),
+    let mut page = open_page(
+        None,
+        &url,
+        "frozen",
+        &[
+            "--phone",
+            "--expect-video",
+            "--video-file",
+            video.to_str().unwrap(),
+            "--expect-frozen",
+            "--frozen-screenshot",
+            shot.to_str().unwrap(),
+            "--timeout",
+            "20",
+        ],
     );
     wait_for_file(&video, &mut page, Duration::from_secs(60));
     let stop = |signal: &str| {
@@ -461,28 +457,15 @@ fn the_link_going_down_and_up_keeps_the_call() {
     let netns = Netns::new();
     let pid = Some(netns.pid());
     let url = "http://127.0.0.1:8091";
-    let mut server = {
-        let mut cmd = in_netns(pid, roomcam_bin().to_str().unwrap());
-        cmd.args(["serve", "--listen", "127.0.0.1:8091"]).env("RUST_LOG", "info");
-        Proc::spawn("roomcam-serve", &mut cmd)
-    };
-    server.wait_for_line("listening", Duration::from_secs(20), |l| l.contains("listening"));
-    let mut device = {
-        let mut cmd = in_netns(pid, roomcam_bin().to_str().unwrap());
-        cmd.args(["run", "--server", url, "--room", "link", "--camera", "test", "--microphone", "test"])
-            .args(["--speaker", "null"])
-            .env("RUST_LOG", "info");
-        Proc::spawn("roomcam-run", &mut cmd)
-    };
+    let _server = serve_in_netns(pid, 8091);
+    let mut device = Proc::spawn("roomcam-run", &mut device_in_netns(pid, url, "link", "test", &[]));
     device.wait_in_room();
     let video = artifact("link.video");
-    let mut page = Proc::spawn(
-        "chromium",
-        &mut page_command(
-            pid,
-            &format!("{url}/?room=link"),
-            &["--expect-video", "--video-file", video.to_str().unwrap(), "--keep-watching", "15", "--timeout", "30"],
-        ),
+    let mut page = open_page(
+        pid,
+        url,
+        "link",
+        &["--expect-video", "--video-file", video.to_str().unwrap(), "--keep-watching", "15", "--timeout", "30"],
     );
     wait_for_file(&video, &mut page, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
