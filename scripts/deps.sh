@@ -19,6 +19,8 @@ declare -A ROOMCAM_TEST_PACKAGES=(
   [iproute2]=/usr/sbin/ip
   [util-linux]=/usr/bin/unshare
   [coturn]=/usr/bin/turnserver
+  # tests/https.rs: the README's reverse-proxy block in front of roomcam serve.
+  [nginx]=/usr/sbin/nginx
 )
 
 # The emulated board (board/emulated/test.sh): qemu, busybox and the tools

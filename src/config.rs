@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::media::convert::PixelFormat;
+use crate::signaling::limits;
 
 /// `sysexits.h` EX_CONFIG: systemd is told not to restart on it.
 pub const EXIT_CONFIG: i32 = 78;
@@ -23,6 +24,7 @@ pub struct Config {
     pub webrtc: WebRtcConfig,
     pub server: ServerConfig,
     pub log: LogConfig,
+    pub alerts: AlertsConfig,
     /// A board profile (`board/profiles/NAME.toml`): its camera settings
     /// apply wherever this file sets none.
     pub board: Option<String>,
@@ -114,6 +116,12 @@ pub struct CameraConfig {
     pub min_bitrate: u32,
     /// OpenH264 threads; above 1 the picture is cut into slices they share.
     pub encoder_threads: u16,
+    /// 2: every other picture is one no other refers to, so that a viewer
+    /// on a much weaker path than the others can be sent only the rest
+    /// (half the frame rate) instead of lowering everyone's bitrate; 1:
+    /// slightly better pictures at the same bitrate, the weakest viewer
+    /// sets the rate for all.
+    pub temporal_layers: u8,
 }
 
 impl Default for CameraConfig {
@@ -126,6 +134,7 @@ impl Default for CameraConfig {
             bitrate: 1000,
             min_bitrate: 150,
             encoder_threads: 1,
+            temporal_layers: 2,
         }
     }
 }
@@ -164,6 +173,37 @@ impl CameraFormat {
             CameraFormat::Auto => None,
             CameraFormat::Only(format) => Some(format),
         }
+    }
+}
+
+/// `[alerts]`: sound alerts (see `crate::alerts`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AlertsConfig {
+    pub enabled: bool,
+    /// dB above the room's noise floor that counts as sound.
+    pub threshold: f32,
+    /// Seconds the sound must last.
+    pub hold: f32,
+    /// Seconds from one alert's start before another may start.
+    pub cooldown: f32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        let d = crate::alerts::DetectorSettings::default();
+        AlertsConfig { enabled: true, threshold: d.threshold_db, hold: d.hold_s, cooldown: d.cooldown_s }
+    }
+}
+
+impl AlertsConfig {
+    /// The detector's settings, or `None` with alerts off.
+    pub fn detector(&self) -> Option<crate::alerts::DetectorSettings> {
+        self.enabled.then_some(crate::alerts::DetectorSettings {
+            threshold_db: self.threshold,
+            hold_s: self.hold,
+            cooldown_s: self.cooldown,
+        })
     }
 }
 
@@ -217,6 +257,17 @@ pub enum CongestionControlChoice {
     Off,
 }
 
+/// `webrtc.playout-delay`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlayoutDelayChoice {
+    /// Ask the viewer to render video as soon as it can (min 0, max 100 ms).
+    #[default]
+    Low,
+    /// Leave the viewer's jitter buffer to itself (no extension negotiated).
+    Off,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WebRtcConfig {
@@ -225,6 +276,20 @@ pub struct WebRtcConfig {
     /// Seconds a viewer may stay disconnected before its peer is closed.
     pub disconnect_timeout: u64,
     pub congestion_control: CongestionControlChoice,
+    pub playout_delay: PlayoutDelayChoice,
+    pub ice_transport_policy: IceTransportPolicyChoice,
+}
+
+/// `webrtc.ice-transport-policy`, as RTCConfiguration's `iceTransportPolicy`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum IceTransportPolicyChoice {
+    /// Host, server-reflexive and relayed candidates.
+    #[default]
+    All,
+    /// Only candidates relayed by a TURN server: the device's address stays
+    /// hidden, and a path that works only through TURN is tested as such.
+    Relay,
 }
 
 impl Default for WebRtcConfig {
@@ -234,6 +299,8 @@ impl Default for WebRtcConfig {
             loopback_candidates: LoopbackChoice::Auto,
             disconnect_timeout: 10,
             congestion_control: CongestionControlChoice::Gcc,
+            playout_delay: PlayoutDelayChoice::Low,
+            ice_transport_policy: IceTransportPolicyChoice::All,
         }
     }
 }
@@ -250,10 +317,57 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Members per room when the room has no entry of its own (2 = classic).
     pub capacity: usize,
-    /// ICE servers handed to viewer pages (`/config.json`).
+    /// ICE servers handed to viewer pages (`/config.json`): static STUN.
     pub viewer_ice_servers: Vec<IceServerConfig>,
+    /// coturn's `static-auth-secret`: with it, every admitted member gets
+    /// short-lived credentials of its own for `turn-urls` (the `turn` event).
+    pub turn_secret: Option<String>,
+    /// The turn:/turns: URLs the minted credentials are for.
+    pub turn_urls: Vec<String>,
+    /// Seconds the minted credentials are valid; fresh ones are sent at 80 %.
+    pub turn_ttl: u64,
     pub rooms: Vec<RoomConfig>,
+    /// PEM certificate chain (leaf first) for HTTPS/WSS on `listen`; needs `tls-key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls-cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of the certificate files' modification times
+    /// (a renewed certificate is used without a restart; SIGHUP checks at once).
+    pub tls_reload_interval: u64,
+    /// Serve HTTPS with a certificate of roomcam's own local CA, made once
+    /// in `tls-dir` (instead of `tls-cert`/`tls-key`).
+    pub self_signed: bool,
+    /// Where `self-signed` keeps its CA and server certificate.
+    pub tls_dir: PathBuf,
+    /// More names (DNS or IP) for the `self-signed` certificate, besides the
+    /// host's own name, `NAME.local`, localhost and its addresses.
+    pub tls_names: Vec<String>,
+    // What one client may do (src/signaling/limits.rs has the defaults and rules).
+    /// Largest socket.io message (a WebSocket message or a polling body), bytes.
+    pub max_message_bytes: usize,
+    /// Events one connection may send a second (a burst of 4 s' worth); past it, disconnected.
+    pub max_messages_per_second: u32,
+    /// Connected sockets from one client address (loopback included).
+    pub max_connections_per_address: usize,
+    /// Distinct rooms one connection may join or try over its life.
+    pub max_rooms_per_connection: usize,
+    pub max_room_name_length: usize,
+    /// Characters a room name may have besides letters and digits.
+    pub room_name_characters: String,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Origins of pages that may connect (`None`: any); the server's own always may.
+    pub allowed_origins: Option<Vec<String>>,
 }
+
+/// A month: longer-lived credentials are static ones in all but name.
+const MAX_TURN_TTL: u64 = 30 * 86_400;
+
+/// `turn-ttl` unless set: a day, as coturn's REST API document suggests.
+pub const DEFAULT_TURN_TTL: u64 = 86_400;
+
+/// Where `self-signed` keeps its files unless `tls-dir` says otherwise.
+pub const DEFAULT_TLS_DIR: &str = "/var/lib/roomcam/tls";
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -261,8 +375,92 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             capacity: 2,
             viewer_ice_servers: Vec::new(),
+            turn_secret: None,
+            turn_urls: Vec::new(),
+            turn_ttl: DEFAULT_TURN_TTL,
             rooms: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_interval: 5,
+            self_signed: false,
+            tls_dir: PathBuf::from(DEFAULT_TLS_DIR),
+            tls_names: Vec::new(),
+            max_message_bytes: limits::DEFAULT_MAX_MESSAGE_BYTES,
+            max_messages_per_second: limits::DEFAULT_MAX_MESSAGES_PER_SECOND,
+            max_connections_per_address: limits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_rooms_per_connection: limits::DEFAULT_MAX_ROOMS_PER_CONNECTION,
+            max_room_name_length: limits::DEFAULT_MAX_ROOM_NAME_LENGTH,
+            room_name_characters: limits::DEFAULT_ROOM_NAME_CHARACTERS.into(),
+            trusted_proxies: Vec::new(),
+            allowed_origins: None,
         }
+    }
+}
+
+impl ServerConfig {
+    pub fn tls_reload_interval(&self) -> Duration {
+        Duration::from_secs(self.tls_reload_interval)
+    }
+
+    pub fn turn_ttl(&self) -> Duration {
+        Duration::from_secs(self.turn_ttl)
+    }
+
+    /// TURN settings that cannot work: the key to point at and why.
+    fn turn_conflict(&self) -> Option<(&'static str, String)> {
+        match (&self.turn_secret, self.turn_urls.is_empty()) {
+            (Some(secret), _) if secret.is_empty() => {
+                return Some(("turn-secret", "server.turn-secret must not be empty".into()));
+            }
+            (Some(_), true) => {
+                return Some(("turn-secret", "server.turn-secret is set without server.turn-urls: set both".into()));
+            }
+            (None, false) => {
+                return Some(("turn-urls", "server.turn-urls is set without server.turn-secret: set both".into()));
+            }
+            _ => {}
+        }
+        if let Some(bad) = self.turn_urls.iter().find(|u| !(u.starts_with("turn:") || u.starts_with("turns:"))) {
+            return Some(("turn-urls", format!("server.turn-urls: {bad:?} must start with turn: or turns:")));
+        }
+        if !(2..=MAX_TURN_TTL).contains(&self.turn_ttl) {
+            return Some(("turn-ttl", format!("server.turn-ttl {} must be 2..{MAX_TURN_TTL} seconds", self.turn_ttl)));
+        }
+        None
+    }
+
+    /// Settings that cannot work: the key to point at and why.
+    fn conflict(&self) -> Option<(&'static str, String)> {
+        self.tls_conflict().or_else(|| self.turn_conflict()).or_else(|| limits::config_conflict(self))
+    }
+
+    /// TLS settings that contradict each other: the key to point at and why.
+    fn tls_conflict(&self) -> Option<(&'static str, String)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Some(("tls-cert", "server.tls-cert is set without server.tls-key: set both or neither".into()));
+            }
+            (None, Some(_)) => {
+                return Some(("tls-key", "server.tls-key is set without server.tls-cert: set both or neither".into()));
+            }
+            _ => {}
+        }
+        if self.self_signed && self.tls_cert.is_some() {
+            return Some((
+                "self-signed",
+                "server.self-signed and server.tls-cert/tls-key exclude each other: choose one".into(),
+            ));
+        }
+        if let Some(bad) = self.tls_names.iter().find(|n| !valid_tls_name(n)) {
+            return Some(("tls-names", format!("server.tls-names: {bad:?} is neither a DNS name nor an IP address")));
+        }
+        if !(1..=86_400).contains(&self.tls_reload_interval) {
+            return Some((
+                "tls-reload-interval",
+                format!("server.tls-reload-interval {} must be 1..86400 seconds", self.tls_reload_interval),
+            ));
+        }
+        None
     }
 }
 
@@ -341,6 +539,11 @@ impl Config {
             let (line, column) = e.span().map(|span| line_and_column(text, span.start)).unwrap_or((1, 1));
             ConfigError::Syntax { path: path.to_owned(), line, column, message: e.message().trim().to_owned() }
         })?;
+        // Cross-field errors that one key causes are reported at that key.
+        if let Some((key, message)) = config.server.conflict() {
+            let (line, column) = key_location(text, "server", key).unwrap_or((1, 1));
+            return Err(ConfigError::Syntax { path: path.to_owned(), line, column, message });
+        }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
         Ok(config)
     }
@@ -364,6 +567,9 @@ impl Config {
         if !(50..=20_000).contains(&self.camera.min_bitrate) {
             return Err(format!("camera.min-bitrate {} kbit/s must be 50..20000", self.camera.min_bitrate));
         }
+        if !(1..=2).contains(&self.camera.temporal_layers) {
+            return Err(format!("camera.temporal-layers {} must be 1 or 2", self.camera.temporal_layers));
+        }
         if !(1..=16).contains(&self.camera.encoder_threads) {
             return Err(format!("camera.encoder-threads {} must be 1..16", self.camera.encoder_threads));
         }
@@ -372,6 +578,16 @@ impl Config {
         }
         if !(2..=64).contains(&self.audio.periods) {
             return Err(format!("audio.periods {} must be 2..64", self.audio.periods));
+        }
+        let alerts = &self.alerts;
+        if !(3.0..=60.0).contains(&alerts.threshold) {
+            return Err(format!("alerts.threshold {} dB must be 3..60", alerts.threshold));
+        }
+        if !(0.1..=60.0).contains(&alerts.hold) {
+            return Err(format!("alerts.hold {} s must be 0.1..60", alerts.hold));
+        }
+        if !(0.0..=86_400.0).contains(&alerts.cooldown) {
+            return Err(format!("alerts.cooldown {} s must be 0..86400", alerts.cooldown));
         }
         for server in self.webrtc.ice_servers.iter().chain(&self.server.viewer_ice_servers) {
             validate_ice_server(server)?;
@@ -383,6 +599,9 @@ impl Config {
             if room.capacity.is_some_and(|c| c < 2) {
                 return Err(format!("server.rooms {:?}: capacity must be at least 2", room.name));
             }
+        }
+        if let Some((_, message)) = self.server.conflict() {
+            return Err(message);
         }
         Ok(())
     }
@@ -402,6 +621,26 @@ pub fn validate_ice_server(server: &IceServerConfig) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn valid_tls_name(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+            }))
+}
+
+/// Line and column of `key` in `[table]` (or a dotted/inline spelling of it).
+fn key_location(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let section = doc.get_ref().iter().find(|(k, _)| k.get_ref() == table)?.1;
+    let toml::de::DeValue::Table(section) = section.get_ref() else { return None };
+    let (found, _) = section.iter().find(|(k, _)| k.get_ref() == key)?;
+    Some(line_and_column(text, found.span().start))
 }
 
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
@@ -530,6 +769,68 @@ capacity = 4
             Err(ConfigError::Invalid { .. })
         ));
         assert!(matches!(parse("[server]\ncapacity = 1\n"), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn tls_keys_come_in_pairs_and_errors_point_at_the_key() {
+        let config = parse("[server]\ntls-cert = \"/c.pem\"\ntls-key = \"/k.pem\"\ntls-reload-interval = 1\n").unwrap();
+        assert_eq!(config.server.tls_cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(config.server.tls_reload_interval(), Duration::from_secs(1));
+        let defaults = parse("").unwrap().server;
+        assert_eq!((defaults.tls_cert, defaults.self_signed), (None, false));
+        assert_eq!(defaults.tls_dir, Path::new(DEFAULT_TLS_DIR));
+        assert_eq!(defaults.tls_reload_interval, 5);
+
+        let (line, column, message) = syntax_error("[server]\nlisten = \"0.0.0.0:443\"\n  tls-cert = \"/c.pem\"\n");
+        assert_eq!((line, column), (3, 3));
+        assert!(message.contains("without server.tls-key"), "{message}");
+        let (line, column, message) = syntax_error("[server]\n\ntls-key = \"/k.pem\"\n");
+        assert_eq!((line, column), (3, 1));
+        assert!(message.contains("without server.tls-cert"), "{message}");
+        let (line, _, message) = syntax_error("[server]\ntls-cert = \"/c\"\ntls-key = \"/k\"\nself-signed = true\n");
+        assert_eq!(line, 4);
+        assert!(message.contains("exclude each other"), "{message}");
+        let (line, _, _) = syntax_error("[server]\ntls-reload-interval = 0\n");
+        assert_eq!(line, 2);
+        let config = parse("[server]\nself-signed = true\ntls-names = [\"nursery.home\", \"10.0.0.5\"]\n").unwrap();
+        assert_eq!(config.server.tls_names, ["nursery.home", "10.0.0.5"]);
+        let (line, column, message) = syntax_error("[server]\ntls-names = [\"bad name\"]\n");
+        assert_eq!((line, column), (2, 1));
+        assert!(message.contains("neither a DNS name nor an IP address"), "{message}");
+        // Set from flags, the same rule holds (no location to give).
+        let mut config = Config::default();
+        config.server.tls_key = Some("/k".into());
+        assert!(config.validate().unwrap_err().contains("without server.tls-cert"));
+    }
+
+    #[test]
+    fn turn_secret_urls_and_ttl() {
+        let config = parse(
+            "[server]\nturn-secret = \"s\"\nturn-urls = [\"turn:t.example:3478\", \"turns:t.example:5349\"]\nturn-ttl = 600\n\n[webrtc]\nice-transport-policy = \"relay\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.turn_secret.as_deref(), Some("s"));
+        assert_eq!(config.server.turn_urls.len(), 2);
+        assert_eq!(config.server.turn_ttl(), Duration::from_secs(600));
+        assert_eq!(config.webrtc.ice_transport_policy, IceTransportPolicyChoice::Relay);
+        let defaults = parse("").unwrap();
+        assert_eq!((defaults.server.turn_ttl, defaults.server.turn_secret), (86_400, None));
+        assert_eq!(defaults.webrtc.ice_transport_policy, IceTransportPolicyChoice::All);
+
+        let (line, column, message) = syntax_error("[server]\n  turn-secret = \"s\"\n");
+        assert_eq!((line, column), (2, 3));
+        assert!(message.contains("without server.turn-urls"), "{message}");
+        let (line, _, message) = syntax_error("[server]\nlisten = \"0.0.0.0:80\"\nturn-urls = [\"turn:x\"]\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("without server.turn-secret"), "{message}");
+        let (line, _, message) = syntax_error("[server]\nturn-secret = \"s\"\nturn-urls = [\"stun:x\"]\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("turn: or turns:"), "{message}");
+        let (line, _, _) = syntax_error("[server]\nturn-secret = \"s\"\nturn-urls = [\"turn:x\"]\nturn-ttl = 0\n");
+        assert_eq!(line, 4);
+        let (line, column, message) = syntax_error("[webrtc]\nice-transport-policy = \"none\"\n");
+        assert_eq!((line, column), (2, 24));
+        assert!(message.contains("all") && message.contains("relay"), "{message}");
     }
 
     #[test]

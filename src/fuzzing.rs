@@ -167,7 +167,8 @@ pub fn config_file(data: &[u8]) {
     }
 }
 
-/// A viewer's SDP as roomcam checks it before webrtc-rs applies it, and the
+/// A viewer's SDP as roomcam checks it before webrtc-rs applies it (and its
+/// video bandwidth ceiling as the rate policy gets it), and the
 /// candidates in it as if trickled. A description roomcam accepts has a mid
 /// on every media section, so a candidate for its first mid is never
 /// refused for its target.
@@ -175,6 +176,10 @@ pub fn remote_description(data: &[u8]) {
     let Ok(sdp) = std::str::from_utf8(data) else { return };
     if let Some(fingerprint) = dtls_fingerprint(sdp) {
         assert_eq!(fingerprint, fingerprint.trim().to_ascii_lowercase(), "fingerprint not normalised");
+    }
+    // A data saver's ceiling: never zero (that would stop the video).
+    if let Some(ceiling) = crate::peer::bandwidth::video_ceiling_bps(sdp) {
+        assert!(ceiling > 0, "a zero video ceiling from {sdp:?}");
     }
     // Offers and answers parse alike; alternate so both paths run.
     let kind = if data.len() % 2 == 0 { SdpKind::Offer } else { SdpKind::Answer };

@@ -1,6 +1,7 @@
 //! roomcam: a camera + microphone daemon that joins a socket.io signaling room
 //! and streams H.264/Opus over WebRTC to whoever joins the room.
 //!
+//! - `alerts`: sound detection for alerts (pure)
 //! - `session`: the room/peer state machine (no I/O; events in, actions out)
 //! - `signaling`: socket.io codec, the device's client, roomcam's own server
 //! - `peer`: one WebRTC peer connection per viewer
@@ -13,6 +14,7 @@
 //! - `util`: a mutex lock that survives a panicked holder, log rate limits,
 //!   retry back-off
 
+pub mod alerts;
 pub mod board;
 pub mod config;
 pub mod daemon;

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
 use roomcam::config::{Config, ConfigError, EXIT_CONFIG, FrameSize, IceServerConfig};
+use roomcam::signaling::tls::{ServerTls, TlsError};
 
 #[derive(Parser)]
 #[command(name = "roomcam", version, about = "Camera + microphone to a WebRTC room, from a small board")]
@@ -47,7 +50,7 @@ struct DeviceArgs {
     /// `test`, `test-busy`, `test-h264` or a V4L2 device such as /dev/video0.
     #[arg(long)]
     camera: Option<String>,
-    /// `test`, `none` or an ALSA PCM.
+    /// `test`, `none`, `wav:PATH` (a recording, looped) or an ALSA PCM.
     #[arg(long)]
     microphone: Option<String>,
     /// `null` or an ALSA PCM.
@@ -92,6 +95,53 @@ struct ServeArgs {
     /// Address to listen on, e.g. 0.0.0.0:8080.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// HTTPS/WSS on the server's listener.
+#[derive(clap::Args, Default)]
+struct TlsArgs {
+    /// PEM certificate chain for HTTPS (with --tls-key), e.g. certbot's fullchain.pem.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert, e.g. certbot's privkey.pem.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// HTTPS with a certificate of roomcam's own local CA (made once in --tls-dir).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    self_signed: bool,
+    /// Where --self-signed keeps its CA and certificate (default /var/lib/roomcam/tls).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// One more name (DNS or IP) for the --self-signed certificate; repeat for several.
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+}
+
+impl TlsArgs {
+    /// The flags over the config file's `[server]` TLS keys; both checked again.
+    fn apply(&self, config: &mut Config, origin: Option<&Path>) -> Result<(), ConfigError> {
+        let server = &mut config.server;
+        if self.tls_cert.is_some() || self.tls_key.is_some() {
+            server.tls_cert.clone_from(&self.tls_cert);
+            server.tls_key.clone_from(&self.tls_key);
+            server.self_signed = false;
+        }
+        if self.self_signed {
+            server.self_signed = true;
+            server.tls_cert = None;
+            server.tls_key = None;
+        }
+        if let Some(dir) = &self.tls_dir {
+            server.tls_dir.clone_from(dir);
+        }
+        if !self.tls_names.is_empty() {
+            server.tls_names.clone_from(&self.tls_names);
+        }
+        let origin = origin.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("command line"));
+        config.validate().map_err(|message| ConfigError::Invalid { path: origin, message })
+    }
 }
 
 #[derive(clap::Args)]
@@ -100,6 +150,8 @@ struct DemoArgs {
     device: DeviceArgs,
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -107,7 +159,9 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let config_error = e.downcast_ref::<ConfigError>().is_some();
+            // Certificate files that do not load are a configuration error
+            // too: restarting does not fix them.
+            let config_error = e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<TlsError>().is_some();
             eprintln!("roomcam: {e:#}");
             ExitCode::from(if config_error { EXIT_CONFIG as u8 } else { 1 })
         }
@@ -135,11 +189,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(listen) = args.listen {
                 config.server.listen = listen;
             }
+            args.tls.apply(&mut config, args.config.as_deref())?;
             roomcam::logging::init(&config.log.level);
+            let tls = ServerTls::from_config(&config.server)?.map(Arc::new);
             runtime()?.block_on(async {
                 let listener = roomcam::signaling::server::bind(config.server.listen).await?;
-                log::info!("server: listening on http://{}/", listener.local_addr()?);
-                roomcam::signaling::server::serve(listener, &config.server, shutdown_signal()).await?;
+                let addr = listener.local_addr()?;
+                log_tls(tls.as_deref(), addr);
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                log::info!("server: listening on {scheme}://{addr}/");
+                roomcam::signaling::server::serve_tls(listener, &config.server, tls, shutdown_signal()).await?;
                 Ok(())
             })
         }
@@ -148,31 +207,58 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             if let Some(listen) = args.listen {
                 config.server.listen = listen;
             }
+            args.tls.apply(&mut config, args.device.config.as_deref())?;
             roomcam::logging::init(&config.log.level);
-            runtime()?.block_on(demo(config))
+            let tls = ServerTls::from_config(&config.server)?.map(Arc::new);
+            runtime()?.block_on(demo(config, tls))
         }
     }
 }
 
-async fn demo(mut config: Config) -> anyhow::Result<()> {
+/// The certificate in use, and for roomcam's own CA where a phone gets it.
+fn log_tls(tls: Option<&ServerTls>, addr: std::net::SocketAddr) {
+    let Some(tls) = tls else { return };
+    log::info!("server: TLS certificate {}", tls.describe());
+    if let Some(fingerprint) = tls.ca_fingerprint() {
+        log::info!("server: local CA SHA-256 fingerprint {fingerprint}");
+        log::info!("server: phones install the CA from https://HOST:{}/roomcam-ca.crt", addr.port());
+    }
+}
+
+async fn demo(mut config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> {
     let listener = roomcam::signaling::server::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
-    config.signaling.server = format!("http://{addr}");
+    log_tls(tls.as_deref(), addr);
+    let app = roomcam::signaling::server::app_with_ca(&config.server, tls.as_ref().and_then(|t| t.ca_pem()));
+    // Over TLS, the device in this process joins through a second, plain
+    // listener on loopback (same app, same rooms): the certificate need not
+    // name 127.0.0.1 nor be trusted by the device.
+    let inner = match &tls {
+        Some(_) => {
+            let inner = roomcam::signaling::server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            config.signaling.server = format!("http://{}", inner.local_addr()?);
+            Some(inner)
+        }
+        None => {
+            config.signaling.server = format!("http://{addr}");
+            None
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-    let mut url = format!("http://{host}:{}/?room={}", addr.port(), config.signaling.room);
+    let mut url = format!("{scheme}://{host}:{}/?room={}", addr.port(), config.signaling.room);
     if let Some(token) = &config.signaling.token {
         url.push_str(&format!("&token={token}"));
     }
     println!("roomcam demo: open {url} in a browser (Ctrl-C stops)");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server_config = config.server.clone();
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        roomcam::signaling::server::serve(listener, &server_config, async move {
-            let _ = server_stop.wait_for(|stop| *stop).await;
-        })
-        .await
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let inner_server = inner.map(|inner| {
+        tokio::spawn(roomcam::signaling::server::serve_router(inner, app.clone(), None, stopped(stop_rx.clone())))
     });
+    let server = tokio::spawn(roomcam::signaling::server::serve_router(listener, app, tls, stopped(stop_rx.clone())));
     let mut device_stop = stop_rx;
     let device = roomcam::daemon::run(config, async move {
         let _ = device_stop.wait_for(|stop| *stop).await;
@@ -187,6 +273,9 @@ async fn demo(mut config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     server.await??;
+    if let Some(inner) = inner_server {
+        inner.await??;
+    }
     Ok(())
 }
 

@@ -117,7 +117,10 @@ pcm.speaker {{
     // Silence, not noise, after the talk ended.
     let tail = &played[played.len().saturating_sub(4_800)..];
     assert!(tail.iter().all(|&s| s == 0), "silence after talk-back");
-    assert!(delay.packets >= 45, "{delay:?}");
+    // Every packet written is timed when it plays, unless the jitter buffer
+    // trimmed it first (when this thread's sleeps overran on a loaded host).
+    assert_eq!(delay.packets + delay.trimmed_packets, 50, "{delay:?}");
+    assert!(delay.packets >= 25, "most of the talk must play: {delay:?}");
     assert!(delay.mean_ms <= JITTER_TARGET.as_millis() as f64 + 25.0, "{delay:?}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -18,16 +18,7 @@ use serde_json::Value;
 
 /// Runs the page scenario to its end; returns the JSON report.
 fn check_viewer(url: &str, args: &[&str]) -> Value {
-    let output = check_viewer_command(None, url, args).output().expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON report from check-viewer:\n{stdout}\n{stderr}"));
-    assert!(output.status.success() && report["ok"] == true, "viewer page failed: {report}\n{stderr}");
-    report
+    common::page::check_viewer_succeeds(None, url, args, String::new)
 }
 
 fn artifact(name: &str) -> String {
@@ -117,6 +108,31 @@ fn chromium_without_the_room_token_is_refused() {
     check_viewer(&format!("{url}/?room=locked&token=s3cret"), &["--expect-video"]);
 }
 
+/// A link with the room's token (issue 10 point 5): the page takes the
+/// token out of the address bar, keeps no Referer, and the token-less
+/// address it leaves (a reload, a home-screen icon) still gets in.
+#[test]
+fn chromium_keeps_the_token_out_of_the_address_bar_and_rejoins_on_reload() {
+    let dir = std::env::temp_dir().join(format!("roomcam-browser-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("serve.toml");
+    // Room for the reloaded page while the first one's place is still held.
+    std::fs::write(&config, "[[server.rooms]]\nname = \"hidden\"\ntoken = \"t0ken-in-link\"\ncapacity = 3\n").unwrap();
+    let port = free_port();
+    let server = roomcam_serve(port, Some(&config));
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "hidden", &["--token", "t0ken-in-link"]);
+    device.wait_in_room();
+    let report =
+        check_viewer(&format!("{url}/?room=hidden&token=t0ken-in-link"), &["--expect-video", "--token-hidden"]);
+    let href = report["tokenHidden"]["href"].as_str().expect("the address after the reload");
+    assert_eq!(href, format!("{url}/?room=hidden"), "{report}");
+    // Two pages joined: the first load and the reload, with the kept token.
+    let joins = server.count_lines(|l| l.contains("room hidden:") && l.contains("viewer-") && l.contains(" joined ("));
+    assert_eq!(joins, 2, "{}", server.lines().join("\n"));
+    assert_eq!(server.count_lines(|l| l.contains("t0ken-in-link")), 0, "the token in the server log");
+}
+
 /// A camera that encodes H.264 itself: Chromium shows its own stream, bars
 /// and all, for a first viewer and for the next one (each starts at one of
 /// the camera's periodic IDRs, since such a camera cannot be asked for one).
@@ -131,4 +147,71 @@ fn chromium_shows_an_h264_cameras_own_stream() {
     eprintln!("page report: {report}");
     assert!(report["video"]["fps"].as_f64().is_some_and(|fps| fps >= 5.0), "{report}");
     assert!(device.is_running());
+}
+
+/// A phone: a 390x844 touch screen whose browser refuses autoplay with sound
+/// until a tap. Everything fits without scrolling (checked on a screenshot:
+/// the video's area shows a picture), one "Tap for sound" brings the sound,
+/// the fullscreen button puts the video fullscreen, and holding "Hold to
+/// talk" with a finger (touch events) is heard by the device, with nothing
+/// sent before or after, no text selected and no context menu.
+#[test]
+fn chromium_on_a_phone_fits_taps_for_sound_goes_fullscreen_and_talks_by_touch() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "phone", &[]);
+    device.wait_in_room();
+    let shot = artifact("phone-390x844.png");
+    let report = check_viewer(
+        &format!("{url}/?room=phone"),
+        &[
+            "--phone",
+            "--refuse-autoplay-sound",
+            "--expect-bars",
+            "--expect-tap-for-sound",
+            "--expect-audio",
+            "--expect-phone-layout",
+            "--phone-screenshot",
+            &shot,
+            "--fullscreen",
+            "--touch-talk",
+            "2",
+        ],
+    );
+    eprintln!("page report: {report}");
+    assert!(std::path::Path::new(&shot).exists(), "no screenshot at {shot}");
+    assert_eq!(report["layout"]["viewport"]["width"], 390, "{report}");
+    assert!(
+        device_heard_something(&device).is_some(),
+        "the touch press never reached the device's speaker:\n{}",
+        device.lines().join("\n")
+    );
+}
+
+/// "Data saver" on the page: remembered across a reload, its SDP asks for at
+/// most 300 kbit/s of video (b=AS/b=TIAS), and the device, streaming a busy
+/// picture that fills 1500 kbit/s otherwise, sets its encoder to that
+/// viewer's ceiling: what the page receives stays under about 330 kbit/s.
+#[test]
+fn a_data_saver_viewer_receives_at_most_about_300_kbits() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut device = roomcam_run(&url, "saver", &["--camera", "test-busy", "--bitrate", "1500"]);
+    device.wait_in_room();
+    let report = check_viewer(
+        &format!("{url}/?room=saver"),
+        &["--expect-video", "--data-saver", "--measure-fps", "10", "--timeout", "40"],
+    );
+    eprintln!("page report: {report}");
+    let kbps = report["measured"]["kbps"].as_f64().unwrap_or(f64::MAX);
+    assert!(kbps <= 330.0, "a data-saver viewer received {kbps} kbit/s of video: {report}");
+    assert!(report["measured"]["fps"].as_f64().is_some_and(|fps| fps >= 10.0), "{report}");
+    let lines = device.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("video ceiling 300 kbit/s")),
+        "the device never logged the viewer's ceiling:\n{}",
+        lines.join("\n")
+    );
 }

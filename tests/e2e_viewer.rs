@@ -19,7 +19,7 @@ use room_viewer::RoomViewer;
 use roomcam::config::ProtocolChoice;
 use roomcam::media::fixtures::{looks_like_test_pattern, read_stamp};
 use roomcam::media::{SpeakerReport, dominant_frequency};
-use viewer::{Viewer, ViewerOptions};
+use viewer::{OfferedCodecs, Viewer, ViewerOptions};
 
 fn assert_stream_is_the_test_pattern(stats: &viewer::ViewerStats) {
     let stamps: Vec<u32> = stats.recent_frames.iter().filter_map(read_stamp).map(|s| s.frame_number).collect();
@@ -93,7 +93,7 @@ async fn viewer_waiting_first_offers_many_codecs_and_device_answers_h264() {
     let port = free_port();
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
-    let options = ViewerOptions { browser_like_codecs: true, ..ViewerOptions::default() };
+    let options = ViewerOptions { codecs: OfferedCodecs::ChromeLike, ..ViewerOptions::default() };
     let waiting = RoomViewer::join(&url, "reboot", options).await;
     // The device "reboots" into a room where the viewer already waits.
     let mut device = roomcam_run(&url, "reboot", &[]);
@@ -284,4 +284,44 @@ async fn a_pli_storm_from_one_viewer_does_not_flood_the_other_with_idrs() {
     stormy.leave().await;
     calm.leave().await;
     assert!(device.is_running(), "the device exited");
+}
+
+/// Every video packet asks the viewer for a low playout delay, at the id the
+/// viewer negotiated for it, whoever offered (a track bound before
+/// negotiation once sent it under the id of `sdes:mid` when answering); with
+/// `playout-delay = "off"` no packet carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_carries_the_playout_delay_hint_whoever_offers() {
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let off = std::env::temp_dir().join(format!("roomcam-playout-off-{}.toml", std::process::id()));
+    std::fs::write(&off, "[webrtc]\nplayout-delay = \"off\"\n").unwrap();
+    for (room, device_offers, config) in
+        [("hint-offer", true, None), ("hint-answer", false, None), ("hint-off", true, Some(&off))]
+    {
+        let config_args = config.map(|c| vec!["--config", c.to_str().unwrap()]).unwrap_or_default();
+        let options = ViewerOptions { codecs: OfferedCodecs::ChromeLike, ..ViewerOptions::default() };
+        let (mut device, viewer) = if device_offers {
+            let mut device = roomcam_run(&url, room, &config_args);
+            device.wait_in_room();
+            (device, RoomViewer::join(&url, room, options).await)
+        } else {
+            let viewer = RoomViewer::join(&url, room, options).await;
+            (roomcam_run(&url, room, &config_args), viewer)
+        };
+        let stats = viewer.wait_frames(30, Duration::from_secs(25)).await;
+        assert_stream_is_the_test_pattern(&stats);
+        if config.is_some() {
+            assert_eq!(stats.playout_delay_packets, 0, "{room}: hint sent though off");
+            device.wait_for_line("hint off", Duration::from_secs(5), |l| l.contains("without the playout-delay hint"));
+        } else {
+            // Every packet, in 10 ms units: min 0, max 100 ms.
+            assert_eq!(stats.playout_delay_packets, stats.video_packets, "{room}: not every packet has the hint");
+            assert_eq!(stats.playout_delay, Some((0, 10)), "{room}");
+        }
+        viewer.leave().await;
+        assert!(device.is_running(), "{room}: the device exited");
+    }
+    let _ = std::fs::remove_file(off);
 }

@@ -15,7 +15,9 @@
 //! - The link shrinks to 500 kbit/s (a token bucket on `lo`) under a 1500
 //!   kbit/s stream of a busy picture: the device's encoder target falls
 //!   below the link rate, the page keeps getting frames and the test
-//!   pattern; with the bucket gone the target climbs back.
+//!   pattern, losses are repaired on the RTX stream; with the bucket gone
+//!   the target climbs back (RTX packets are counted by the estimator:
+//!   when they were not, it stayed under 500 kbit/s).
 //!
 //! The last two make a network namespace of their own (a sleeping
 //! `unshare -n` holds it; every process enters it with `nsenter`), so their
@@ -95,7 +97,11 @@ fn server_restarts_keep_the_call(kind: Server, room: &str, restarts: u32) {
     let mut device = roomcam_run(&url, room, &[]);
     device.wait_in_room();
     let video = artifact(&format!("{room}.video"));
-    let watch_seconds = restarts * 3 + 16;
+    let faults_over = artifact(&format!("{room}.faults-over"));
+    let _ = std::fs::remove_file(&faults_over);
+    // Until the test says the faults are over (a loaded machine starts a
+    // node server in seconds, not a fraction of one); this is only the bound.
+    let watch_seconds = restarts * 10 + 60;
     let mut page = open_page(
         None,
         &url,
@@ -106,6 +112,8 @@ fn server_restarts_keep_the_call(kind: Server, room: &str, restarts: u32) {
             video.to_str().unwrap(),
             "--keep-watching",
             &watch_seconds.to_string(),
+            "--watch-end-file",
+            faults_over.to_str().unwrap(),
             "--timeout",
             "20",
         ],
@@ -141,10 +149,10 @@ fn server_restarts_keep_the_call(kind: Server, room: &str, restarts: u32) {
     signal("-STOP");
     std::thread::sleep(Duration::from_secs(10));
     signal("-CONT");
-    assert!(
-        watch_started.elapsed() < Duration::from_secs(watch_seconds.into()),
-        "the watch ended before the faults did"
-    );
+    // Two more seconds of watching the call after the last fault.
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&faults_over, "").unwrap();
+    eprintln!("faults over after {:?}", watch_started.elapsed());
     rejoins.sort();
     eprintln!(
         "{restarts} restarts: the device rejoined p50 {:?}, max {:?} after the server came back",
@@ -155,6 +163,7 @@ fn server_restarts_keep_the_call(kind: Server, room: &str, restarts: u32) {
     let report = page_report(&mut page, Duration::from_secs(120));
     eprintln!("page report: {report}");
     let watch = &report["watch"];
+    assert_eq!(watch["endedBy"], "file", "the watch ended before the faults did: {report}");
     assert_eq!(watch["pcChanges"], 0, "the page built a new connection: {report}");
     assert_eq!(watch["counterResets"], 0, "the picture restarted: {report}");
     assert!(watch["longestStallMs"].as_u64().unwrap() <= 1000, "the picture stood still: {report}");
@@ -240,21 +249,6 @@ fn wait_for_target(device: &mut Proc, what: &str, timeout: Duration, pred: impl 
 
 /// Waits until the device has logged no new target for `quiet`: the
 /// estimate has converged. Returns the target it settled at.
-fn wait_for_settled_target(device: &mut Proc, quiet: Duration, timeout: Duration) -> u64 {
-    let start = Instant::now();
-    let targets = |device: &Proc| device.count_lines(|l| video_target_kbps(l).is_some());
-    let (mut seen, mut since) = (targets(device), Instant::now());
-    while since.elapsed() < quiet {
-        assert!(start.elapsed() < timeout, "the target never settled:\n{}", device.lines().join("\n"));
-        std::thread::sleep(Duration::from_millis(100));
-        let now_seen = targets(device);
-        if now_seen != seen {
-            (seen, since) = (now_seen, Instant::now());
-        }
-    }
-    last_video_target_kbps(device).unwrap()
-}
-
 /// A 1500 kbit/s stream of a picture that needs all of it, over a link that
 /// carries 500 kbit/s: the device follows the viewer's estimate down and,
 /// once the link is back, up again; the page keeps its picture throughout.
@@ -294,19 +288,34 @@ fn a_slow_link_lowers_the_stream_and_its_end_raises_it_again() {
     let (low, took) =
         wait_for_target(&mut device, "target under the link rate", Duration::from_secs(60), |k| k < LINK_KBPS);
     eprintln!("link shaped to {LINK_KBPS} kbit/s: target {low} kbit/s after {took:?}");
-    // Measure once the estimate has settled where the link holds it.
-    let settled = wait_for_settled_target(&mut device, Duration::from_secs(4), Duration::from_secs(60));
-    eprintln!("settled at {settled} kbit/s after {:?}", shaped.elapsed());
+    // Measure once the estimate has had time to find the link. It never
+    // goes quiet there: GCC saws around a path's capacity (each step a new
+    // target), so give it a fixed time rather than wait for a silence.
+    std::thread::sleep(Duration::from_secs(8));
+    let settled = last_video_target_kbps(&device).unwrap();
+    eprintln!("after {:?} on the slow link: target {settled} kbit/s", shaped.elapsed());
+    let lines_before_window = device.lines().len();
     std::fs::write(&adapted, "").unwrap();
     wait_for_file(&measured, &mut page, Duration::from_secs(60));
     let window: Value = serde_json::from_str(&std::fs::read_to_string(&measured).unwrap()).unwrap();
-    let settled = last_video_target_kbps(&device).unwrap();
+    // GCC saws around the path's capacity (it probes above it until the
+    // queue grows), so one logged target may be over the link: the targets
+    // in force over the window, taken together, must not be.
+    let mut targets: Vec<u64> = std::iter::once(settled)
+        .chain(device.lines()[lines_before_window..].iter().filter_map(|l| video_target_kbps(l)))
+        .collect();
+    targets.sort_unstable();
+    let median = targets[targets.len() / 2];
     eprintln!("the link: {}", netns.tc(&["-s", "qdisc", "show", "dev", "lo"]).replace('\n', " "));
-    eprintln!("on the {LINK_KBPS} kbit/s link: target {settled} kbit/s; the page over its window: {window}");
-    assert!(settled < LINK_KBPS, "the target climbed back over the link rate: {settled} kbit/s");
+    eprintln!("on the {LINK_KBPS} kbit/s link: targets {targets:?} kbit/s; the page over its window: {window}");
+    assert!(median < LINK_KBPS, "the target climbed back over the link rate: {targets:?} kbit/s");
     let fps = window["fps"].as_f64().unwrap();
     assert!(fps >= 10.0, "the page got {fps} fps over the slow link: {window}");
     assert!(window["bars"].is_array(), "the picture is not the test pattern any more: {window}");
+    // What the link dropped was NACKed and repaired on the RTX stream
+    // (Chrome counts only repairs that arrive there).
+    let repaired = window["retransmittedSinceStart"].as_u64().unwrap();
+    assert!(repaired > 0, "no retransmission arrived on the RTX stream: {window}");
 
     netns.tc(&["qdisc", "del", "dev", "lo", "root"]);
     // The aim is 15 s; measured 9.7-14.6 s (webrtc-rs' GCC does not probe and

@@ -26,7 +26,7 @@ use roomcam::media::{
 use roomcam::peer::{
     CongestionSettings, ConnectionState, IceCandidate, MediaTaps, Peer, PeerError, PeerEvent, PeerSettings, SdpKind,
 };
-use viewer::{Viewer, ViewerOptions, ViewerSignal};
+use viewer::{OfferedCodecs, Viewer, ViewerOptions, ViewerSignal};
 
 const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
@@ -141,7 +141,13 @@ struct Rig {
 
 /// roomcam's side as the tests mostly want it: loopback, no congestion control.
 fn loopback_settings() -> PeerSettings {
-    PeerSettings { ice_servers: vec![], include_loopback: true, congestion: None }
+    PeerSettings {
+        ice_servers: vec![],
+        include_loopback: true,
+        congestion: None,
+        playout_delay: None,
+        relay_only: false,
+    }
 }
 
 async fn rig(viewer_options: ViewerOptions) -> Rig {
@@ -217,7 +223,7 @@ async fn pump(
                     record.loss_keyframe_requests += usize::from(!new_viewer);
                     keyframe.store(true, Ordering::Release);
                 }
-                PeerEvent::VideoRefused { .. } => {}
+                PeerEvent::VideoRefused { .. } | PeerEvent::VideoCeiling { .. } => {}
                 PeerEvent::BandwidthEstimate { bitrate_bps, .. } => {
                     record.lock().unwrap().estimates.push((Instant::now(), bitrate_bps));
                 }
@@ -436,14 +442,19 @@ async fn roomcam_offers_viewer_answers() {
     finish(rig).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewer_offers_many_codecs_roomcam_answers_h264() {
-    let rig =
-        rig(ViewerOptions { talkback_hz: Some(660.0), browser_like_codecs: true, ..ViewerOptions::default() }).await;
+/// A viewer offering these codecs (and talking back), connected, media
+/// flowing both ways.
+async fn viewer_offers_and_media_flows(codecs: OfferedCodecs) -> Rig {
+    let rig = rig(ViewerOptions { talkback_hz: Some(660.0), codecs, ..ViewerOptions::default() }).await;
     rig.viewer.create_offer().await.expect("viewer offer");
-
     assert!(rig.viewer.wait_connected(Duration::from_secs(15)).await, "viewer never connected");
     assert_media_flows(&rig).await;
+    rig
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_offers_many_codecs_roomcam_answers_h264() {
+    let rig = viewer_offers_and_media_flows(OfferedCodecs::ChromeLike).await;
 
     {
         let record = rig.record.lock().unwrap();
@@ -452,19 +463,50 @@ async fn viewer_offers_many_codecs_roomcam_answers_h264() {
         assert!(media_section(offer, "video").contains("VP8/90000"));
         let (kind, answer) = &record.local_descriptions[0];
         assert_eq!(*kind, SdpKind::Answer);
-        let video = media_section(answer, "video");
-        let payloads = video_payloads(answer);
-        assert_eq!(payloads.len(), 1, "answer should carry exactly one video codec: {video}");
-        let pt = &payloads[0];
-        assert!(video.contains(&format!("a=rtpmap:{pt} H264/90000")), "{video}");
-        let fmtp = video
-            .lines()
-            .find(|l| l.starts_with(&format!("a=fmtp:{pt} ")))
-            .unwrap_or_else(|| panic!("no fmtp for {pt}: {video}"));
-        assert!(fmtp.contains("packetization-mode=1") && fmtp.contains("profile-level-id=42e01f"));
+        let video = assert_answers_constrained_baseline_only(answer);
         assert!(video.contains("a=sendonly"), "viewer offered recvonly: {video}");
         assert!(media_section(answer, "audio").contains("a=sendrecv"));
         assert_candidates(&record);
+    }
+    finish(rig).await;
+}
+
+/// The answer's one video codec is H.264 constrained baseline in
+/// packetization mode 1 (what every browser, Safari too, decodes, and what
+/// roomcam's encoders make); returns the video section.
+fn assert_answers_constrained_baseline_only(answer: &str) -> String {
+    let video = media_section(answer, "video");
+    let payloads = video_payloads(answer);
+    assert_eq!(payloads.len(), 1, "answer should carry exactly one video codec: {video}");
+    let pt = &payloads[0];
+    assert!(video.contains(&format!("a=rtpmap:{pt} H264/90000")), "{video}");
+    let fmtp = video
+        .lines()
+        .find(|l| l.starts_with(&format!("a=fmtp:{pt} ")))
+        .unwrap_or_else(|| panic!("no fmtp for {pt}: {video}"));
+    assert!(fmtp.contains("packetization-mode=1") && fmtp.contains("profile-level-id=42e01f"), "{fmtp}");
+    video.to_string()
+}
+
+/// Safari lists H.264 High (640c1f) before constrained baseline: roomcam
+/// must not answer with the first H.264 it finds, since what it sends is
+/// baseline and a High answer would promise a stream it never makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safari_like_offer_with_high_first_is_answered_with_constrained_baseline() {
+    let rig = viewer_offers_and_media_flows(OfferedCodecs::SafariLike).await;
+    {
+        let record = rig.record.lock().unwrap();
+        let (_, offer) = &record.viewer_descriptions[0];
+        let first_video = video_payloads(offer)[0].clone();
+        assert!(
+            media_section(offer, "video").contains(&format!(
+                "a=fmtp:{first_video} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f"
+            )),
+            "the offer should list High first: {offer}"
+        );
+        let (kind, answer) = &record.local_descriptions[0];
+        assert_eq!(*kind, SdpKind::Answer);
+        assert_answers_constrained_baseline_only(answer);
     }
     finish(rig).await;
 }
@@ -660,7 +702,9 @@ async fn twcc_is_negotiated_only_with_congestion_control_on() {
         let peer = Peer::create("sdp".into(), &settings, taps, events).await.expect("create");
         let viewer = if viewer_offers {
             let (viewer, _signals) =
-                Viewer::new(ViewerOptions { browser_like_codecs: true, ..ViewerOptions::default() }).await.unwrap();
+                Viewer::new(ViewerOptions { codecs: OfferedCodecs::ChromeLike, ..ViewerOptions::default() })
+                    .await
+                    .unwrap();
             viewer.create_offer().await.expect("viewer offer");
             let offer = viewer.local_description().await.expect("viewer offer sdp");
             assert_twcc_negotiated(&offer, "the viewer's offer");

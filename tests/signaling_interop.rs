@@ -286,3 +286,44 @@ async fn many_join_leave_cycles_on_own_server() {
         viewer.close();
     }
 }
+
+/// Socket.io delivers one socket's events in order, and signaling relies on
+/// it: a candidate relayed ahead of its offer is dropped by the device ("for
+/// no peer"), and a message sent right after `join` must find its sender in
+/// the room. Big offers and small candidates alternate, so a server that
+/// handled them concurrently would reorder them (socketioxide did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_server_relays_each_members_events_in_order() {
+    let (url, _stop) = own_server(ServerConfig::default()).await;
+    let mut device = Member::connect(&url, ProtocolChoice::Auto);
+    device.expect_connected().await;
+    device.join("order").await;
+    let mut viewer = Member::connect(&url, ProtocolChoice::Auto);
+    viewer.expect_connected().await;
+    // No wait for `joined`: the first offer follows the join at once.
+    viewer.emit("join", vec!["order".into()]);
+    let padding = "a=x-padding:".to_owned() + &"p".repeat(40_000) + "\r\n";
+    const SENT: u32 = 120;
+    for n in 0..SENT {
+        let data = if n % 2 == 0 {
+            json!({"type": "offer", "sdp": format!("v=0\r\no=- {n} 1 IN IP4 127.0.0.1\r\n{padding}")})
+        } else {
+            json!({"type":"candidate","label":0,"id":"0","candidate":format!("candidate:{n} 1 udp 2122260223 127.0.0.1 50000 typ host")})
+        };
+        viewer.emit("message", vec!["order".into(), data]);
+    }
+    let mut received = Vec::new();
+    while received.len() < SENT as usize {
+        let RoomEvent::Message { data, .. } =
+            device.expect_room("a relayed message", |r| matches!(r, RoomEvent::Message { .. })).await
+        else {
+            unreachable!()
+        };
+        let n = match data {
+            SignalData::Description { sdp, .. } => sdp.split(' ').nth(1).map(str::to_owned),
+            SignalData::Candidate(c) => c.candidate.split([':', ' ']).nth(1).map(str::to_owned),
+        };
+        received.push(n.and_then(|n| n.parse::<u32>().ok()).expect("numbered message"));
+    }
+    assert_eq!(received, (0..SENT).collect::<Vec<_>>(), "relayed out of order");
+}

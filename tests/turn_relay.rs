@@ -8,44 +8,17 @@ mod room_viewer;
 #[path = "support/viewer.rs"]
 mod viewer;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, free_port, roomcam_run, roomcam_serve};
+use common::{TurnAuth, coturn, free_port, roomcam_run, roomcam_serve};
 use room_viewer::RoomViewer;
 use roomcam::media::fixtures::{looks_like_test_pattern, read_stamp};
 use viewer::ViewerOptions;
 
-fn coturn(port: u16) -> Proc {
-    assert!(
-        std::path::Path::new("/usr/bin/turnserver").exists(),
-        "coturn is needed (apt-get install coturn; scripts/test does it)"
-    );
-    let mut cmd = Command::new("/usr/bin/turnserver");
-    cmd.args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
-        .arg(format!("--listening-port={port}"))
-        .args(["--min-port=49152", "--max-port=49999"])
-        .args(["--lt-cred-mech", "--user=roomcam:turn-secret", "--realm=roomcam.test"])
-        .args([
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-            "--allow-loopback-peers",
-            "--simple-log",
-            "--log-file=stdout",
-            "--verbose",
-        ]);
-    let mut proc = Proc::spawn("coturn", &mut cmd);
-    proc.wait_for_line("coturn listening", Duration::from_secs(15), |l| {
-        l.contains("listener opened on") || l.contains("Total UDP servers")
-    });
-    proc
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_flows_through_coturn_when_the_viewer_is_relay_only() {
     let turn_port = free_port();
-    let turn = coturn(turn_port);
+    let turn = coturn(turn_port, TurnAuth::User { name: "roomcam", password: "turn-secret" });
     let turn_url = format!("turn:127.0.0.1:{turn_port}?transport=udp");
 
     let port = free_port();

@@ -5,17 +5,37 @@
  *
  * URL parameters:
  *   room=NAME    the room to join (without it, a form asks for one)
- *   token=SECRET sent with join as {token} (roomcam's access control)
+ *   token=SECRET sent with join as {token} (roomcam's access control); read
+ *                once, then taken out of the address bar (history.replaceState)
+ *                and kept in localStorage for that room, so a reload or a
+ *                home-screen icon still gets in and the token is not left in
+ *                the history, a screenshot or a shared link (index.html's
+ *                no-referrer policy keeps it out of the Referer too)
  *   eio=3|4      force an Engine.IO version (default: auto)
  *   camera=1     testing aid: also send this browser's camera, and its mic
  *                open all the time, as a device would
+ *   relay=1      iceTransportPolicy "relay": only TURN-relayed candidates
+ *                (diagnosis: does the TURN path work on its own?)
+ *
+ * TURN: roomcam's server sends each admitted member short-lived TURN
+ * credentials of its own (the `turn` event, right after `joined`, and fresh
+ * ones at 80 % of their lifetime); they are used with /config.json's STUN
+ * servers for every new connection, and a live connection this page offered
+ * restarts ICE with them before the old ones expire. Classic servers send
+ * none.
  *
  * Roles: the member already in the room receives `otherjoin` and offers; the
  * newcomer answers. The viewer does either. Its offer has a recvonly video
  * m-line and a sendrecv audio m-line (the mic); when the device offers a
- * sendrecv audio m-line, the mic goes on that transceiver. The mic track is
- * attached at negotiation with enabled=false and enabled only while the talk
- * button is held.
+ * sendrecv audio m-line, the page answers sendrecv on that transceiver.
+ *
+ * Watching needs no permission: the microphone is asked for on the first
+ * press of "Hold to talk", never at load. The audio m-line is negotiated
+ * sendrecv from the start but carries no track: the mic track is put on the
+ * sender (replaceTrack) while the button is held and taken off (null) when
+ * it is released, so nothing at all, not even silence, goes upstream then,
+ * and no renegotiation is needed. Talk-back needs a secure context (https
+ * or localhost); elsewhere the button is disabled and the page says why.
  *
  * Keeping a call alive: media flows peer to peer and never needs the
  * signaling server, so a server restart or a blip of this page's or the
@@ -23,10 +43,19 @@
  * roomcam's server both sides join with a stable member id (this page's is
  * made at load), so they know each other again by it; on a classic server,
  * where ids are socket ids, the member already in the room asks the newcomer
- * with an ICE restart on the live connection, and the DTLS fingerprint of
+ * with a new offer on the live connection, and the DTLS fingerprint of
  * the reply tells whether it is the same browser connection. A connection
  * that fails is offered again (backing off) while we are in the room; when
  * the device offers at the same time, the device gives way.
+ *
+ * The link: a small indicator over the video shows what this viewer
+ * receives (video bitrate and decoded frames per second, from getStats once
+ * a second). "Data saver" (remembered in localStorage) caps what it receives
+ * at 300 kbit/s: the SDP this page sends carries b=AS:300 and b=TIAS:300000
+ * on its video m-section, which any sender honours as its ceiling there (so
+ * it needs nothing from the server, classic ones included); roomcam's
+ * device then sets its encoder no higher. Toggling it starts a new
+ * connection with the new SDP.
  *
  * For tests: window.roomcamViewer = { state, pc, join(), leave(), talk(on) }.
  */
@@ -35,15 +64,18 @@
 
   const params = new URLSearchParams(location.search);
   const room = params.get('room');
-  const token = params.get('token');
+  const TOKEN_KEY = `roomcam.token.${room}`;
+  const token = takeToken();
   const eio = params.get('eio') || 'auto';
   const sendCamera = params.get('camera') === '1';
+  const relayOnly = params.get('relay') === '1';
 
   const $ = (id) => document.getElementById(id);
   const ui = {
     room: $('room'), status: $('status'), pick: $('pick'), viewer: $('viewer'),
     video: $('remote'), placeholder: $('placeholder'), unmute: $('unmute'), notice: $('notice'),
-    stalled: $('stalled'),
+    stalled: $('stalled'), secure: $('secure'), stage: $('stage'), fullscreen: $('fullscreen'),
+    link: $('link'), saver: $('saver'),
     join: $('join'), leave: $('leave'), talk: $('talk'), log: $('log'),
   };
 
@@ -69,18 +101,59 @@
   let extendedServer = false;   // roomcam's own server (relays `from`, sends bye on disconnect)
   let remoteCandidates = [];    // received before the remote description
   let iceServers = [];
+  let turnServer = null;         // { urls, username, credential } from the `turn` event
+  let turnExpiry = 0;            // ms: when the credentials a live connection may use expire
   let mic = null;               // MediaStreamTrack, or null
   let micState = 'unknown';     // 'unknown' | 'pending' | 'ok' | 'none'
   let micPromise = null;
   let localStream = null;
   let camera = null;
-  let talking = false;
+  let talking = false;          // the mic is on the sender
+  let pressed = false;          // the talk button is held
+  let senderChain = Promise.resolve(); // replaceTrack calls, in order
+  // Browsers give the microphone to secure pages only (https, localhost).
+  const canAskMic = !!(window.isSecureContext && navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
   let chain = Promise.resolve(); // signaling events are handled one at a time, in order
   // roomcam's extension: known by this in the room, across reconnections.
   const memberId = `viewer-${Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
   let recovery = null;           // { timer, delay, since } while re-offering after a failure
+  const SAVER_KEY = 'roomcam.dataSaver';
+  const SAVER_KBPS = 300;
+  let dataSaver = readSaver();
+  let link = null;               // { kbps, fps, text } of the last second
+  let linkLast = null;           // { at, bytes, frames } at the last sample
 
   // ---- small helpers ----------------------------------------------------
+
+  function takeToken() {
+    const given = params.get('token');
+    if (given === null) {
+      try {
+        return room ? localStorage.getItem(TOKEN_KEY) : null;
+      } catch (err) {
+        return null;
+      }
+    }
+    if (room) {
+      try {
+        localStorage.setItem(TOKEN_KEY, given);
+      } catch (err) {
+        // Storage refused (private mode): this visit still has the token.
+      }
+    }
+    params.delete('token');
+    const rest = params.toString();
+    history.replaceState(history.state, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
+    return given;
+  }
+
+  function forgetToken() {
+    try {
+      localStorage.removeItem(TOKEN_KEY);
+    } catch (err) {
+      // Nothing was stored.
+    }
+  }
 
   function log(...args) {
     console.log('[roomcam]', ...args);
@@ -126,9 +199,14 @@
     })
     .catch(() => log('no config.json: no ice servers'));
 
+  function rtcConfiguration() {
+    const servers = turnServer ? [...iceServers, turnServer] : iceServers;
+    return relayOnly ? { iceServers: servers, iceTransportPolicy: 'relay' } : { iceServers: servers };
+  }
+
   function startMic() {
     if (micPromise) return micPromise;
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    if (!canAskMic) {
       micState = 'none';
       micPromise = Promise.resolve();
       updateTalk('no microphone API (needs https or localhost)');
@@ -142,47 +220,81 @@
         mic = stream.getAudioTracks()[0] || null;
         camera = stream.getVideoTracks()[0] || null;
         micState = mic ? 'ok' : 'none';
-        if (mic) mic.enabled = sendCamera;
         log(`microphone ${mic ? 'ready' : 'missing'}${camera ? ', camera ready' : ''}`);
-        attachLateMedia();
+        if (sendCamera) attachLateMedia();
         updateTalk(mic ? '' : 'no microphone');
+        applyTalk();
       })
       .catch((err) => {
         micState = 'none';
         log(`microphone unavailable: ${err.name}`);
         updateTalk(`microphone unavailable (${err.name})`);
+        explainMicRefused(err);
+        applyTalk();
       });
     return micPromise;
   }
 
-  // Negotiate with the mic if it comes quickly; a pending permission prompt
-  // must not hold up the video (the mic is attached later with replaceTrack).
-  const mediaReady = () => Promise.race([startMic(), sleep(2000)]);
+  // Only the camera=1 testing aid opens local media before a press; then a
+  // pending permission prompt must not hold up the video for long.
+  const mediaReady = () => (sendCamera ? Promise.race([startMic(), sleep(2000)]) : Promise.resolve());
 
   function updateTalk(why) {
-    ui.talk.disabled = micState !== 'ok' || sendCamera;
-    ui.talk.title = why || 'Hold to speak through the camera';
+    ui.talk.disabled = sendCamera || !canAskMic || micState === 'none';
+    ui.talk.title = why || (canAskMic ? 'Hold to speak through the camera' : 'Talk-back needs a secure (https) page');
   }
 
+  // The button's state: held or not. The first press asks for the
+  // microphone (inside the gesture, as browsers want); what reaches the
+  // sender follows the button from then on.
   function talk(on) {
-    talking = !!on && micState === 'ok' && !sendCamera;
-    if (mic && !sendCamera) mic.enabled = talking;
-    ui.talk.classList.toggle('active', talking);
-    ui.talk.textContent = talking ? 'Talking…' : 'Hold to talk';
+    if (sendCamera) return false;
+    pressed = !!on && !ui.talk.disabled;
+    if (pressed && micState === 'unknown') startMic();
+    applyTalk();
     return talking;
   }
 
-  // Put our mic (and camera, in camera mode) on transceivers that can send.
+  function applyTalk() {
+    const next = pressed && micState === 'ok' && !sendCamera;
+    if (next !== talking) log(next ? 'talking' : 'talk released');
+    talking = next;
+    ui.talk.classList.toggle('active', pressed);
+    ui.talk.textContent = talking ? 'Talking…' : pressed && micState === 'pending' ? 'Allow the microphone…' : 'Hold to talk';
+    if (!sendCamera) setTalkTrack(pc);
+  }
+
+  // The mic on every audio sender while talking, nothing otherwise. Queued,
+  // and each call applies the state current when it runs: the last wins.
+  function setTalkTrack(p) {
+    if (!p) return;
+    senderChain = senderChain.then(async () => {
+      if (p.signalingState === 'closed') return;
+      const track = talking && p === pc ? mic : null;
+      for (const t of p.getTransceivers()) {
+        if (t.stopped || t.receiver.track.kind !== 'audio' || t.sender.track === track) continue;
+        await t.sender.replaceTrack(track);
+        if (track && localStream && t.sender.setStreams) t.sender.setStreams(localStream);
+      }
+    }).catch((err) => log(`cannot switch the microphone: ${err.message}`));
+  }
+
+  // Audio can send from the start (no renegotiation when talking starts),
+  // but carries the mic only while talking; in camera mode both tracks
+  // go on at once, as a device would send them.
   async function attachMedia(p) {
     for (const t of p.getTransceivers()) {
-      if (t.stopped || t.sender.track) continue;
+      if (t.stopped) continue;
       const kind = t.receiver.track.kind;
+      if (kind === 'audio' && (t.direction === 'recvonly' || t.direction === 'inactive')) t.direction = 'sendrecv';
+      if (!sendCamera || t.sender.track) continue;
       const track = kind === 'audio' ? mic : camera;
       if (!track) continue;
       if (t.direction === 'recvonly' || t.direction === 'inactive') t.direction = 'sendrecv';
       await t.sender.replaceTrack(track);
       if (localStream && t.sender.setStreams) t.sender.setStreams(localStream);
     }
+    if (!sendCamera) setTalkTrack(p);
   }
 
   function attachLateMedia() {
@@ -241,16 +353,21 @@
     }
     let frames = null;
     let samples = null;
+    let videoBytes = null;
     try {
       (await p.getStats()).forEach((s) => {
         if (s.type !== 'inbound-rtp') return;
-        if (s.kind === 'video') frames = Math.max(frames || 0, s.framesDecoded || 0);
+        if (s.kind === 'video') {
+          frames = Math.max(frames || 0, s.framesDecoded || 0);
+          videoBytes = (videoBytes || 0) + (s.bytesReceived || 0) + (s.headerBytesReceived || 0);
+        }
         if (s.kind === 'audio') samples = Math.max(samples || 0, s.packetsReceived || 0);
       });
     } catch (err) {
       return;
     }
     if (p !== pc) return;
+    updateLink(p, now, videoBytes, frames);
     // Where requestVideoFrameCallback is missing, decoded frames stand in.
     if (!ui.video.requestVideoFrameCallback && frames !== null && frames !== watch.lastFrames) watch.lastFrameAt = now;
     watch.lastFrames = frames === null ? watch.lastFrames : frames;
@@ -271,6 +388,76 @@
   }
 
   setInterval(checkStalls, 500);
+
+  // ---- the link and the data saver ---------------------------------------
+
+  function readSaver() {
+    try {
+      return localStorage.getItem(SAVER_KEY) === '1';
+    } catch (err) {
+      return false; // storage refused (private mode): off
+    }
+  }
+
+  const formatRate = (kbps) => (kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`);
+
+  // What arrived over the last second or so: video bytes (RTP headers
+  // included) and frames decoded.
+  function updateLink(p, now, bytes, frames) {
+    if (bytes === null || frames === null) return;
+    const last = linkLast;
+    if (last && last.pc === p && now - last.at < 900) return;
+    linkLast = { pc: p, at: now, bytes, frames };
+    if (!last || last.pc !== p || bytes < last.bytes) return;
+    const seconds = (now - last.at) / 1000;
+    const kbps = ((bytes - last.bytes) * 8) / seconds / 1000;
+    const fps = (frames - last.frames) / seconds;
+    link = { kbps: Math.round(kbps), fps: Math.round(fps), text: `${formatRate(kbps)} · ${Math.round(fps)} fps` };
+    ui.link.textContent = link.text + (dataSaver ? ' · data saver' : '');
+    ui.link.hidden = false;
+  }
+
+  function resetLink() {
+    link = null;
+    linkLast = null;
+    ui.link.hidden = true;
+  }
+
+  // b=AS (kbit/s) and b=TIAS (bit/s) on the video m-section, after its c=
+  // line as RFC 4566 orders them, in place of any there.
+  function withVideoCap(sdp) {
+    if (!dataSaver) return sdp;
+    const eol = sdp.includes('\r\n') ? '\r\n' : '\n';
+    const out = [];
+    let video = false;
+    for (const line of sdp.split(eol)) {
+      if (line.startsWith('m=')) video = line.startsWith('m=video');
+      if (video && /^b=(AS|TIAS):/.test(line)) continue;
+      out.push(line);
+      if (video && line.startsWith('c=')) out.push(`b=AS:${SAVER_KBPS}`, `b=TIAS:${SAVER_KBPS * 1000}`);
+    }
+    return out.join(eol);
+  }
+
+  function setDataSaver(on) {
+    if (on === dataSaver) return;
+    dataSaver = on;
+    try {
+      localStorage.setItem(SAVER_KEY, on ? '1' : '0');
+    } catch (err) {
+      log('cannot remember the data saver (storage refused)');
+    }
+    ui.saver.checked = on;
+    log(`data saver ${on ? `on: at most ${SAVER_KBPS} kbit/s of video` : 'off'}`);
+    // The cap travels in the SDP: a new connection carries the new one.
+    if (pc && wantJoined) {
+      chain = chain.then(async () => {
+        if (!wantJoined || !socket.connected) return;
+        closePc('data saver changed');
+        await call();
+      }).catch((err) => log(`error: ${err && err.message || err}`));
+    }
+  }
 
   // ---- the peer connection ----------------------------------------------
 
@@ -323,12 +510,13 @@
     remoteCandidates = [];
     ui.video.srcObject = null;
     ui.placeholder.hidden = false;
+    resetLink();
     talk(false);
   }
 
   function newPc() {
     closePc('replaced');
-    const p = new RTCPeerConnection({ iceServers });
+    const p = new RTCPeerConnection(rtcConfiguration());
     pc = p;
     const remote = new MediaStream();
     ui.video.srcObject = remote;
@@ -375,7 +563,9 @@
     const v = ui.video;
     v.play().catch((err) => {
       if (err.name !== 'NotAllowedError') return;
-      // Autoplay with sound refused: play muted and offer to unmute.
+      // Autoplay with sound refused (phones, a first visit): play muted
+      // and offer one tap for the sound.
+      if (!v.muted) log('autoplay with sound refused: playing muted');
       v.muted = true;
       ui.unmute.hidden = false;
       v.play().catch(() => {});
@@ -417,12 +607,12 @@
     const p = newPc();
     // H.264 first: what roomcam sends (and decoded in hardware on most phones).
     preferH264(p.addTransceiver('video', { direction: camera ? 'sendrecv' : 'recvonly' }));
-    p.addTransceiver('audio', { direction: micState === 'none' ? 'recvonly' : 'sendrecv' });
+    p.addTransceiver('audio', { direction: 'sendrecv' });
     await attachMedia(p);
     const offer = await p.createOffer();
     await p.setLocalDescription(offer);
     if (p !== pc) return;
-    send({ type: 'offer', sdp: p.localDescription.sdp });
+    send({ type: 'offer', sdp: withVideoCap(p.localDescription.sdp) });
     p.descriptionSent();
     log('offer sent');
     // An offer nobody answers (the device restarted and lost it) must not
@@ -435,17 +625,20 @@
   }
 
   // Classic server: the member that just joined may be the device back with
-  // a new socket id. Ask it with
-  // an ICE restart on the live connection: the same device answers on it
-  // (media never stops); another one gets a new connection when its answer
-  // shows another fingerprint. Only the side that offered first asks, so
-  // the DTLS roles of the live connection never swap (Chrome refuses that).
-  async function checkWithIceRestart(p) {
-    const offer = await p.createOffer({ iceRestart: true });
+  // a new socket id. Ask it with a new offer on the live connection, with
+  // the same ICE credentials: the same device answers on it and nothing on
+  // the path changes (an ICE restart would make the device drop its working
+  // candidate pair until the new checks pass: seconds of frozen picture);
+  // another one gets a new connection when its answer shows another
+  // fingerprint. Only the side that offered first asks, so the DTLS roles
+  // of the live connection never swap (Chrome refuses that). New TURN
+  // credentials do need an ICE restart: the relay must be allocated again.
+  async function reoffer(p, { iceRestart }) {
+    const offer = await p.createOffer({ iceRestart });
     await p.setLocalDescription(offer);
     if (p !== pc) return;
-    send({ type: 'offer', sdp: p.localDescription.sdp });
-    log('ICE restart offer sent');
+    send({ type: 'offer', sdp: withVideoCap(p.localDescription.sdp) });
+    log(iceRestart ? 'ICE restart offer sent' : 'offer sent on the live connection');
   }
 
   async function onOffer(data, from) {
@@ -473,7 +666,7 @@
     const answer = await p.createAnswer();
     await p.setLocalDescription(answer);
     if (p !== pc) return;
-    send({ type: 'answer', sdp: p.localDescription.sdp });
+    send({ type: 'answer', sdp: withVideoCap(p.localDescription.sdp) });
     p.descriptionSent();
     log('answer sent');
     await flushRemoteCandidates(p);
@@ -525,6 +718,28 @@
     setState('waiting');
   });
 
+  // Never log the credential itself.
+  const onTurn = serial(async (r, c) => {
+    if (!mine(r) || !c || !Array.isArray(c.urls) || typeof c.username !== 'string' ||
+        typeof c.credential !== 'string') return;
+    turnServer = { urls: c.urls, username: c.username, credential: c.credential };
+    const ttl = Number(c.ttl) > 0 ? Number(c.ttl) : 86400;
+    log(`TURN credentials for ${c.urls.join(', ')} (valid ${ttl}s)`);
+    const p = pc;
+    if (!p) return;
+    // The live connection's next gathering uses them.
+    try { p.setConfiguration(rtcConfiguration()); } catch (err) { log(`TURN: ${err.message}`); }
+    // A relayed path dies with its credentials: the offerer restarts ICE
+    // before they expire (at the server's renewal, at 80 %), but not when a
+    // reconnection to the server merely brought a fresh set.
+    const due = turnExpiry && turnExpiry - Date.now() < (ttl * 1000) / 2;
+    if (!turnExpiry || due) turnExpiry = Date.now() + ttl * 1000;
+    if (due && role === 'offerer' && live(p) && p.signalingState === 'stable') {
+      log('ICE restart with the new TURN credentials');
+      await reoffer(p, { iceRestart: true });
+    }
+  });
+
   const onOtherJoin = serial(async (r, id) => {
     if (!mine(r) || !wantJoined) return;
     // On roomcam's server a live peer ends with a `bye` first, so a newcomer
@@ -534,7 +749,7 @@
     if (!extendedServer && pc && (pc.connectionState || pc.iceConnectionState) === 'connected') {
       if (role !== 'offerer') return log(`${id} joined; the camera offered first, so it checks`);
       log(`${id} joined: checking whether it is the camera back`);
-      return checkWithIceRestart(pc);
+      return reoffer(pc, { iceRestart: false });
     }
     log(`${id} joined: calling`);
     peerId = id;
@@ -573,8 +788,20 @@
     if (wantJoined) setState('waiting');
   });
 
+  // A reload finds the room full while the server still holds this tab's
+  // previous place (roomcam's server keeps a dropped member's place 10 s;
+  // the leave sent on pagehide does not always get out): keep asking for
+  // a while after the page loaded, then give up.
+  const loadedAt = Date.now();
+  const FULL_RETRY_MS = 15000;
+
   function onFull(r) {
     if (!mine(r)) return;
+    if (wantJoined && Date.now() - loadedAt < FULL_RETRY_MS) {
+      setState('full', 'trying again');
+      setTimeout(() => { if (wantJoined && socket.connected && state === 'full') sendJoin(); }, 2000);
+      return;
+    }
     wantJoined = false;
     setState('full');
   }
@@ -582,6 +809,9 @@
   function onUnauthorized(r) {
     if (!mine(r)) return;
     wantJoined = false;
+    // A remembered token that no longer opens the room would keep failing;
+    // a new link with ?token= brings the right one.
+    forgetToken();
     setState('unauthorized');
   }
 
@@ -596,7 +826,7 @@
   function join() {
     if (wantJoined) return;
     wantJoined = true;
-    startMic();
+    if (sendCamera) startMic();
     if (socket.connected) sendJoin();
     else setState('connecting');
   }
@@ -623,17 +853,76 @@
       if (e.pointerId !== undefined) b.setPointerCapture(e.pointerId);
       talk(true);
     };
-    const stop = () => { if (talking) talk(false); };
+    const stop = () => { if (pressed) talk(false); };
     b.addEventListener('pointerdown', start);
     b.addEventListener('pointerup', stop);
     b.addEventListener('pointercancel', stop);
     b.addEventListener('lostpointercapture', stop);
     b.addEventListener('contextmenu', (e) => e.preventDefault());
+    // Touch: pointer events already start and stop talking; touchstart's
+    // default is cancelled too, so a long press selects nothing, opens no
+    // callout and sends no emulated mouse events.
+    b.addEventListener('touchstart', (e) => {
+      if (b.disabled) return;
+      e.preventDefault();
+      if (!pressed) talk(true);
+    }, { passive: false });
+    b.addEventListener('touchend', stop);
+    b.addEventListener('touchcancel', stop);
     b.addEventListener('keydown', (e) => {
       if ((e.key === ' ' || e.key === 'Enter') && !e.repeat) start(e);
     });
     b.addEventListener('keyup', (e) => { if (e.key === ' ' || e.key === 'Enter') stop(); });
     window.addEventListener('blur', stop);
+  }
+
+  // Plain http from another machine: the video plays, the microphone is
+  // refused by the browser. Say so, and where the page works fully.
+  function explainNoTalk() {
+    const n = ui.secure;
+    n.textContent = '';
+    if (!window.isSecureContext) {
+      const https = `https://${location.host}${location.pathname}${location.search}`;
+      const a = document.createElement('a');
+      a.href = https;
+      a.textContent = https;
+      n.append('Talk-back needs a secure page: open ', a,
+        ' (browsers give the microphone only to https pages and to localhost). Watching works here.');
+      log('not a secure context: talk-back disabled');
+    } else {
+      n.textContent = 'Talk-back is not available: this browser gives no microphone to web pages. Watching works here.';
+      log('no getUserMedia: talk-back disabled');
+    }
+    n.hidden = false;
+  }
+
+  // The browser (or the person) said no to the microphone: watching goes
+  // on; say what to change.
+  function explainMicRefused(err) {
+    if (sendCamera) return;
+    const n = ui.secure;
+    n.textContent = err && (err.name === 'NotAllowedError' || err.name === 'SecurityError')
+      ? 'Talk-back needs the microphone, and this browser refused it. Allow the microphone for this page ' +
+        '(in the address bar or the site settings) and reload. Watching works without it.'
+      : `Talk-back is not available: no usable microphone (${err ? err.name : 'unknown'}). Watching works without it.`;
+    n.hidden = false;
+  }
+
+  // Fullscreen: the stage (video and its overlays) where the API exists;
+  // iPhone Safari has only the video element's own.
+  function toggleFullscreen() {
+    const d = document;
+    if (d.fullscreenElement || d.webkitFullscreenElement) {
+      (d.exitFullscreen || d.webkitExitFullscreen).call(d);
+      return;
+    }
+    const s = ui.stage;
+    const enter = s.requestFullscreen || s.webkitRequestFullscreen;
+    if (enter) {
+      Promise.resolve(enter.call(s)).catch((err) => log(`fullscreen refused: ${err.message}`));
+    } else if (ui.video.webkitEnterFullscreen) {
+      ui.video.webkitEnterFullscreen();
+    }
   }
 
   function main() {
@@ -654,10 +943,16 @@
       ui.video.play().catch(() => {});
     };
     ui.video.addEventListener('loadeddata', () => { ui.placeholder.hidden = true; });
+    ui.fullscreen.onclick = toggleFullscreen;
+    ui.saver.checked = dataSaver;
+    ui.saver.onchange = () => setDataSaver(ui.saver.checked);
+    ui.stage.addEventListener('dblclick', (e) => { if (e.target === ui.video) toggleFullscreen(); });
+    ui.stage.addEventListener('contextmenu', (e) => e.preventDefault());
     if (ui.video.requestVideoFrameCallback) ui.video.requestVideoFrameCallback(onPresented);
     ui.video.addEventListener('volumechange', () => { if (!ui.video.muted) ui.unmute.hidden = true; });
     bindTalkButton();
     updateTalk();
+    if (!canAskMic && !sendCamera) explainNoTalk();
     // roomcam sends H.264 only. Firefox decodes it with the OpenH264 plugin,
     // which it downloads by itself; until then (or offline) it has none.
     if (window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities &&
@@ -681,6 +976,7 @@
     socket.on('connect_error', (err) => log(`server: ${err.message}`));
     socket.on('joined', onJoined);
     socket.on('otherjoin', onOtherJoin);
+    socket.on('turn', onTurn);
     socket.on('message', onMessage);
     socket.on('bye', onBye);
     socket.on('full', onFull);
@@ -702,10 +998,14 @@
     get role() { return role; },
     get peerId() { return peerId; },
     get talking() { return talking; },
+    get pressed() { return pressed; },
     get micState() { return micState; },
     get socket() { return socket; },
     get memberId() { return memberId; },
     get stalled() { return stalledText(); },
+    get link() { return link; },
+    get dataSaver() { return dataSaver; },
+    setDataSaver,
     join,
     leave,
     talk,

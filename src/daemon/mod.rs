@@ -11,17 +11,19 @@ use std::time::Duration;
 use log::{info, warn};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, CongestionControlChoice, LoopbackChoice};
+use crate::config::{Config, CongestionControlChoice, IceTransportPolicyChoice, LoopbackChoice, PlayoutDelayChoice};
 use crate::media::encoders::{H264Encoder, H264Settings, OpusSettings};
-use crate::media::pipeline::{MediaPipeline, PipelineSettings};
+use crate::media::pipeline::{MediaPipeline, PipelineSettings, SoundAlerts};
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 use crate::peer::{
-    CongestionSettings, IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, SdpKind,
+    CongestionSettings, IceCandidate, IceServer, MediaTaps, Peer, PeerEvent, PeerId, PeerSettings, PlayoutDelay,
+    SdpKind,
 };
-use crate::rate::{RateController, RateLimits, audio_budget_bps};
+use crate::rate::{LayerChange, RateController, RateLimits, audio_budget_bps};
 use crate::session::{Action, Event, Session, SessionSettings};
 use crate::signaling::client::{self, ClientCommand, ClientEvent, ClientSettings};
 use crate::signaling::protocol;
+use crate::signaling::turn_credentials::TurnCredentials;
 use stream_rate::StreamRate;
 
 pub use sources::TEST_TONE_HZ;
@@ -72,6 +74,7 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let Devices { camera, microphone, speaker } = devices;
+    let layered = config.camera.temporal_layers > 1 && !camera.delivers_h264();
     let encoder = H264Encoder::new(H264Settings {
         width: config.camera.size.width,
         height: config.camera.size.height,
@@ -81,12 +84,17 @@ pub async fn run_with(
         // OpenH264 threads share out slices: without several slices per
         // picture the extra threads idle. Slices that fit one RTP packet.
         max_slice_bytes: (config.camera.encoder_threads > 1).then_some(1100),
+        temporal_layers: config.camera.temporal_layers,
         ..H264Settings::default()
     })?;
     let pipeline_settings = PipelineSettings {
         opus: OpusSettings { bitrate_bps: config.audio.bitrate * 1000, ..OpusSettings::default() },
         placeholder_size: (config.camera.size.width, config.camera.size.height),
         camera_fps: config.camera.fps,
+        sound_alerts: config
+            .alerts
+            .detector()
+            .map(|detector| SoundAlerts { room: config.signaling.room.clone(), detector }),
         ..PipelineSettings::default()
     };
     // roomcam's encoder follows the estimate, and so does a V4L2 H.264
@@ -97,13 +105,16 @@ pub async fn run_with(
     let encoder_follows = config.camera.device != "test-h264";
     let rate_controller = match config.webrtc.congestion_control {
         CongestionControlChoice::Off => None,
-        CongestionControlChoice::Gcc => Some(RateController::new(RateLimits::new(
-            u64::from(config.camera.bitrate) * 1000,
-            u64::from(config.camera.min_bitrate) * 1000,
-            audio_budget_bps(u64::from(config.audio.bitrate) * 1000),
-            (config.camera.size.width, config.camera.size.height),
-            config.camera.fps,
-        )?)),
+        CongestionControlChoice::Gcc => Some(
+            RateController::new(RateLimits::new(
+                u64::from(config.camera.bitrate) * 1000,
+                u64::from(config.camera.min_bitrate) * 1000,
+                audio_budget_bps(u64::from(config.audio.bitrate) * 1000),
+                (config.camera.size.width, config.camera.size.height),
+                config.camera.fps,
+            )?)
+            .with_temporal_layers(layered),
+        ),
     };
     let pipeline = MediaPipeline::start(camera, Box::new(encoder), microphone, speaker, pipeline_settings)?;
     let taps = MediaTaps {
@@ -120,6 +131,11 @@ pub async fn run_with(
             .collect(),
         include_loopback: include_loopback(config.webrtc.loopback_candidates),
         congestion: CongestionSettings::from_config(&config, encoder_follows),
+        playout_delay: match config.webrtc.playout_delay {
+            PlayoutDelayChoice::Low => Some(PlayoutDelay::LOW),
+            PlayoutDelayChoice::Off => None,
+        },
+        relay_only: config.webrtc.ice_transport_policy == IceTransportPolicyChoice::Relay,
     };
     if peer_settings.include_loopback {
         info!("webrtc: offering loopback candidates");
@@ -154,6 +170,7 @@ pub async fn run_with(
         peer_settings,
         taps,
         rate: StreamRate::new(config.signaling.room.clone(), rate_controller),
+        turn_expiry: None,
     };
 
     info!(
@@ -188,6 +205,10 @@ pub async fn run_with(
                 ClientEvent::Connected { .. } => Event::SignalingConnected,
                 ClientEvent::Disconnected { .. } => Event::SignalingDisconnected,
                 ClientEvent::Room(room_event) => Event::Room(room_event),
+                ClientEvent::Turn { room, credentials } => match edges.use_turn(&room, credentials) {
+                    true => Event::IceServersRenewed,
+                    false => continue,
+                },
             },
             Some(report) = peer_reports.recv() => match edges.accept(report) {
                 Some(event) => event,
@@ -263,9 +284,18 @@ fn has_route_off_host() -> bool {
 
 /// What the session asks of a peer; one worker runs them in order.
 enum PeerOp {
-    Offer { ice_restart: bool },
-    Remote { kind: SdpKind, sdp: String },
+    Offer {
+        ice_restart: bool,
+    },
+    Remote {
+        kind: SdpKind,
+        sdp: String,
+    },
     Candidate(IceCandidate),
+    /// Send only the pictures of temporal layer 0 (`true`), or all again.
+    BaseLayerOnly(bool),
+    /// New ICE servers for the next gathering.
+    IceServers(PeerSettings),
     Close,
 }
 
@@ -293,6 +323,8 @@ struct Edges {
     taps: MediaTaps,
     /// Bandwidth estimates → encoder target; keyframe requests → IDRs.
     rate: StreamRate,
+    /// When the oldest TURN credentials a live connection may use expire.
+    turn_expiry: Option<std::time::Instant>,
 }
 
 impl Edges {
@@ -315,10 +347,63 @@ impl Edges {
     fn observe(&mut self, event: &Event) {
         match event {
             Event::Peer(PeerEvent::BandwidthEstimate { peer, bitrate_bps }) => {
-                self.rate.on_estimate(peer, *bitrate_bps, &self.pipeline)
+                let changes = self.rate.on_estimate(peer, *bitrate_bps, &self.pipeline);
+                self.send_layers(changes);
             }
-            Event::Peer(PeerEvent::VideoRefused { peer }) => self.rate.on_video_refused(peer, &self.pipeline),
+            Event::Peer(PeerEvent::VideoRefused { peer }) => {
+                let changes = self.rate.on_video_refused(peer, &self.pipeline);
+                self.send_layers(changes);
+            }
+            Event::Peer(PeerEvent::VideoCeiling { peer, bitrate_bps }) => {
+                let changes = self.rate.on_video_ceiling(peer, *bitrate_bps, &self.pipeline);
+                self.send_layers(changes);
+            }
             _ => {}
+        }
+    }
+
+    /// Minted TURN credentials from roomcam's server: they replace the
+    /// configured TURN servers (STUN ones stay) for every peer from now on,
+    /// and for the live ones at their next gathering. True when the live
+    /// connections should gather again now: the credentials they may still
+    /// use have less than half the new lifetime left (the server's renewal
+    /// at 80 %), not when a signaling blip merely brought a fresh set.
+    fn use_turn(&mut self, room: &str, credentials: TurnCredentials) -> bool {
+        if room != self.room {
+            warn!("room {}: TURN credentials for another room ({room}) ignored", self.room);
+            return false;
+        }
+        let is_turn = |url: &String| url.starts_with("turn:") || url.starts_with("turns:");
+        let mut servers: Vec<IceServer> =
+            self.peer_settings.ice_servers.iter().filter(|s| !s.urls.iter().any(is_turn)).cloned().collect();
+        servers.push(IceServer {
+            urls: credentials.urls.clone(),
+            username: Some(credentials.username),
+            credential: Some(credentials.credential),
+        });
+        self.peer_settings.ice_servers = servers;
+        info!(
+            room:% = self.room;
+            "room {}: TURN credentials from the server for {} (valid {}s)",
+            self.room,
+            credentials.urls.join(", "),
+            credentials.ttl
+        );
+        for worker in self.peers.values() {
+            let _ = worker.ops.send(PeerOp::IceServers(self.peer_settings.clone()));
+        }
+        let now = std::time::Instant::now();
+        let lifetime = Duration::from_secs(credentials.ttl);
+        let restart = self.turn_expiry.is_none_or(|live| live.saturating_duration_since(now) < lifetime / 2);
+        if restart {
+            self.turn_expiry = Some(now + lifetime);
+        }
+        restart
+    }
+
+    fn send_layers(&self, changes: Vec<LayerChange>) {
+        for change in changes {
+            self.to_peer(&change.viewer, PeerOp::BaseLayerOnly(change.base_layer_only));
         }
     }
 
@@ -341,7 +426,8 @@ impl Edges {
                     if let Some(worker) = self.peers.remove(&peer) {
                         let _ = worker.ops.send(PeerOp::Close);
                     }
-                    self.rate.on_viewer_left(&peer, &self.pipeline);
+                    let changes = self.rate.on_viewer_left(&peer, &self.pipeline);
+                    self.send_layers(changes);
                 }
                 Action::SetViewers(n) => self.pipeline.set_viewers(n),
                 Action::RequestKeyframe { peer, new_viewer } => {
@@ -386,7 +472,8 @@ fn peer_of(event: &PeerEvent) -> &PeerId {
         | PeerEvent::ConnectionState { peer, .. }
         | PeerEvent::KeyframeRequested { peer, .. }
         | PeerEvent::BandwidthEstimate { peer, .. }
-        | PeerEvent::VideoRefused { peer } => peer,
+        | PeerEvent::VideoRefused { peer }
+        | PeerEvent::VideoCeiling { peer, .. } => peer,
     }
 }
 
@@ -424,6 +511,18 @@ async fn peer_worker(
                 // A bad candidate costs one path, not the whole peer.
                 Err(e) => {
                     warn!("peer {id}: {e}; candidate dropped");
+                    Ok(())
+                }
+                ok => ok,
+            },
+            PeerOp::BaseLayerOnly(only) => {
+                peer.set_base_layer_only(only);
+                Ok(())
+            }
+            PeerOp::IceServers(settings) => match peer.set_ice_servers(&settings).await {
+                // The live path goes on with the old servers until it fails.
+                Err(e) => {
+                    warn!("peer {id}: {e}");
                     Ok(())
                 }
                 ok => ok,

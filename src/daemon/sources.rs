@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::media::sinks::{AlsaSpeaker, NullSpeaker};
-use crate::media::sources::{AlsaMicrophone, H264TestCamera, TestPattern, ToneSource, V4l2Camera};
+use crate::media::sources::{AlsaMicrophone, H264TestCamera, TestPattern, ToneSource, V4l2Camera, WavSource};
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 
 /// The tone the test microphone plays; tests listen for it.
@@ -45,6 +45,9 @@ pub fn open_microphone(config: &Config) -> Result<Option<Box<dyn AudioSource>>, 
     match config.audio.microphone.as_str() {
         "test" => Ok(Some(Box::new(ToneSource::new(TEST_TONE_HZ)))),
         "none" => Ok(None),
+        name if WavSource::path_of(name).is_some() => {
+            Ok(Some(Box::new(WavSource::open(&WavSource::path_of(name).unwrap_or_default())?)))
+        }
         pcm => Ok(Some(Box::new(AlsaMicrophone::open_with_periods(pcm, config.audio.periods)?))),
     }
 }

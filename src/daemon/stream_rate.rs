@@ -11,7 +11,9 @@ use log::info;
 
 use crate::media::pipeline::{MediaPipeline, VideoRate};
 use crate::peer::PeerId;
-use crate::rate::{EstimateJump, KeyframeReason, KeyframeThrottle, QualityChange, RateController, RateUpdate};
+use crate::rate::{
+    EstimateJump, KeyframeReason, KeyframeThrottle, LayerChange, QualityChange, RateController, RateUpdate,
+};
 
 pub(super) struct StreamRate {
     room: String,
@@ -26,25 +28,64 @@ impl StreamRate {
     }
 
     /// A viewer's congestion controller has a new estimate of its path.
-    pub(super) fn on_estimate(&mut self, peer: &PeerId, bitrate_bps: u64, pipeline: &MediaPipeline) {
-        let Some(controller) = self.controller.as_mut() else { return };
+    /// Returns the viewers whose peers must change layers.
+    pub(super) fn on_estimate(
+        &mut self,
+        peer: &PeerId,
+        bitrate_bps: u64,
+        pipeline: &MediaPipeline,
+    ) -> Vec<LayerChange> {
+        let Some(controller) = self.controller.as_mut() else { return Vec::new() };
         let update = controller.on_estimate(peer, bitrate_bps);
-        self.apply(update, pipeline);
+        self.apply(update, pipeline)
+    }
+
+    /// The viewer asks for at most this much video (its data saver), or no
+    /// longer does. With congestion control off the stream keeps its
+    /// configured rate, and the log says that the cap is not honoured.
+    pub(super) fn on_video_ceiling(
+        &mut self,
+        peer: &PeerId,
+        bitrate_bps: Option<u64>,
+        pipeline: &MediaPipeline,
+    ) -> Vec<LayerChange> {
+        let room = &self.room;
+        let Some(controller) = self.controller.as_mut() else {
+            if let Some(bps) = bitrate_bps {
+                info!(
+                    room:% = room, peer:% = peer;
+                    "room {room} peer {peer}: asks for at most {} kbit/s of video; not honoured with congestion-control = \"off\"",
+                    bps / 1000
+                );
+            }
+            return Vec::new();
+        };
+        let Some(update) = controller.set_viewer_ceiling(peer, bitrate_bps) else { return Vec::new() };
+        {
+            match bitrate_bps {
+                Some(bps) => info!(
+                    room:% = room, peer:% = peer;
+                    "room {room} peer {peer}: video ceiling {} kbit/s (the viewer's data saver)", bps / 1000
+                ),
+                None => info!(room:% = room, peer:% = peer; "room {room} peer {peer}: no video ceiling"),
+            }
+        }
+        self.apply(update, pipeline)
     }
 
     /// The viewer refused H.264: its path does not bound the video.
-    pub(super) fn on_video_refused(&mut self, peer: &PeerId, pipeline: &MediaPipeline) {
-        let Some(controller) = self.controller.as_mut() else { return };
+    pub(super) fn on_video_refused(&mut self, peer: &PeerId, pipeline: &MediaPipeline) -> Vec<LayerChange> {
+        let Some(controller) = self.controller.as_mut() else { return Vec::new() };
         let update = controller.set_receives_video(peer, false);
-        self.apply(update, pipeline);
+        self.apply(update, pipeline)
     }
 
     /// The viewer's peer is closed: its estimate and its keyframe history go.
-    pub(super) fn on_viewer_left(&mut self, peer: &PeerId, pipeline: &MediaPipeline) {
+    pub(super) fn on_viewer_left(&mut self, peer: &PeerId, pipeline: &MediaPipeline) -> Vec<LayerChange> {
         self.throttle.forget_viewer(peer);
-        let Some(controller) = self.controller.as_mut() else { return };
+        let Some(controller) = self.controller.as_mut() else { return Vec::new() };
         let update = controller.remove_viewer(peer);
-        self.apply(update, pipeline);
+        self.apply(update, pipeline)
     }
 
     /// A viewer needs an IDR: forced now, or deferred to the end of the
@@ -74,7 +115,7 @@ impl StreamRate {
         }
     }
 
-    fn apply(&self, update: RateUpdate, pipeline: &MediaPipeline) {
+    fn apply(&self, update: RateUpdate, pipeline: &MediaPipeline) -> Vec<LayerChange> {
         let room = &self.room;
         if let Some(EstimateJump { viewer, from_bps, to_bps }) = &update.estimate_jump {
             let to = to_bps / 1000;
@@ -108,5 +149,28 @@ impl StreamRate {
             ),
             None => {}
         }
+        if let Some(viewer) = &update.weakest_sets_the_rate {
+            info!(
+                room:% = room, peer:% = viewer;
+                "room {room} peer {viewer}: this viewer's path sets the rate for every viewer \
+                 (the camera's own H.264 has no temporal layers to spare it pictures)"
+            );
+        }
+        for LayerChange { viewer, base_layer_only, budget_bps, target_bps } in &update.layer_changes {
+            let (budget, target) = (budget_bps / 1000, target_bps / 1000);
+            if *base_layer_only {
+                info!(
+                    room:% = room, peer:% = viewer;
+                    "room {room} peer {viewer}: sent every other picture (temporal layer 0): its path carries \
+                     {budget} kbit/s of video, the stream is {target} kbit/s"
+                );
+            } else {
+                info!(
+                    room:% = room, peer:% = viewer;
+                    "room {room} peer {viewer}: sent every picture again ({budget} kbit/s for a {target} kbit/s stream)"
+                );
+            }
+        }
+        update.layer_changes
     }
 }

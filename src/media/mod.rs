@@ -99,6 +99,9 @@ pub struct EncodedVideo {
     pub data: bytes::Bytes,
     pub keyframe: bool,
     pub duration: Duration,
+    /// 0 for a picture others refer to; 1 for one nothing refers to, which
+    /// a viewer on a weak path can be spared (`H264Settings::temporal_layers`).
+    pub temporal_layer: u8,
 }
 
 /// One Opus packet (20 ms).
@@ -143,6 +146,12 @@ pub trait VideoSource: Send {
     /// roomcam's encoder follows the target itself. The default: a camera
     /// that cannot be told keeps its rate.
     fn set_h264_bitrate(&mut self, _bitrate_bps: u64) {}
+
+    /// Whether the camera delivers H.264 itself (as far as is known now):
+    /// its stream has none of the temporal layers roomcam's encoder makes.
+    fn delivers_h264(&self) -> bool {
+        false
+    }
 }
 
 /// A microphone. `read_frame` blocks until 20 ms of mono 48 kHz audio is ready.

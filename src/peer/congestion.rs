@@ -135,16 +135,19 @@ impl EstimateGate {
         self.decide(now)
     }
 
-    fn decide(&mut self, now: Instant) -> Option<u64> {
+    /// The latest estimate, whether reported or not: the lower of the two
+    /// kinds of feedback.
+    pub(crate) fn current(&self) -> Option<u64> {
         let estimate = match (self.twcc_bps, self.remb_bps) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => return None,
         };
-        if !estimate.is_finite() || estimate < 0.0 {
-            return None;
-        }
-        let estimate = estimate.round() as u64;
+        (estimate.is_finite() && estimate >= 0.0).then(|| estimate.round() as u64)
+    }
+
+    fn decide(&mut self, now: Instant) -> Option<u64> {
+        let estimate = self.current()?;
         if let Some((last, at)) = self.reported {
             let change = (estimate as f64 - last as f64).abs() / (last.max(1) as f64);
             let raise_too_soon = estimate > last && now.saturating_duration_since(at) < ESTIMATE_RAISE_INTERVAL;
@@ -180,6 +183,11 @@ impl EstimateSink {
         if let Some(bps) = decided {
             (self.emit)(bps);
         }
+    }
+
+    /// The latest estimate (see [`EstimateGate::current`]).
+    pub(crate) fn current_bps(&self) -> Option<u64> {
+        self.lock().current()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EstimateGate> {

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -12,10 +12,13 @@ use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{PayloadType, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -27,8 +30,12 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::congestion::EstimateSink;
 use super::rtcp::is_keyframe_request;
+use super::send_meter::SentBytes;
 use super::setup;
-use super::{ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, SdpKind};
+use super::video_packets::VideoPackets;
+use super::{
+    ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, PlayoutDelay, SdpKind,
+};
 use crate::media::pipeline::{Talkback, Talker};
 use crate::util::{LogLimit, lock_ignoring_poison};
 
@@ -46,18 +53,20 @@ pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
     taps: MediaTaps,
-    video: LocalTrack,
-    audio: LocalTrack,
+    /// Video is packetized by roomcam (`video_packets`), audio by webrtc.
+    video: LocalTrack<TrackLocalStaticRTP>,
+    audio: LocalTrack<TrackLocalStaticSample>,
     /// Whether the transceivers exist; they are added at the first offer or
     /// remote offer because their direction depends on who offers.
     transceivers_added: tokio::sync::Mutex<bool>,
     early_candidates: StdMutex<Vec<IceCandidate>>,
     /// Whether congestion control is on (transport-wide CC offered).
     congestion_control: bool,
+    playout_delay: Option<PlayoutDelay>,
 }
 
-struct LocalTrack {
-    track: Arc<TrackLocalStaticSample>,
+struct LocalTrack<T> {
+    track: Arc<T>,
     ssrc: u32,
 }
 
@@ -75,6 +84,12 @@ struct Shared {
     talkback: Talkback,
     /// This viewer, as the speaker knows it.
     talker: Talker,
+    /// Send only temporal layer 0 (the rate policy's call for a weak path).
+    base_layer_only: AtomicBool,
+    /// What has been sent to this viewer, by kind.
+    sent: Arc<SentBytes>,
+    /// Repairs not sent: over the share of the estimate they may use.
+    repairs_dropped: Arc<AtomicU64>,
 }
 
 /// Local candidates can be gathered before `LocalDescription` is emitted
@@ -214,9 +229,12 @@ impl Peer {
             tasks: StdMutex::new(Vec::new()),
             talkback: Arc::clone(&taps.talkback),
             talker: Talker::from(id.as_str()),
+            base_layer_only: AtomicBool::new(false),
+            sent: Arc::default(),
+            repairs_dropped: Arc::default(),
         });
         let lan = setup::LanInterfaces::detect();
-        let udp_addrs = setup::udp_bind_addrs(lan, settings.include_loopback);
+        let udp_addrs = setup::udp_bind_addrs(&lan, settings.include_loopback);
         debug!("peer {id}: binding UDP {udp_addrs:?}");
         // The sink holds `Shared`, not the connection: the chain it lives in
         // is the connection's.
@@ -239,8 +257,9 @@ impl Peer {
         };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
-        let video = new_local_track(&id, RtpCodecKind::Video, setup::h264_codec())?;
-        let audio = new_local_track(&id, RtpCodecKind::Audio, setup::opus_codec())?;
+        let (video, rtx_ssrc) = new_video_track(&id);
+        let audio = new_audio_track(&id)?;
+        debug!("peer {id}: video ssrc {}, retransmissions on ssrc {rtx_ssrc}", video.ssrc);
         info!("peer {id}: created");
         Ok(Peer {
             id,
@@ -252,11 +271,18 @@ impl Peer {
             transceivers_added: tokio::sync::Mutex::new(false),
             early_candidates: StdMutex::new(Vec::new()),
             congestion_control: settings.congestion.is_some(),
+            playout_delay: settings.playout_delay,
         })
     }
 
     pub fn id(&self) -> &PeerId {
         &self.id
+    }
+
+    /// Sends this viewer only the pictures of temporal layer 0 (`true`), which
+    /// nothing in layer 1 is needed to decode, or every picture again.
+    pub fn set_base_layer_only(&self, only: bool) {
+        self.shared.base_layer_only.store(only, Ordering::Relaxed);
     }
 
     /// Creates an offer (optionally an ICE restart), sets it locally, emits
@@ -275,6 +301,7 @@ impl Peer {
     /// emits `LocalDescription`.
     pub async fn set_remote_description(&self, kind: SdpKind, sdp: String) -> Result<(), PeerError> {
         self.ensure_open()?;
+        let sdp_text = sdp.clone();
         let parsed = parse_remote_description(kind, sdp)?;
         if self.congestion_control {
             self.log_transport_cc(kind, &parsed);
@@ -289,6 +316,7 @@ impl Peer {
             .map_err(|_| PeerError::BadSdp("applying the SDP panicked".into()))?
             .map_err(|e| PeerError::BadSdp(e.to_string()))?;
         info!("peer {}: remote {kind:?} applied", self.id);
+        self.report_video_ceiling(&sdp_text);
         self.apply_early_candidates().await;
 
         if kind == SdpKind::Offer {
@@ -334,7 +362,25 @@ impl Peer {
         self.shared.connected.send_replace(false);
         // The driver is stopped before it can report Closed, so report it here.
         self.shared.emit_state(ConnectionState::Closed);
-        info!("peer {}: closed", self.id);
+        let (video, repairs, audio) = self.shared.sent.totals();
+        let kb = |bytes: u64| bytes / 1000;
+        let over_budget = self.shared.repairs_dropped.load(Ordering::Relaxed);
+        info!(
+            "peer {}: closed (sent {} kB video, {} kB repairs, {} kB audio; {over_budget} repairs over budget not sent)",
+            self.id,
+            kb(video),
+            kb(repairs),
+            kb(audio)
+        );
+    }
+
+    /// The viewer's own cap on its video (a data-saver page), for the rate policy.
+    fn report_video_ceiling(&self, sdp: &str) {
+        let ceiling = super::bandwidth::video_ceiling_bps(sdp);
+        if let Some(bps) = ceiling {
+            info!("peer {}: the viewer caps its video at {} kbit/s (SDP bandwidth)", self.id, bps / 1000);
+        }
+        self.shared.emit(PeerEvent::VideoCeiling { peer: self.id.clone(), bitrate_bps: ceiling });
     }
 
     /// Whether the viewer takes part in transport-wide congestion control:
@@ -425,6 +471,7 @@ impl Peer {
             self.video.ssrc,
             video_sender,
             self.taps.video.clone(),
+            self.playout_delay,
         ));
         shared.spawn(send_audio(
             Arc::clone(shared),
@@ -437,9 +484,9 @@ impl Peer {
         Ok(())
     }
 
-    async fn add_transceiver(
+    async fn add_transceiver<T: TrackLocal + 'static>(
         &self,
-        local: &LocalTrack,
+        local: &LocalTrack<T>,
         direction: RTCRtpTransceiverDirection,
     ) -> Result<Arc<dyn RtpSender>, PeerError> {
         let transceiver = self
@@ -490,6 +537,15 @@ impl Peer {
         Ok(())
     }
 
+    /// New ICE servers (fresh TURN credentials) for this connection's next
+    /// gathering, which an ICE restart starts; the live path keeps its own.
+    pub async fn set_ice_servers(&self, settings: &PeerSettings) -> Result<(), PeerError> {
+        self.pc
+            .set_configuration(setup::configuration(settings))
+            .await
+            .map_err(|e| PeerError::WebRtc(format!("new ICE servers: {e}")))
+    }
+
     /// webrtc 0.21.1's `add_ice_candidate` does not wake its driver (unlike
     /// `set_remote_description`): the ICE agent asks for an immediate check,
     /// but the driver sleeps on its previous timer, up to a second with no
@@ -535,7 +591,13 @@ async fn build_connection(
         .as_ref()
         .zip(estimates)
         .map(|(settings, estimates)| setup::CongestionSetup { settings, estimates });
-    let (media_engine, registry) = setup::media_engine_and_interceptors(congestion)?;
+    let meter = setup::Metering {
+        peer: &shared.id,
+        sent: Arc::clone(&shared.sent),
+        repairs_dropped: Arc::clone(&shared.repairs_dropped),
+    };
+    let (media_engine, registry) =
+        setup::media_engine_and_interceptors(congestion, settings.playout_delay.is_some(), meter)?;
     PeerConnectionBuilder::new()
         .with_configuration(setup::configuration(settings))
         .with_media_engine(media_engine)
@@ -548,26 +610,46 @@ async fn build_connection(
         .map_err(|e| PeerError::WebRtc(format!("peer connection: {e}")))
 }
 
-fn new_local_track(id: &str, kind: RtpCodecKind, codec: RTCRtpCodec) -> Result<LocalTrack, PeerError> {
-    let ssrc = rand::random::<u32>();
+/// One stream id for both tracks, so a browser puts them in one MediaStream.
+fn media_stream_track(id: &str, kind: RtpCodecKind, coding: RTCRtpEncodingParameters) -> MediaStreamTrack {
     let name = match kind {
         RtpCodecKind::Video => "video",
         _ => "audio",
     };
-    let track = MediaStreamTrack::new(
-        // One stream id for both tracks, so a browser puts them in one MediaStream.
+    MediaStreamTrack::new(
         "roomcam".to_owned(),
         format!("roomcam-{name}"),
         format!("roomcam {name} for {id}"),
         kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec,
+        vec![coding],
+    )
+}
+
+/// The video track and the SSRC of its retransmissions (RTX).
+fn new_video_track(id: &str) -> (LocalTrack<TrackLocalStaticRTP>, u32) {
+    let (ssrc, rtx_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
+    let coding = RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            ssrc: Some(ssrc),
+            rtx: Some(RTCRtpRtxParameters { ssrc: rtx_ssrc }),
             ..Default::default()
-        }],
-    );
-    let track = TrackLocalStaticSample::new(Instant::now(), track)
-        .map_err(|e| PeerError::WebRtc(format!("{name} track: {e}")))?;
+        },
+        codec: setup::h264_codec(),
+        ..Default::default()
+    };
+    let track = TrackLocalStaticRTP::new(media_stream_track(id, RtpCodecKind::Video, coding));
+    (LocalTrack { track: Arc::new(track), ssrc }, rtx_ssrc)
+}
+
+fn new_audio_track(id: &str) -> Result<LocalTrack<TrackLocalStaticSample>, PeerError> {
+    let ssrc = rand::random::<u32>();
+    let coding = RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+        codec: setup::opus_codec(),
+        ..Default::default()
+    };
+    let track = TrackLocalStaticSample::new(Instant::now(), media_stream_track(id, RtpCodecKind::Audio, coding))
+        .map_err(|e| PeerError::WebRtc(format!("audio track: {e}")))?;
     Ok(LocalTrack { track: Arc::new(track), ssrc })
 }
 
@@ -694,10 +776,11 @@ impl WriteErrors {
 
 async fn send_video(
     shared: Arc<Shared>,
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     sender: Arc<dyn RtpSender>,
     source: broadcast::Sender<crate::media::EncodedVideo>,
+    playout_delay: Option<PlayoutDelay>,
 ) {
     let Some(pt) = wait_until_sendable(&shared, &sender, MIME_TYPE_H264).await else {
         if *shared.connected.borrow() {
@@ -705,10 +788,20 @@ async fn send_video(
         }
         return;
     };
+    // Read after negotiation: the ids the viewer agreed to.
+    let negotiated = sender.get_parameters().await.map(|p| p.rtp_parameters.header_extensions).unwrap_or_default();
+    let mut packets = match VideoPackets::new(ssrc, pt, &negotiated, playout_delay) {
+        Ok(packets) => packets,
+        Err(e) => {
+            error!("peer {}: cannot send video: {e}", shared.id);
+            return;
+        }
+    };
     // Subscribe only now: a receiver created at peer creation would have
     // lagged through the whole negotiation.
     let mut frames = source.subscribe();
-    info!("peer {}: sending video (payload type {pt})", shared.id);
+    let hint = if packets.sends_playout_delay() { "with" } else { "without" };
+    info!("peer {}: sending video (payload type {pt}, {hint} the playout-delay hint)", shared.id);
     // A new viewer can decode nothing until the next IDR.
     shared.keyframe_requested(true);
     let mut waiting_since = Some(Instant::now());
@@ -736,9 +829,21 @@ async fn send_video(
             }
             waiting_since = None;
         }
-        let sample = Sample { data: frame.data, duration: frame.duration, ..Sample::new(Instant::now()) };
-        if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
-            errors.record(&shared.id, "video", &e);
+        if frame.temporal_layer > 0 && shared.base_layer_only.load(Ordering::Relaxed) {
+            packets.skip(frame.duration);
+            continue;
+        }
+        let rtp = match packets.packetize(&frame.data, frame.duration, Instant::now()) {
+            Ok(rtp) => rtp,
+            Err(e) => {
+                errors.record(&shared.id, "video", &e);
+                continue;
+            }
+        };
+        for packet in rtp {
+            if let Err(e) = track.write_rtp(packet).await {
+                errors.record(&shared.id, "video", &e);
+            }
         }
     }
 }
@@ -776,7 +881,7 @@ async fn send_audio(
     }
 }
 
-async fn read_video_rtcp(shared: Arc<Shared>, track: Arc<TrackLocalStaticSample>) {
+async fn read_video_rtcp(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>) {
     while let Some(event) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = event
             && is_keyframe_request(&packets)

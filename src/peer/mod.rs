@@ -8,11 +8,17 @@
 use crate::media::pipeline::Talkback;
 use crate::media::{EncodedAudio, EncodedVideo};
 
+pub mod bandwidth;
 // Visible to the crate for `crate::fuzzing`.
 pub(crate) mod congestion;
 pub(crate) mod connection;
+mod repair_budget;
+mod repair_flows;
 pub(crate) mod rtcp;
+pub(crate) mod send_meter;
 mod setup;
+mod video_packets;
+mod wrapped_interceptor;
 
 pub use congestion::CongestionSettings;
 pub use connection::Peer;
@@ -36,6 +42,26 @@ pub struct PeerSettings {
     /// Per-viewer bandwidth estimation (GCC over transport-wide CC feedback,
     /// or REMB); `None`: none negotiated, the stream's rate is fixed.
     pub congestion: Option<CongestionSettings>,
+    /// The playout delay asked of the viewer's jitter buffer on video;
+    /// `None`: the extension is not negotiated, the viewer buffers as it likes.
+    pub playout_delay: Option<PlayoutDelay>,
+    /// ICE transport policy `relay`: only TURN-relayed candidates.
+    pub relay_only: bool,
+}
+
+/// A playout delay range, in milliseconds (sent in 10 ms units).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlayoutDelay {
+    pub min_ms: u16,
+    pub max_ms: u16,
+}
+
+impl PlayoutDelay {
+    /// Render as soon as a frame is decodable, buffer at most 100 ms for
+    /// jitter. Chrome's own adaptive target on a clean path is 30–60 ms of
+    /// buffering that a live baby monitor does not need; (0, 0) would turn
+    /// off its smoothing entirely, which stutters on a jittery phone link.
+    pub const LOW: PlayoutDelay = PlayoutDelay { min_ms: 0, max_ms: 100 };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +126,13 @@ pub enum PeerEvent {
     /// not bound the video's rate.
     VideoRefused {
         peer: PeerId,
+    },
+    /// The video ceiling the viewer's SDP asks for (`b=TIAS`/`b=AS`, see
+    /// [`bandwidth`]; a page's data saver), or `None`: sent with every
+    /// remote description the peer applies.
+    VideoCeiling {
+        peer: PeerId,
+        bitrate_bps: Option<u64>,
     },
 }
 

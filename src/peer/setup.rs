@@ -1,8 +1,9 @@
 //! How a roomcam peer connection is configured: codecs, interceptors, ICE
 //! settings and the local sockets it binds.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
@@ -12,9 +13,9 @@ use rtc::interceptor::{
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers,
 };
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
-use rtc::peer_connection::configuration::{RTCConfiguration, RTCConfigurationBuilder};
+use rtc::peer_connection::configuration::{RTCConfiguration, RTCConfigurationBuilder, RTCIceTransportPolicy};
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtp_transceiver::PayloadType;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -23,7 +24,10 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 
 use super::congestion::{CongestionSettings, EstimateSink, ReportingGcc};
+use super::repair_budget::RepairBudget;
+use super::repair_flows::WithRepairFlows;
 use super::rtcp::KeyframeRequestForwarder;
+use super::send_meter::{SendMeter, SentBytes};
 use super::{PeerError, PeerSettings};
 
 /// The transport-wide sequence number header extension TWCC feedback refers to.
@@ -32,8 +36,12 @@ pub const TRANSPORT_CC_URI: &str = rtc::sdp::extmap::TRANSPORT_CC_URI;
 /// The only video format roomcam sends: constrained baseline, level 3.1,
 /// non-interleaved. Every browser decodes it, and a Pi's encoders produce it.
 pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// The header extension by which a sender asks the receiver's jitter buffer
+/// for a playout delay range (Chrome honours it on video).
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 /// Chrome's usual payload types; used when roomcam offers, irrelevant when it answers.
 const H264_PAYLOAD_TYPE: PayloadType = 102;
+const RTX_PAYLOAD_TYPE: PayloadType = 103;
 const OPUS_PAYLOAD_TYPE: PayloadType = 111;
 
 /// Slot of the keyframe-request forwarder: after every stock interceptor
@@ -54,6 +62,20 @@ pub(crate) fn h264_codec() -> RTCRtpCodec {
         // Without "nack pli" / "ccm fir" in the SDP a browser never asks for
         // a keyframe, and a viewer that lost one stays frozen.
         rtcp_feedback: vec![feedback("nack", ""), feedback("nack", "pli"), feedback("ccm", "fir")],
+    }
+}
+
+/// Retransmissions on a flow of their own (RFC 4588): the receiver can tell a
+/// repair from a late original, and Chrome counts them
+/// (`retransmittedPacketsReceived`). Without it a NACKed packet is resent
+/// as the original, which Chrome also accepts.
+fn rtx_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_RTX.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: format!("apt={H264_PAYLOAD_TYPE}"),
+        rtcp_feedback: vec![],
     }
 }
 
@@ -91,6 +113,14 @@ pub(crate) struct CongestionSetup<'a> {
 /// what a receiver can still use.
 const NACK_HISTORY_PACKETS: u16 = 64;
 
+/// Where the bytes sent to a viewer are counted (see [`SendMeter`]).
+pub(crate) struct Metering<'a> {
+    pub(crate) peer: &'a str,
+    pub(crate) sent: Arc<SentBytes>,
+    /// Repairs over the budget ([`RepairBudget`]), counted.
+    pub(crate) repairs_dropped: Arc<AtomicU64>,
+}
+
 /// The interceptors are `register_default_interceptors`' (NACK, RTCP reports,
 /// the simulcast header extensions, the transport-wide CC *receiver*) with
 /// the receiver moved under congestion control: with it off no transport-wide
@@ -100,8 +130,12 @@ const NACK_HISTORY_PACKETS: u16 = 64;
 /// that starts at the ceiling and stays there would pace a 2 Mbit/s stream at 1
 /// Mbit/s forever), and because combined with the defaults it registers the
 /// TWCC receiver twice (a warning per peer).
+///
+/// `playout_delay`: whether to negotiate the playout-delay extension on video.
 pub(crate) fn media_engine_and_interceptors(
     congestion: Option<CongestionSetup<'_>>,
+    playout_delay: bool,
+    meter: Metering<'_>,
 ) -> Result<(MediaEngine, Registry), PeerError> {
     let mut media_engine = MediaEngine::default();
     media_engine
@@ -110,6 +144,12 @@ pub(crate) fn media_engine_and_interceptors(
             RtpCodecKind::Video,
         )
         .map_err(|e| PeerError::WebRtc(format!("register H.264: {e}")))?;
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters { rtp_codec: rtx_codec(), payload_type: RTX_PAYLOAD_TYPE },
+            RtpCodecKind::Video,
+        )
+        .map_err(|e| PeerError::WebRtc(format!("register RTX: {e}")))?;
     media_engine
         .register_codec(
             RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PAYLOAD_TYPE },
@@ -122,10 +162,30 @@ pub(crate) fn media_engine_and_interceptors(
     let interceptors = |e: rtc::shared::error::Error| PeerError::WebRtc(format!("interceptors: {e}"));
     // NACK as `configure_nack` sets it up (the feedback is already in the
     // codecs), but with a short send history: see NACK_HISTORY_PACKETS.
-    let registry = Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY_PACKETS).build())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    // Repairs are held to a share of the estimate, where there is one.
+    let responder = NackResponderBuilder::new().with_size(NACK_HISTORY_PACKETS).build();
+    let registry = match &congestion {
+        Some(setup) => Registry::new().with(
+            Slot::NackResponder,
+            SendMeter::new(
+                RepairBudget::new(responder, Arc::clone(&setup.estimates), meter.repairs_dropped),
+                meter.peer,
+                meter.sent,
+            ),
+        ),
+        None => Registry::new().with(Slot::NackResponder, SendMeter::new(responder, meter.peer, meter.sent)),
+    }
+    .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     configure_simulcast_extension_headers(&mut media_engine).map_err(interceptors)?;
+    if playout_delay {
+        media_engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: PLAYOUT_DELAY_URI.to_owned() },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(interceptors)?;
+    }
     let registry = configure_rtcp_reports(registry);
 
     let (registry, remb_sink) = match congestion {
@@ -135,9 +195,11 @@ pub(crate) fn media_engine_and_interceptors(
             let registry = registry
                 .with(
                     Slot::CongestionControl,
-                    CongestionControlBuilder::new(ReportingGcc::new(settings, Arc::clone(&estimates))).build(),
+                    WithRepairFlows::new(
+                        CongestionControlBuilder::new(ReportingGcc::new(settings, Arc::clone(&estimates))).build(),
+                    ),
                 )
-                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                .with(Slot::TwccSender, WithRepairFlows::new(TwccSenderBuilder::new().build()))
                 .with(Slot::Pacer, PacerBuilder::new().with_target_bitrate(settings.initial_pacing_bps()).build())
                 // What we receive (talk-back) is reported too, for the viewer's own estimator.
                 .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
@@ -209,14 +271,23 @@ pub(crate) fn configuration(settings: &PeerSettings) -> RTCConfiguration {
             credential: s.credential.clone().unwrap_or_default(),
         })
         .collect();
-    RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build()
+    let policy = if settings.relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All };
+    RTCConfigurationBuilder::new().with_ice_servers(ice_servers).with_ice_transport_policy(policy).build()
 }
 
-/// Which address families have a usable (non-loopback, non-link-local) interface.
-#[derive(Clone, Copy, Debug, Default)]
+/// Which address families have a usable (non-loopback, non-link-local)
+/// interface, and the IPv4 link-local (169.254/16) addresses the host has.
+///
+/// A board cabled straight to a laptop, or on a network without DHCP, has
+/// only a 169.254 address (zeroconf), and a viewer there reaches it on that
+/// address alone. webrtc-rs skips link-local addresses when it expands a
+/// wildcard bind, so they are bound one by one. (IPv6 link-local stays out:
+/// every interface has one, and candidates would need a scope id.)
+#[derive(Clone, Debug, Default)]
 pub(crate) struct LanInterfaces {
     pub v4: bool,
     pub v6: bool,
+    pub link_local_v4: Vec<Ipv4Addr>,
 }
 
 impl LanInterfaces {
@@ -225,17 +296,27 @@ impl LanInterfaces {
             Ok(list) => list.into_iter().filter_map(|i| i.addr.map(|a| a.ip())).collect(),
             Err(e) => {
                 log::warn!("cannot list network interfaces ({e}); assuming an IPv4 LAN");
-                return Self { v4: true, v6: false };
+                return Self { v4: true, v6: false, link_local_v4: Vec::new() };
             }
         };
         let usable = |v4: bool| {
             addrs.iter().any(|ip| ip.is_ipv4() == v4 && !ip.is_loopback() && !ip.is_unspecified() && !is_link_local(ip))
         };
-        Self { v4: usable(true), v6: usable(false) }
+        let mut link_local_v4: Vec<Ipv4Addr> = addrs
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) if v4.is_link_local() => Some(*v4),
+                _ => None,
+            })
+            .collect();
+        link_local_v4.sort();
+        link_local_v4.dedup();
+        Self { v4: usable(true), v6: usable(false), link_local_v4 }
     }
 
-    pub(crate) fn any(self) -> bool {
-        self.v4 || self.v6
+    /// Whether a peer elsewhere can reach us directly (and mDNS is worth it).
+    pub(crate) fn any(&self) -> bool {
+        self.v4 || self.v6 || !self.link_local_v4.is_empty()
     }
 }
 
@@ -247,11 +328,12 @@ impl LanInterfaces {
 /// `0.0.0.0` candidate. So loopback must be bound explicitly, and the wildcard
 /// only when there is a real interface for it to expand into (or when nothing
 /// else would be bound: a relay can still work from a wildcard socket).
-pub(crate) fn udp_bind_addrs(lan: LanInterfaces, include_loopback: bool) -> Vec<String> {
+pub(crate) fn udp_bind_addrs(lan: &LanInterfaces, include_loopback: bool) -> Vec<String> {
     let mut addrs = Vec::new();
-    if lan.v4 || !include_loopback {
+    if lan.v4 || (!include_loopback && lan.link_local_v4.is_empty()) {
         addrs.push("0.0.0.0:0".to_owned());
     }
+    addrs.extend(lan.link_local_v4.iter().map(|ip| format!("{ip}:0")));
     if lan.v6 {
         addrs.push("[::]:0".to_owned());
     }
@@ -274,14 +356,27 @@ mod tests {
 
     #[test]
     fn loopback_is_bound_explicitly_when_asked() {
-        let lan = LanInterfaces { v4: true, v6: false };
-        assert_eq!(udp_bind_addrs(lan, true), ["0.0.0.0:0", "127.0.0.1:0"]);
-        assert_eq!(udp_bind_addrs(lan, false), ["0.0.0.0:0"]);
+        let lan = LanInterfaces { v4: true, v6: false, link_local_v4: Vec::new() };
+        assert_eq!(udp_bind_addrs(&lan, true), ["0.0.0.0:0", "127.0.0.1:0"]);
+        assert_eq!(udp_bind_addrs(&lan, false), ["0.0.0.0:0"]);
         // Only loopback: no wildcard, it would become a 0.0.0.0 candidate.
         let none = LanInterfaces::default();
-        assert_eq!(udp_bind_addrs(none, true), ["127.0.0.1:0"]);
+        assert_eq!(udp_bind_addrs(&none, true), ["127.0.0.1:0"]);
         // Offline without loopback: the wildcard, for a relay.
-        assert_eq!(udp_bind_addrs(none, false), ["0.0.0.0:0"]);
+        assert_eq!(udp_bind_addrs(&none, false), ["0.0.0.0:0"]);
+    }
+
+    #[test]
+    fn link_local_addresses_are_bound_one_by_one() {
+        let ip: Ipv4Addr = "169.254.10.1".parse().unwrap();
+        // Only a 169.254 address (a board cabled to a laptop): it, and no wildcard.
+        let zeroconf = LanInterfaces { v4: false, v6: false, link_local_v4: vec![ip] };
+        assert!(zeroconf.any());
+        assert_eq!(udp_bind_addrs(&zeroconf, true), ["169.254.10.1:0", "127.0.0.1:0"]);
+        assert_eq!(udp_bind_addrs(&zeroconf, false), ["169.254.10.1:0"]);
+        // Beside a routable LAN: the wildcard skips it, so it is added.
+        let both = LanInterfaces { v4: true, v6: false, link_local_v4: vec![ip] };
+        assert_eq!(udp_bind_addrs(&both, false), ["0.0.0.0:0", "169.254.10.1:0"]);
     }
 
     #[test]
@@ -297,8 +392,11 @@ mod tests {
             ],
             include_loopback: false,
             congestion: None,
+            playout_delay: None,
+            relay_only: true,
         };
         let config = configuration(&settings);
+        assert_eq!(config.ice_transport_policy(), RTCIceTransportPolicy::Relay);
         let servers = config.ice_servers();
         assert_eq!(servers.len(), 1);
         assert_eq!(servers[0].username, "u");

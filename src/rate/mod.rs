@@ -26,12 +26,23 @@
 //!    line on every wobble.
 //! 6. A viewer's estimate that moved by more than [`ESTIMATE_LOG_STEP`] since
 //!    it was last logged (or is its first) is flagged for one device-log line.
+//! 7. A weak viewer does not drag the others down, where the encoder makes
+//!    two temporal layers (OpenH264: every other picture is one nothing
+//!    refers to, and layer 0 alone carries [`BASE_LAYER_SHARE`] of the
+//!    bits). When the weakest budget is far enough below the strongest that
+//!    giving the weak viewers layer 0 only lets the target rise by
+//!    [`LAYER_SPLIT_GAIN`], the target becomes what the weakest can carry
+//!    as layer 0 (at most the strongest budget), and every viewer whose
+//!    budget is under that target gets layer 0 only: half the frame rate at
+//!    the same picture quality, from the same encode. The split ends when
+//!    the gain falls under [`LAYER_MERGE_GAIN`]. Without layers (a camera's
+//!    own H.264) the weakest sets the rate for all, and that is flagged once.
 //!
 //! [`KeyframeThrottle`] coalesces keyframe requests: an IDR costs several
 //! frames' worth of bits, and a PLI storm on a lossy link would otherwise turn
 //! the whole stream into IDRs exactly when the link can least carry them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 /// Opus packet overhead beyond its payload, in bit/s: 50 packets a second
@@ -65,6 +76,18 @@ pub const RECOVERED_AT: f64 = 0.80;
 /// A viewer's estimate is logged when it moved by more than this fraction
 /// since it was last logged.
 pub const ESTIMATE_LOG_STEP: f64 = 0.25;
+/// Layer 0's share of the bits with two temporal layers: measured 58 % on
+/// `test-busy` at 640x480@25 and 1500 kbit/s
+/// (`media::encoders::h264::tests::layer_1_pictures_can_be_left_out`),
+/// rounded up so a layer-0 viewer's path is not overfilled.
+pub const BASE_LAYER_SHARE: f64 = 0.62;
+/// Viewers are split into layers only when that raises the target by at
+/// least this factor: less is not worth halving someone's frame rate (the
+/// most a split can give is 1 / BASE_LAYER_SHARE = 1.6).
+pub const LAYER_SPLIT_GAIN: f64 = 1.4;
+/// ... and merged again when the gain falls under this (the band between
+/// keeps an estimate wobbling at the edge from flipping a viewer's rate).
+pub const LAYER_MERGE_GAIN: f64 = 1.2;
 /// At most one IDR per this long, except a new viewer's first one.
 pub const KEYFRAME_WINDOW: Duration = Duration::from_millis(500);
 
@@ -185,21 +208,59 @@ pub struct RateUpdate {
     pub quality: Option<QualityChange>,
     /// Log one line: this viewer's estimate moved by more than [`ESTIMATE_LOG_STEP`].
     pub estimate_jump: Option<EstimateJump>,
+    /// Tell these viewers' peers to send layer 0 only (`true`) or every
+    /// picture again (`false`); one log line each.
+    pub layer_changes: Vec<LayerChange>,
+    /// Log one line, once: the encoder has no layers, so this viewer's path
+    /// sets the rate for everyone although the others could carry more.
+    pub weakest_sets_the_rate: Option<String>,
+}
+
+/// A viewer whose share of the stream changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerChange {
+    pub viewer: String,
+    pub base_layer_only: bool,
+    /// Its video budget and the stream's target, for the log line.
+    pub budget_bps: u64,
+    pub target_bps: u64,
+}
+
+/// The target the viewers' budgets allow, and who gets layer 0 only.
+#[derive(Debug, PartialEq, Eq)]
+struct Plan {
+    wanted_bps: u64,
+    base_layer_only: BTreeSet<String>,
 }
 
 #[derive(Debug)]
 struct ViewerRate {
     estimate_bps: Option<u64>,
+    /// What the viewer asks for at most (its SDP's video bandwidth: a data
+    /// saver), video only.
+    ceiling_bps: Option<u64>,
     /// The estimate last flagged for the log.
     logged_bps: Option<u64>,
     receives_video: bool,
+}
+
+impl ViewerRate {
+    /// What its path leaves for video, and what it asks for at most: the
+    /// lower; `None` while it has neither.
+    fn video_budget_bps(&self, limits: &RateLimits) -> Option<u64> {
+        let path = self.estimate_bps.map(|estimate| estimate.saturating_sub(limits.audio_budget_bps));
+        match (path, self.ceiling_bps) {
+            (Some(path), Some(ceiling)) => Some(path.min(ceiling)),
+            (path, ceiling) => path.or(ceiling),
+        }
+    }
 }
 
 impl Default for ViewerRate {
     fn default() -> Self {
         // A viewer counts as receiving video until told otherwise: the peer
         // sends video to every viewer that accepted H.264.
-        ViewerRate { estimate_bps: None, logged_bps: None, receives_video: true }
+        ViewerRate { estimate_bps: None, ceiling_bps: None, logged_bps: None, receives_video: true }
     }
 }
 
@@ -212,12 +273,37 @@ pub struct RateController {
     /// which is what the encoder starts with).
     target: VideoTarget,
     degraded: bool,
+    /// Whether the encoder makes two temporal layers.
+    layered: bool,
+    /// The viewers sent layer 0 only, as last reported.
+    base_layer_only: BTreeSet<String>,
+    /// Whether `weakest_sets_the_rate` was flagged already.
+    told_unlayered: bool,
 }
 
 impl RateController {
     pub fn new(limits: RateLimits) -> RateController {
         let target = limits.target_for(limits.ceiling_bps);
-        RateController { limits, viewers: BTreeMap::new(), target, degraded: false }
+        RateController {
+            limits,
+            viewers: BTreeMap::new(),
+            target,
+            degraded: false,
+            layered: false,
+            base_layer_only: BTreeSet::new(),
+            told_unlayered: false,
+        }
+    }
+
+    /// The encoder makes two temporal layers: weak viewers can get layer 0 only.
+    pub fn with_temporal_layers(mut self, layered: bool) -> RateController {
+        self.layered = layered;
+        self
+    }
+
+    /// The viewers currently sent layer 0 only.
+    pub fn base_layer_only(&self) -> &BTreeSet<String> {
+        &self.base_layer_only
     }
 
     pub fn limits(&self) -> &RateLimits {
@@ -254,6 +340,17 @@ impl RateController {
         self.evaluate()
     }
 
+    /// The video ceiling the viewer asks for (`None`: none). `None` back
+    /// when it is what the viewer already had (nothing to log or apply).
+    pub fn set_viewer_ceiling(&mut self, viewer: &str, ceiling_bps: Option<u64>) -> Option<RateUpdate> {
+        let entry = self.viewers.entry(viewer.to_owned()).or_default();
+        if entry.ceiling_bps == ceiling_bps {
+            return None;
+        }
+        entry.ceiling_bps = ceiling_bps;
+        Some(self.evaluate())
+    }
+
     /// The viewer left: its path no longer bounds the target.
     pub fn remove_viewer(&mut self, viewer: &str) -> RateUpdate {
         if self.viewers.remove(viewer).is_none() {
@@ -262,20 +359,42 @@ impl RateController {
         self.evaluate()
     }
 
-    /// The video bitrate the viewers' paths allow, before hysteresis.
-    fn wanted_bps(&self) -> u64 {
-        self.viewers
-            .values()
-            .filter(|v| v.receives_video)
-            .filter_map(|v| v.estimate_bps)
-            .map(|estimate| estimate.saturating_sub(self.limits.audio_budget_bps))
-            .min()
-            .unwrap_or(self.limits.ceiling_bps)
-            .clamp(self.limits.floor_bps, self.limits.ceiling_bps)
+    /// The video bitrate the viewers' paths allow, before hysteresis, and
+    /// who gets layer 0 only (rule 7 of the module docs).
+    fn plan(&mut self) -> (Plan, Option<String>) {
+        let limits = &self.limits;
+        let budgets: Vec<(&String, u64)> = self
+            .viewers
+            .iter()
+            .filter(|(_, v)| v.receives_video)
+            .filter_map(|(name, v)| Some((name, v.video_budget_bps(limits)?)))
+            .map(|(name, budget)| (name, budget.clamp(limits.floor_bps, limits.ceiling_bps)))
+            .collect();
+        let everyone = |wanted_bps| Plan { wanted_bps, base_layer_only: BTreeSet::new() };
+        let (Some(&(weakest, lowest)), Some(highest)) =
+            (budgets.iter().min_by_key(|(_, b)| *b), budgets.iter().map(|(_, b)| *b).max())
+        else {
+            return (everyone(limits.ceiling_bps), None);
+        };
+        // What the stronger viewers could have if the weak got layer 0 only.
+        let split_bps = highest.min((lowest as f64 / BASE_LAYER_SHARE) as u64).min(limits.ceiling_bps);
+        let splitting = !self.base_layer_only.is_empty();
+        let gain_needed = if splitting { LAYER_MERGE_GAIN } else { LAYER_SPLIT_GAIN };
+        let worth_it = split_bps as f64 >= gain_needed * lowest as f64;
+        if !worth_it {
+            return (everyone(lowest), None);
+        }
+        if !self.layered {
+            let first = !std::mem::replace(&mut self.told_unlayered, true);
+            return (everyone(lowest), first.then(|| weakest.clone()));
+        }
+        let base_layer_only = budgets.iter().filter(|(_, b)| *b < split_bps).map(|(name, _)| (*name).clone()).collect();
+        (Plan { wanted_bps: split_bps, base_layer_only }, None)
     }
 
     fn evaluate(&mut self) -> RateUpdate {
-        let wanted = self.wanted_bps();
+        let (plan, weakest_sets_the_rate) = self.plan();
+        let wanted = plan.wanted_bps;
         let current = self.target.bitrate_bps;
         let at_an_edge = wanted == self.limits.floor_bps || wanted == self.limits.ceiling_bps;
         let matters = wanted != current && (relative_change(current, wanted) >= TARGET_HYSTERESIS || at_an_edge);
@@ -296,7 +415,29 @@ impl RateController {
         } else {
             None
         };
-        RateUpdate { target, quality, estimate_jump: None }
+        let budget_of =
+            |viewer: &str| self.viewers.get(viewer).and_then(|v| v.video_budget_bps(&self.limits)).unwrap_or(0);
+        let target_bps = self.target.bitrate_bps;
+        let change = |viewer: &String, base_layer_only| LayerChange {
+            viewer: viewer.clone(),
+            base_layer_only,
+            budget_bps: budget_of(viewer),
+            target_bps,
+        };
+        // Viewers that left need no message: their peer is gone.
+        let layer_changes = plan
+            .base_layer_only
+            .difference(&self.base_layer_only)
+            .map(|v| change(v, true))
+            .chain(
+                self.base_layer_only
+                    .difference(&plan.base_layer_only)
+                    .filter(|v| self.viewers.contains_key(*v))
+                    .map(|v| change(v, false)),
+            )
+            .collect();
+        self.base_layer_only = plan.base_layer_only;
+        RateUpdate { target, quality, estimate_jump: None, layer_changes, weakest_sets_the_rate }
     }
 }
 

@@ -270,3 +270,150 @@ fn a_pli_storm_yields_at_most_one_idr_per_window() {
     // 5 s of storm: one at the start and one per window after it.
     assert!((10..=11).contains(&idrs.len()), "{} IDRs", idrs.len());
 }
+
+fn layered() -> RateController {
+    vga().with_temporal_layers(true)
+}
+
+fn bps(update: &RateUpdate) -> Option<u64> {
+    update.target.map(|t| t.bitrate_bps)
+}
+
+#[test]
+fn a_weak_viewer_gets_layer_0_and_the_strong_one_keeps_its_rate() {
+    let mut rate = layered();
+    rate.on_estimate("strong", leaving(1000 * KBPS));
+    let update = rate.on_estimate("weak", leaving(300 * KBPS));
+    // 300 kbit/s carries layer 0 of a 300 / 0.62 = 483 kbit/s stream.
+    let target = (300.0 * KBPS as f64 / BASE_LAYER_SHARE) as u64;
+    assert_eq!(bps(&update), Some(target));
+    assert_eq!(
+        update.layer_changes,
+        [LayerChange { viewer: "weak".into(), base_layer_only: true, budget_bps: 300 * KBPS, target_bps: target }]
+    );
+    assert_eq!(rate.base_layer_only().iter().collect::<Vec<_>>(), ["weak"]);
+    assert_eq!(update.weakest_sets_the_rate, None);
+
+    // Closer to the strong one than the split is worth: everyone gets all.
+    let update = rate.on_estimate("weak", leaving(900 * KBPS));
+    assert_eq!(bps(&update), Some(900 * KBPS));
+    assert_eq!(update.layer_changes.len(), 1);
+    assert!(!update.layer_changes[0].base_layer_only);
+    assert!(rate.base_layer_only().is_empty());
+}
+
+#[test]
+fn the_split_is_capped_by_the_strongest_and_the_ceiling() {
+    let mut rate = layered();
+    rate.on_estimate("a", leaving(500 * KBPS));
+    // 200 / 0.62 = 322 < 500: layer 0 bounds the target.
+    let update = rate.on_estimate("b", leaving(200 * KBPS));
+    assert_eq!(bps(&update), Some((200.0 * KBPS as f64 / BASE_LAYER_SHARE) as u64));
+    // A third viewer that carries the whole stream gets it.
+    let update = rate.on_estimate("c", leaving(400 * KBPS));
+    assert!(update.layer_changes.is_empty(), "{update:?}");
+    assert_eq!(rate.base_layer_only().iter().collect::<Vec<_>>(), ["b"]);
+    // 280 / 0.62 = 451 is over the strongest's 400 once "a" left: "c" bounds it.
+    rate.remove_viewer("a");
+    let update = rate.on_estimate("b", leaving(280 * KBPS));
+    assert_eq!(rate.target().bitrate_bps, 400 * KBPS, "{update:?}");
+    assert_eq!(rate.base_layer_only().iter().collect::<Vec<_>>(), ["b"]);
+
+    // A strong viewer over the ceiling: the split target stops at it.
+    let mut rate = layered();
+    rate.on_estimate("strong", leaving(5000 * KBPS));
+    rate.on_estimate("weak", leaving(600 * KBPS));
+    assert_eq!(rate.target().bitrate_bps, 1000 * KBPS);
+    assert_eq!(rate.base_layer_only().len(), 1);
+}
+
+#[test]
+fn the_split_and_the_merge_have_a_band_between() {
+    let mut rate = layered();
+    rate.on_estimate("strong", leaving(1000 * KBPS));
+    // Gain 1000/850 = 1.18: not worth splitting.
+    rate.on_estimate("weak", leaving(850 * KBPS));
+    assert!(rate.base_layer_only().is_empty());
+    // 1000/700 = 1.43: split.
+    rate.on_estimate("weak", leaving(700 * KBPS));
+    assert_eq!(rate.base_layer_only().len(), 1);
+    // 1000/780 = 1.28, above the 1.2 merge line: still split.
+    let update = rate.on_estimate("weak", leaving(780 * KBPS));
+    assert!(update.layer_changes.is_empty());
+    assert_eq!(rate.base_layer_only().len(), 1);
+    // 1000/880 = 1.14: merged.
+    rate.on_estimate("weak", leaving(880 * KBPS));
+    assert!(rate.base_layer_only().is_empty());
+}
+
+#[test]
+fn without_layers_the_weakest_sets_the_rate_and_that_is_said_once() {
+    let mut rate = vga();
+    rate.on_estimate("strong", leaving(1000 * KBPS));
+    let update = rate.on_estimate("weak", leaving(300 * KBPS));
+    assert_eq!(bps(&update), Some(300 * KBPS));
+    assert_eq!(update.weakest_sets_the_rate.as_deref(), Some("weak"));
+    assert!(update.layer_changes.is_empty());
+    let update = rate.on_estimate("weak", leaving(250 * KBPS));
+    assert_eq!(update.weakest_sets_the_rate, None);
+}
+
+#[test]
+fn a_layer_0_viewer_that_leaves_needs_no_message() {
+    let mut rate = layered();
+    rate.on_estimate("strong", leaving(1000 * KBPS));
+    rate.on_estimate("weak", leaving(300 * KBPS));
+    let update = rate.remove_viewer("weak");
+    assert!(update.layer_changes.is_empty());
+    assert_eq!(bps(&update), Some(1000 * KBPS));
+    assert!(rate.base_layer_only().is_empty());
+}
+
+#[test]
+fn a_viewers_own_ceiling_bounds_the_target_like_a_slow_path() {
+    let mut rate = vga();
+    rate.on_estimate("saver", leaving(900 * KBPS));
+    rate.on_estimate("other", leaving(900 * KBPS));
+    // Its data saver: 300 kbit/s of video whatever its path carries.
+    let update = rate.set_viewer_ceiling("saver", Some(300 * KBPS)).expect("a change");
+    assert_eq!(update.target.map(|t| t.bitrate_bps), Some(300 * KBPS));
+    // The same ceiling again is no news.
+    assert!(rate.set_viewer_ceiling("saver", Some(300 * KBPS)).is_none());
+    // A path below the ceiling still wins.
+    let update = rate.on_estimate("saver", leaving(200 * KBPS));
+    assert_eq!(update.target.map(|t| t.bitrate_bps), Some(200 * KBPS));
+    rate.on_estimate("saver", leaving(900 * KBPS));
+    assert_eq!(rate.target().bitrate_bps, 300 * KBPS);
+    // Data saver off: the paths are the bound again.
+    let update = rate.set_viewer_ceiling("saver", None).expect("a change");
+    assert_eq!(update.target.map(|t| t.bitrate_bps), Some(900 * KBPS));
+}
+
+#[test]
+fn a_ceiling_counts_before_any_estimate_and_within_floor_and_ceiling() {
+    let mut rate = vga();
+    // No feedback yet (or congestion feedback not negotiated): the ceiling alone.
+    let update = rate.set_viewer_ceiling("saver", Some(300 * KBPS)).expect("a change");
+    assert_eq!(update.target.map(|t| t.bitrate_bps), Some(300 * KBPS));
+    // Never under the floor, never over the configured ceiling.
+    rate.set_viewer_ceiling("saver", Some(50 * KBPS));
+    assert_eq!(rate.target().bitrate_bps, 150 * KBPS);
+    rate.set_viewer_ceiling("saver", Some(5000 * KBPS));
+    assert_eq!(rate.target().bitrate_bps, 1000 * KBPS);
+    // A viewer that receives no video does not bound it with its ceiling either.
+    rate.set_viewer_ceiling("saver", Some(300 * KBPS));
+    let update = rate.set_receives_video("saver", false);
+    assert_eq!(update.target.map(|t| t.bitrate_bps), Some(1000 * KBPS));
+}
+
+#[test]
+fn a_data_saver_beside_a_strong_viewer_gets_layer_0_like_a_weak_path() {
+    let mut rate = layered();
+    rate.on_estimate("strong", leaving(1000 * KBPS));
+    let update = rate.set_viewer_ceiling("saver", Some(300 * KBPS)).expect("a change");
+    // Layer 0 of the stream fits its 300 kbit/s; the strong viewer gets more.
+    let split = (300.0 * KBPS as f64 / BASE_LAYER_SHARE) as u64;
+    assert_eq!(bps(&update), Some(split));
+    assert!(rate.base_layer_only().contains("saver"), "{:?}", rate.base_layer_only());
+    assert!(!rate.base_layer_only().contains("strong"));
+}

@@ -63,6 +63,9 @@ pub enum Event {
     },
     Tick,
     Shutdown,
+    /// The peers got new ICE servers (fresh TURN credentials from the
+    /// server): a relayed path must move to them before the old ones expire.
+    IceServersRenewed,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -256,6 +259,7 @@ impl Session {
                 }
             }
             Event::Tick => self.on_tick(now, &mut actions),
+            Event::IceServersRenewed => self.restart_ice_on_live_offers(&mut actions),
             Event::Shutdown => {
                 let ids = self.peer_ids();
                 for id in ids {
@@ -365,17 +369,20 @@ impl Session {
                     }
                     // A classic room names members by socket id, new with
                     // every reconnection: the newcomer may be our viewer back
-                    // or a new one. An ICE restart on the live connection
-                    // asks; the answer's DTLS fingerprint tells (see on_message).
+                    // or a new one. A new offer on the live connection asks;
+                    // the answer's DTLS fingerprint tells (see on_message).
+                    // Not an ICE restart: webrtc-rs drops the working
+                    // candidate pair on one, freezing the picture until the
+                    // new checks pass, and the path has not changed.
                     let live = live.clone();
                     info!(
                         room:% = room, peer:% = live;
-                        "room {room} peer {live}: {id} joined; checking with an ICE restart whether it is this viewer back"
+                        "room {room} peer {live}: {id} joined; checking with a new offer whether it is this viewer back"
                     );
                     slot.offer_pending = true;
                     self.present.remove(&id);
                     self.present.insert(live.clone());
-                    actions.push(Action::CreateOffer { peer: live, ice_restart: true });
+                    actions.push(Action::CreateOffer { peer: live, ice_restart: false });
                     return;
                 }
                 let stale: Vec<PeerId> = if self.server_names_senders {
@@ -467,7 +474,7 @@ impl Session {
             }
             SignalData::Description { kind: SdpKind::Answer, sdp } => match self.peers.get(&peer) {
                 Some(slot) if slot.role == Role::Offerer && changed_fingerprint(slot, &sdp) => {
-                    // Our ICE restart reached a different browser connection
+                    // Our offer reached a different browser connection
                     // than the one we stream to (classic room: a new viewer,
                     // or the same tab with a new RTCPeerConnection).
                     info!(
@@ -535,7 +542,7 @@ impl Session {
                 }
             }
             // The rate policy (src/rate) consumes these, not the room state machine.
-            PeerEvent::BandwidthEstimate { .. } | PeerEvent::VideoRefused { .. } => {}
+            PeerEvent::BandwidthEstimate { .. } | PeerEvent::VideoRefused { .. } | PeerEvent::VideoCeiling { .. } => {}
             PeerEvent::ConnectionState { peer, state } => {
                 let Some(slot) = self.peers.get_mut(&peer) else { return };
                 if slot.state == state {
@@ -573,6 +580,23 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// An ICE restart gathers again, with the new servers, on every live
+    /// connection we offered. The viewer's side restarts those it offered:
+    /// the answerer never offers on a live connection (see on_room_event).
+    fn restart_ice_on_live_offers(&mut self, actions: &mut Vec<Action>) {
+        let room = &self.settings.room;
+        let mut restarts: Vec<&PeerId> = Vec::new();
+        for (peer, slot) in self.peers.iter_mut() {
+            if slot.role == Role::Offerer && slot.live() && !slot.offer_pending {
+                slot.offer_pending = true;
+                info!(room:% = room, peer:% = peer; "room {room} peer {peer}: ICE restart with the new TURN credentials");
+                restarts.push(peer);
+            }
+        }
+        restarts.sort();
+        actions.extend(restarts.into_iter().map(|peer| Action::CreateOffer { peer: peer.clone(), ice_restart: true }));
     }
 
     fn on_tick(&mut self, now: Instant, actions: &mut Vec<Action>) {

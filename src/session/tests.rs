@@ -210,13 +210,13 @@ fn classic_streaming_to_v1() -> Script {
 }
 
 #[test]
-fn a_classic_newcomer_is_asked_with_an_ice_restart_and_known_again_by_its_fingerprint() {
+fn a_classic_newcomer_is_asked_with_a_new_offer_and_known_again_by_its_fingerprint() {
     // The server restarted: both sides reconnected with new socket ids.
     let mut s = classic_streaming_to_v1();
     s.send(Event::SignalingDisconnected);
     s.send(Event::SignalingConnected);
     assert_eq!(s.room(joined("me2")), vec![], "the live connection is kept");
-    assert_eq!(s.room(otherjoin("v1-new-socket")), vec![Action::CreateOffer { peer: "v1".into(), ice_restart: true }]);
+    assert_eq!(s.room(otherjoin("v1-new-socket")), vec![Action::CreateOffer { peer: "v1".into(), ice_restart: false }]);
     // The same browser connection answers: same fingerprint, same peer, no new connection.
     let same = sdp_with("AA:01");
     assert_eq!(
@@ -247,8 +247,8 @@ fn a_classic_newcomer_after_an_outage_that_is_another_browser_gets_a_new_connect
     s.send(Event::SignalingDisconnected);
     s.send(Event::SignalingConnected);
     s.room(joined("me2"));
-    assert_eq!(s.room(otherjoin("v2")), vec![Action::CreateOffer { peer: "v1".into(), ice_restart: true }]);
-    // A new tab answered our ICE restart: its certificate differs.
+    assert_eq!(s.room(otherjoin("v2")), vec![Action::CreateOffer { peer: "v1".into(), ice_restart: false }]);
+    // A new tab answered our offer: its certificate differs.
     assert_eq!(
         s.room(message(answer(&sdp_with("BB:02")), None)),
         vec![
@@ -536,4 +536,21 @@ fn shutdown_closes_peers_and_leaves() {
     s.state("v1", S::Connected);
     assert_eq!(s.send(Event::Shutdown), vec![close("v1"), Action::Leave { room: ROOM.into() }, Action::SetViewers(0)]);
     assert_eq!(s.send(Event::SignalingConnected), vec![]);
+}
+
+#[test]
+fn renewed_ice_servers_restart_ice_on_live_connections_we_offered_only() {
+    let mut s = Script::in_room();
+    s.room(otherjoin("v1"));
+    s.peer(PeerEvent::LocalDescription { peer: "v1".into(), kind: SdpKind::Offer, sdp: "o".into() });
+    s.room(message(answer("a"), Some("v1")));
+    s.state("v1", S::Connected);
+    // A viewer that offered first: its side restarts, not ours.
+    s.room(message(offer("o2"), Some("v2")));
+    s.state("v2", S::Connected);
+    // A viewer still connecting gathers with the new servers anyway.
+    s.room(otherjoin("v3"));
+    assert_eq!(s.send(Event::IceServersRenewed), vec![Action::CreateOffer { peer: "v1".into(), ice_restart: true }]);
+    // Until v1 answers, a second renewal does not stack another offer.
+    assert_eq!(s.send(Event::IceServersRenewed), vec![]);
 }

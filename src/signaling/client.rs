@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::codec::{self, EngineIoVersion, OpenInfo, Packet};
 use super::protocol::RoomEvent;
+use super::turn_credentials::TurnCredentials;
 use crate::config::ProtocolChoice;
 use crate::util::Backoff;
 
@@ -46,6 +47,11 @@ pub enum ClientEvent {
         reason: String,
     },
     Room(RoomEvent),
+    /// roomcam's server minted TURN credentials for us (the `turn` event).
+    Turn {
+        room: String,
+        credentials: TurnCredentials,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -179,7 +185,9 @@ async fn connect_and_serve(
 ) -> Result<Ending, ClientError> {
     let url = websocket_url(&settings.server, requested)?;
     debug!("signaling: connecting to {url}");
-    let connecting = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, false, tls);
+    // Nagle off (`true`): over TLS each message goes out as records that
+    // would otherwise wait for the server's delayed ACK (40 ms on Linux).
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, tls);
     let (mut socket, _) = match timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Err(_) => return Err(ClientError::HandshakeTimeout(HANDSHAKE_TIMEOUT)),
         Ok(Err(tungstenite::Error::Http(response))) if response.status().as_u16() == 400 => {
@@ -258,6 +266,14 @@ async fn serve(
                     }
                     Packet::Event { name, args } => {
                         link.heard_from_server();
+                        if name == "turn" {
+                            // Not a room event: the session core never sees it, the peers' settings do.
+                            match TurnCredentials::from_event_args(&args) {
+                                Ok((room, credentials)) => { let _ = events.send(ClientEvent::Turn { room, credentials }); }
+                                Err(e) => warn!("signaling: dropping event \"turn\": {e}"),
+                            }
+                            continue;
+                        }
                         match RoomEvent::from_socket_event(&name, &args) {
                             Ok(event) => { let _ = events.send(ClientEvent::Room(event)); }
                             Err(e) => warn!("signaling: dropping event {name:?}: {e}"),

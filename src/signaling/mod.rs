@@ -3,5 +3,8 @@
 
 pub mod client;
 pub mod codec;
+pub mod limits;
 pub mod protocol;
 pub mod server;
+pub mod tls;
+pub mod turn_credentials;

@@ -10,11 +10,13 @@
 //! server blipped, or a restarted server, do not tear down a call whose
 //! media never needed the server.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
+use axum::extract::Query;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -24,10 +26,14 @@ use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
 use tokio::net::TcpListener;
 
 use crate::config::{IceServerConfig, RoomConfig, ServerConfig};
-use crate::util::lock_ignoring_poison;
+use crate::signaling::limits::{Limits, PeerAddr, tokens_match};
+use crate::signaling::tls::{ServerTls, TlsListener};
+use crate::signaling::turn_credentials::{self, TurnCredentials};
+use crate::util::{LogLimit, lock_ignoring_poison, warn_limited};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -107,18 +113,119 @@ impl RoomPolicy {
     }
 }
 
+/// What the server mints TURN credentials with (`turn-secret` set).
+struct TurnMint {
+    secret: String,
+    urls: Vec<String>,
+    ttl: Duration,
+}
+
+impl TurnMint {
+    fn from_config(config: &ServerConfig) -> Option<TurnMint> {
+        let secret = config.turn_secret.clone().filter(|_| !config.turn_urls.is_empty())?;
+        Some(TurnMint { secret, urls: config.turn_urls.clone(), ttl: config.turn_ttl() })
+    }
+
+    fn mint(&self, room: &str, member: &str) -> TurnCredentials {
+        turn_credentials::mint(&self.secret, &self.urls, self.ttl, room, member, SystemTime::now())
+    }
+}
+
 struct Hub {
     rooms: Mutex<Rooms>,
     policy: RoomPolicy,
+    turn: Option<TurnMint>,
+    limits: Limits,
+    refusals: RefusalLogs,
+}
+
+/// Refusals a hostile client can repeat many times a second: at most one
+/// line a second of each kind, so that they cannot flood the journal.
+struct RefusalLogs {
+    crowded: LogLimit,
+    foreign: LogLimit,
+    flooding: LogLimit,
+    garbage: LogLimit,
+    bad_joins: LogLimit,
+    stray: LogLimit,
+}
+
+impl Default for RefusalLogs {
+    fn default() -> Self {
+        let second = || LogLimit::once_per(std::time::Duration::from_secs(1));
+        RefusalLogs {
+            crowded: second(),
+            foreign: second(),
+            flooding: second(),
+            garbage: second(),
+            bad_joins: second(),
+            stray: second(),
+        }
+    }
+}
+
+/// A member the server admitted: its room and its id there.
+struct Admitted {
+    room: String,
+    id: String,
 }
 
 impl Hub {
-    fn join(&self, socket: &SocketRef, args: &[Value]) {
+    /// Sends `socket`, admitted to `room` as `id`, TURN credentials of its
+    /// own; returns when to send fresh ones (None without `turn-secret`).
+    fn send_turn(&self, socket: &SocketRef, room: &str, id: &str, why: &str) -> Option<tokio::time::Instant> {
+        let turn = self.turn.as_ref()?;
+        let credentials = turn.mint(room, id);
+        let _ = socket.emit("turn", &(room, credentials.to_json()));
+        info!("server: room {room}: {id}: TURN credentials {why} (valid {}s)", credentials.ttl);
+        Some(tokio::time::Instant::now() + turn_credentials::refresh_after(turn.ttl))
+    }
+
+    /// Still the member it was admitted as (not left, not replaced by a newer socket)?
+    fn still_member(&self, socket: &SocketRef, admitted: &Admitted) -> bool {
+        lock_ignoring_poison(&self.rooms)
+            .room_of
+            .get(&socket.id.to_string())
+            .is_some_and(|(room, id)| *room == admitted.room && *id == admitted.id)
+    }
+
+    /// The credentials `/config.json?room=R` hands out: only for a room that
+    /// has a token, to whoever presents it as a Bearer token.
+    fn config_turn(
+        &self,
+        room: Option<&str>,
+        bearer: Option<&str>,
+        member: Option<&str>,
+        address: IpAddr,
+    ) -> Option<TurnCredentials> {
+        let turn = self.turn.as_ref()?;
+        let room = room.filter(|r| self.limits.room_names.check(r).is_ok())?;
+        let secret = self.policy.token(room)?;
+        // No token is a page that relies on the `turn` event: nothing to say.
+        if !tokens_match(Some(bearer?), secret) {
+            // A second way to try tokens: counted and slowed like a join.
+            let failures = self.limits.token_failed(address);
+            warn!(
+                "server: room {room}: /config.json from {address} with a wrong token ({failures} lately from there); \
+                 static ICE servers only"
+            );
+            return None;
+        }
+        let member = member.filter(|m| crate::signaling::protocol::valid_member_id(m)).unwrap_or("page");
+        info!("server: room {room}: {member}: TURN credentials sent in /config.json (valid {}s)", turn.ttl.as_secs());
+        Some(turn.mint(room, member))
+    }
+
+    fn join(&self, socket: &SocketRef, args: &[Value], address: IpAddr) -> Option<Admitted> {
         let sid = socket.id.to_string();
-        let Some(room) = args.first().and_then(Value::as_str).filter(|r| valid_room_name(r)) else {
-            warn!("server: {sid}: join without a valid room name; ignored");
-            return;
+        let Some(room) = args.first().and_then(Value::as_str) else {
+            warn_limited!(self.refusals.bad_joins, "server: {sid} from {address}: join without a room name; ignored");
+            return None;
         };
+        if let Err(why) = self.limits.room_names.check(room) {
+            warn_limited!(self.refusals.bad_joins, "server: {sid} from {address}: join refused: {why}");
+            return None;
+        }
         let options = args.get(1);
         let token = options.and_then(|a| a.get("token")).and_then(Value::as_str);
         let member = options.and_then(|a| a.get("member")).and_then(Value::as_str);
@@ -127,11 +234,14 @@ impl Hub {
         }
         let id = member.filter(|m| crate::signaling::protocol::valid_member_id(m)).unwrap_or(&sid).to_owned();
         if let Some(secret) = self.policy.token(room)
-            && token != Some(secret)
+            && !tokens_match(token, secret)
         {
-            warn!("server: room {room}: {id} refused (bad or missing token)");
+            let failures = self.limits.token_failed(address);
+            warn!(
+                "server: room {room}: {id} from {address} refused (bad or missing token, {failures} lately from there)"
+            );
             let _ = socket.emit("unauthorized", &(room,));
-            return;
+            return None;
         }
         if lock_ignoring_poison(&self.rooms).room_of.get(&sid).is_some_and(|(r, m)| r != room || *m != id) {
             self.leave(socket, "joins another room");
@@ -145,7 +255,7 @@ impl Hub {
         if back.is_none() && members.len() >= capacity {
             info!("server: room {room}: full, {id} refused");
             let _ = socket.emit("full", &(room, id.as_str()));
-            return;
+            return None;
         }
         let _ = socket.emit("joined", &(room, id.as_str()));
         for other in members.iter().filter(|m| m.id != id) {
@@ -173,17 +283,20 @@ impl Hub {
             Some(_) => info!("server: room {room}: {id} is back ({count} member(s))"),
             None => info!("server: room {room}: {id} joined ({count} member(s))"),
         }
+        Some(Admitted { room: room.to_owned(), id })
     }
 
     fn relay(&self, socket: &SocketRef, args: &[Value]) {
         let sid = socket.id.to_string();
         let (Some(room), Some(data)) = (args.first().and_then(Value::as_str), args.get(1)) else {
-            warn!("server: {sid}: message without room and data; ignored");
+            warn_limited!(self.refusals.stray, "server: {sid}: message without room and data; ignored");
             return;
         };
         let rooms = lock_ignoring_poison(&self.rooms);
         let Some((_, id)) = rooms.room_of.get(&sid).filter(|(r, _)| r == room) else {
-            warn!("server: {sid}: message for room {room:?} it is not in; ignored");
+            // The name is the client's: a short prefix is enough to recognise it.
+            let room: String = room.chars().take(64).collect();
+            warn_limited!(self.refusals.stray, "server: {sid}: message for room {room:?} it is not in; ignored");
             return;
         };
         let to = args.get(2).and_then(Value::as_str);
@@ -247,10 +360,6 @@ fn remove_member(rooms: &mut Rooms, room: &str, id: &str, why: &str) {
     }
 }
 
-fn valid_room_name(room: &str) -> bool {
-    !room.is_empty() && room.len() <= 128 && !room.chars().any(char::is_control)
-}
-
 const VIEWER_HTML: &str = include_str!("../../web/index.html");
 const VIEWER_JS: &str = include_str!("../../web/viewer.js");
 const SOCKETIO_LITE_JS: &str = include_str!("../../web/socketio-lite.js");
@@ -272,14 +381,30 @@ fn ice_servers_json(servers: &[IceServerConfig]) -> Value {
 
 /// The HTTP app: socket.io at `/socket.io/`, the viewer page at `/`.
 pub fn app(config: &ServerConfig) -> Router {
+    app_with_ca(config, None)
+}
+
+/// [`app`], and with `ca_pem` (roomcam's own local CA, `--self-signed`)
+/// served at `/roomcam-ca.crt` so that a phone can download and install it.
+pub fn app_with_ca(config: &ServerConfig, ca_pem: Option<&[u8]>) -> Router {
     let hub = Arc::new(Hub {
         rooms: Mutex::new(Rooms::default()),
         policy: RoomPolicy {
             default_capacity: config.capacity,
             rooms: config.rooms.iter().map(|r| (r.name.clone(), r.clone())).collect(),
         },
+        turn: TurnMint::from_config(config),
+        limits: Limits::new(config),
+        refusals: RefusalLogs::default(),
     });
-    let (layer, io) = SocketIo::new_layer();
+    let config_hub = hub.clone();
+    let max_bytes = config.max_message_bytes;
+    let (layer, io) = SocketIo::builder()
+        .max_payload(max_bytes as u64)
+        .ws_max_message_size(max_bytes)
+        .ws_max_frame_size(max_bytes)
+        .build_layer();
+    let guard_hub = hub.clone();
     // The handlers must be in place before the client hears the namespace
     // CONNECT, because every client emits `join` right on CONNECT. socketioxide
     // sends CONNECT from a spawned task *before* calling the connect handler,
@@ -291,59 +416,302 @@ pub fn app(config: &ServerConfig) -> Router {
     // between could not emit its answer (seen: a `join` admitted to the
     // room whose `joined` was silently dropped).
     let register_events = move |socket: SocketRef| {
-        let on_join = hub.clone();
-        socket.on("join", move |s: SocketRef, TryData::<Args>(args)| {
-            let hub = on_join.clone();
-            async move {
-                if until_connected(&s).await {
-                    hub.join(&s, &args.unwrap_or_default().0)
+        let address = client_address(&hub.limits, socket.req_parts());
+        if !hub.limits.admit_connection(address) {
+            warn_limited!(
+                hub.refusals.crowded,
+                "server: {} from {address}: refused, {} connections from {address} already (max-connections-per-address)",
+                socket.id,
+                hub.limits.max_connections_per_address
+            );
+            return std::future::ready(Err(Refusal::TooManyConnections));
+        }
+        let slot = Arc::new(ConnectionSlot { hub: hub.clone(), address });
+        // socketioxide runs every event handler as its own spawned task, so
+        // two events of one socket can be handled in either order (seen: a
+        // viewer's candidate relayed before its offer, and the device
+        // dropping it as "for no peer"). Socket.io promises order per
+        // socket, so the handlers only queue, synchronously and in arrival
+        // order, and one task per socket handles the queue.
+        let (inbox, queue) = tokio::sync::mpsc::unbounded_channel::<Inbound>();
+        tokio::spawn(handle_in_order(hub.clone(), socket.clone(), queue, address));
+        let budget = Arc::new(MessageBudget::new(hub.clone()));
+        let with_args: [(&'static str, fn(Vec<Value>) -> Inbound); 2] =
+            [("join", Inbound::Join), ("message", Inbound::Message)];
+        for (event, inbound) in with_args {
+            let (inbox, budget) = (inbox.clone(), budget.clone());
+            socket.on(event, move |socket: SocketRef, TryData::<Args>(args)| {
+                if budget.allows(&socket, address) {
+                    let _ = inbox.send(inbound(args.unwrap_or_default().0));
                 }
+                std::future::ready(())
+            });
+        }
+        let (on_leave, leave_budget) = (inbox.clone(), budget.clone());
+        socket.on("leave", move |socket: SocketRef| {
+            if leave_budget.allows(&socket, address) {
+                let _ = on_leave.send(Inbound::Leave);
             }
+            std::future::ready(())
         });
-        let on_message = hub.clone();
-        socket.on("message", move |s: SocketRef, TryData::<Args>(args)| {
-            let hub = on_message.clone();
-            async move {
-                if until_connected(&s).await {
-                    hub.relay(&s, &args.unwrap_or_default().0)
-                }
-            }
+        // Events no handler takes cost the sender as much as any other.
+        socket.on_fallback(move |socket: SocketRef| {
+            budget.allows(&socket, address);
+            std::future::ready(())
         });
-        let on_leave = hub.clone();
-        socket.on("leave", move |s: SocketRef| {
-            let hub = on_leave.clone();
-            async move {
-                if !until_connected(&s).await {
-                    return;
-                }
-                if let Some((room, id)) = hub.leave(&s, "by request") {
-                    let _ = s.emit("leaved", &(room.as_str(), id.as_str()));
-                }
-            }
+        socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
+            log_disconnect(&slot.hub, &socket, slot.address, reason);
+            let _ = inbox.send(Inbound::Disconnect);
+            std::future::ready(())
         });
-        let on_disconnect = hub.clone();
-        socket.on_disconnect(move |s: SocketRef| {
-            let hub = on_disconnect.clone();
-            async move {
-                hub.disconnect(&s);
-            }
-        });
-        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+        std::future::ready(Ok(()))
     };
     io.ns("/", (async || {}).with(register_events));
-    let config_json = ice_servers_json(&config.viewer_ice_servers).to_string();
-    Router::new()
+    let static_ice_servers = ice_servers_json(&config.viewer_ice_servers);
+    let mut router = Router::new();
+    if let Some(ca) = ca_pem {
+        let ca = bytes::Bytes::copy_from_slice(ca);
+        router = router.route(
+            "/roomcam-ca.crt",
+            get(move || {
+                let body = ca.clone();
+                async move { ([(header::CONTENT_TYPE, "application/x-x509-ca-cert")], body) }
+            }),
+        );
+    }
+    router
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], VIEWER_HTML) }))
         .route("/viewer.js", get(|| async { javascript(VIEWER_JS) }))
         .route("/socketio-lite.js", get(|| async { javascript(SOCKETIO_LITE_JS) }))
         .route(
             "/config.json",
-            get(move || {
-                let body = config_json.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            get(move |request: axum::extract::Request| {
+                let mut body = static_ice_servers.clone();
+                let hub = config_hub.clone();
+                async move {
+                    let (parts, _) = request.into_parts();
+                    let query =
+                        Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+                    // Never from the query string: URLs end up in logs and Referers.
+                    let bearer = parts
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .map(str::trim);
+                    let room = query.get("room").map(String::as_str);
+                    let address = client_address(&hub.limits, &parts);
+                    if bearer.is_some() && hub.turn.is_some() && room.and_then(|r| hub.policy.token(r)).is_some() {
+                        tokio::time::sleep(hub.limits.token_delay(address)).await;
+                    }
+                    let minted = hub.config_turn(room, bearer, query.get("member").map(String::as_str), address);
+                    if let (Some(minted), Some(list)) = (minted, body["iceServers"].as_array_mut()) {
+                        list.push(minted.to_json());
+                    }
+                    // Credentials must not sit in a cache.
+                    (
+                        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+                        body.to_string(),
+                    )
+                }
             }),
         )
         .layer(layer)
+        .layer(axum::middleware::from_fn(move |request, next| guard_socketio(guard_hub.clone(), request, next)))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("too many connections from this address")]
+    TooManyConnections,
+}
+
+/// One counted connection of an address, held by the socket's disconnect
+/// handler: the count drops with the socket, however it ends.
+struct ConnectionSlot {
+    hub: Arc<Hub>,
+    address: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.hub.limits.release_connection(self.address);
+    }
+}
+
+/// A connection's `max-messages-per-second`: over it, it is disconnected.
+struct MessageBudget {
+    bucket: Mutex<crate::signaling::limits::TokenBucket>,
+    hub: Arc<Hub>,
+}
+
+impl MessageBudget {
+    fn new(hub: Arc<Hub>) -> MessageBudget {
+        MessageBudget { bucket: Mutex::new(hub.limits.message_budget()), hub }
+    }
+
+    fn allows(&self, socket: &SocketRef, address: IpAddr) -> bool {
+        if lock_ignoring_poison(&self.bucket).take() {
+            return true;
+        }
+        // Only the first event over the budget gets here while connected.
+        if socket.connected() {
+            warn_limited!(
+                self.hub.refusals.flooding,
+                "server: {} from {address}: disconnected, over {} messages a second (max-messages-per-second)",
+                socket.id,
+                self.hub.limits.max_messages_per_second
+            );
+            let _ = socket.clone().disconnect();
+        }
+        false
+    }
+}
+
+/// The client's address for `parts`; unknown when the app is served without
+/// connect info (then all such clients share one address's limits).
+fn client_address(limits: &Limits, parts: &axum::http::request::Parts) -> IpAddr {
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<PeerAddr>>().map(|info| info.0.0);
+    limits.client_address(peer, &parts.headers).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Refuses socket.io requests from pages outside `allowed-origins`, and new
+/// sessions from an address that has its `max-connections-per-address`,
+/// before Engine.IO opens a session for them.
+async fn guard_socketio(
+    hub: Arc<Hub>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !request.uri().path().starts_with("/socket.io") {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let address = client_address(&hub.limits, &parts);
+    if let Some(why) = hub.limits.origin_refusal(&parts.headers) {
+        warn_limited!(hub.refusals.foreign, "server: connection from {address} refused: {why}");
+        return (axum::http::StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    let new_session = !parts.uri.query().unwrap_or_default().split('&').any(|p| p.starts_with("sid="));
+    if new_session && hub.limits.connections_full(address) {
+        warn_limited!(
+            hub.refusals.crowded,
+            "server: connection from {address} refused, {} connections from {address} already (max-connections-per-address)",
+            hub.limits.max_connections_per_address
+        );
+        return (axum::http::StatusCode::TOO_MANY_REQUESTS, "too many connections from this address\n").into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
+
+/// A connection that ended other than by its own choice says why.
+fn log_disconnect(hub: &Hub, socket: &SocketRef, address: IpAddr, reason: DisconnectReason) {
+    match reason {
+        DisconnectReason::PacketParsingError => warn_limited!(
+            hub.refusals.garbage,
+            "server: {} from {address}: disconnected, it sent what is not socket.io",
+            socket.id
+        ),
+        // Each costs its client a whole handshake: not worth limiting, and
+        // the line for one client must not hide another's.
+        DisconnectReason::TransportError => info!(
+            "server: {} from {address}: connection ended abruptly (lost, or it sent a message over \
+             max-message-bytes {})",
+            socket.id, hub.limits.max_message_bytes
+        ),
+        DisconnectReason::HeartbeatTimeout => info!("server: {} from {address}: no pong in time; closed", socket.id),
+        _ => {}
+    }
+}
+
+/// One socket's events, in the order they arrived.
+enum Inbound {
+    Join(Vec<Value>),
+    Message(Vec<Value>),
+    Leave,
+    Disconnect,
+}
+
+async fn handle_in_order(
+    hub: Arc<Hub>,
+    socket: SocketRef,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Inbound>,
+    address: IpAddr,
+) {
+    let mut connected = false;
+    let mut rooms_tried = HashSet::new();
+    // The member this socket was admitted as, and when its TURN credentials
+    // are due for renewal: the renewal is one more event of this task, so it
+    // never overtakes the socket's own events (a `leave` handled first
+    // stops it).
+    let mut turn_refresh: Option<(Admitted, tokio::time::Instant)> = None;
+    loop {
+        let refresh_due = turn_refresh.as_ref().map(|(_, due)| *due);
+        let event = tokio::select! {
+            event = queue.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            _ = sleep_until_some(refresh_due) => {
+                if let Some((admitted, _)) = turn_refresh.take()
+                    && hub.still_member(&socket, &admitted)
+                {
+                    turn_refresh = hub
+                        .send_turn(&socket, &admitted.room, &admitted.id, "renewed")
+                        .map(|due| (admitted, due));
+                }
+                continue;
+            }
+        };
+        if !connected && !matches!(event, Inbound::Disconnect) {
+            connected = until_connected(&socket).await;
+            if !connected {
+                continue;
+            }
+        }
+        match event {
+            Inbound::Join(args) => {
+                let room = args.first().and_then(Value::as_str).unwrap_or_default();
+                if !rooms_tried.contains(room) && rooms_tried.len() >= hub.limits.max_rooms_per_connection {
+                    warn!(
+                        "server: {} from {address}: disconnected, tried more than {} rooms (max-rooms-per-connection)",
+                        socket.id, hub.limits.max_rooms_per_connection
+                    );
+                    let _ = socket.clone().disconnect();
+                    continue;
+                }
+                rooms_tried.insert(room.to_owned());
+                if hub.policy.token(room).is_some() {
+                    // Waiting here holds back this socket's events only.
+                    tokio::time::sleep(hub.limits.token_delay(address)).await;
+                }
+                if let Some(admitted) = hub.join(&socket, &args, address) {
+                    turn_refresh =
+                        hub.send_turn(&socket, &admitted.room, &admitted.id, "sent").map(|due| (admitted, due));
+                }
+            }
+            Inbound::Message(args) => hub.relay(&socket, &args),
+            Inbound::Leave => {
+                turn_refresh = None;
+                if let Some((room, id)) = hub.leave(&socket, "by request") {
+                    let _ = socket.emit("leaved", &(room.as_str(), id.as_str()));
+                }
+            }
+            // Its task ends with the socket: it holds the socket, whose
+            // handlers hold this queue.
+            Inbound::Disconnect => {
+                hub.disconnect(&socket);
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until_some(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits (briefly: socketioxide sets the flag right after sending CONNECT)
@@ -368,11 +736,48 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
 }
 
+/// Plain HTTP: [`serve_tls`] without TLS.
 pub async fn serve(
     listener: TcpListener,
     config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let app = app(config);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)
+    serve_tls(listener, config, None, shutdown).await
+}
+
+/// Serves the app on `listener`, over TLS when `tls` is given (HTTPS and WSS
+/// on the same port, the certificate reloaded as [`ServerTls::watch`] says).
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: &ServerConfig,
+    tls: Option<Arc<ServerTls>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let app = app_with_ca(config, tls.as_ref().and_then(|t| t.ca_pem()));
+    serve_router(listener, app, tls, shutdown).await
+}
+
+/// Serves an [`app`] (several listeners may share one, and so its rooms).
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<ServerTls>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    match tls {
+        None => axum::serve(listener, app.into_make_service_with_connect_info::<PeerAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServerError::Serve),
+        Some(tls) => {
+            let watcher = tokio::spawn(tls.clone().watch());
+            let listener = TlsListener::new(listener, tls.rustls_config()).map_err(ServerError::Serve)?;
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<PeerAddr>())
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServerError::Serve);
+            watcher.abort();
+            served
+        }
+    }
 }

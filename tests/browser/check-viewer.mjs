@@ -11,9 +11,29 @@
 //   --expect-bars       ... and the picture on the page shows the test pattern's colour bars
 //   --any-codec         accept any video codec (Chromium-to-Chromium selftests)
 //   --expect-audio      inbound audio with totalSamplesReceived > 0 and audible level/energy
-//   --talk SECONDS      hold the talk button that long; outbound audio packets must grow
-//                       and the mic must carry energy then (and not before)
+//   --talk SECONDS      first a second with the button released: the page must send no
+//                       audio packet at all (not even silence); then hold the talk button
+//                       that long: outbound audio packets must grow and the mic must carry
+//                       energy; then released again: no packet sent over a second
+//   --touch-talk S      the same as --talk, pressing with touch events (touchStart/touchEnd
+//                       through the DevTools protocol; use with --phone); also checks that
+//                       the long press selected no text and that the button cancels the
+//                       context menu
+//   --expect-phone-layout  no horizontal scroll; the video, "Hold to talk" and the fullscreen
+//                       button inside the viewport without scrolling; a screenshot of the
+//                       viewport (--phone-screenshot FILE) shows a picture (not black) where
+//                       the video is
+//   --fullscreen        tap the fullscreen button: the video's stage goes fullscreen; then leave it
+//   --expect-tap-for-sound  (with --refuse-autoplay-sound) the page plays muted and shows one "Tap for
+//                       sound" button; tapping it unmutes the video and hides the button
 //   --rejoin            Leave, Join, then video (and audio, if asked) again on a NEW peer connection
+//   --data-saver        the link indicator shows "N kbit/s · F fps" (or Mbit/s); then tick
+//                       "Data saver", reload the page: it is still ticked (localStorage), video
+//                       comes again on a new connection, the indicator says "data saver";
+//                       then 3 s to settle (use --measure-fps after it for the rate)
+//   --token-hidden      (a URL with ?token=) the address bar no longer has the token, the page
+//                       has a no-referrer policy and kept the token for the room (localStorage);
+//                       then reload the token-less address: the page still joins, video again
 //   --video-file FILE   write FILE once the video step passed (a cue for the test to start a fault)
 //   --expect-frozen     then (the test stops the device meanwhile) the page must say the picture
 //                       is frozen ("Picture frozen since HH:MM:SS", status dot not green), and
@@ -23,13 +43,41 @@
 //   --measure-fps S     then count decoded frames over S seconds (fps over that window, the
 //                       longest stall in it) and, with --expect-bars, check the bars again after
 //   --measured-file FILE write FILE (that measurement) once it is done
+//   --trace S           then, for S seconds, read the test pattern's stamp off every presented
+//                       frame (requestVideoFrameCallback): glass-to-glass latency (stamp's capture
+//                       time to expected display time) p50/p95/max, fps, longest gap, Chrome's
+//                       jitter buffer delay per frame and concealed audio over the window
+//   --trace-file FILE   write FILE (that trace's summary) once it is done
 //   --keep-watching S   then watch the video for S seconds, sampling every 200 ms: new peer
 //                       connections, decoded-frame counter resets, the longest stall; at the
 //                       end video must be flowing (waited for up to --timeout more)
+//   --watch-end-file FILE  end --keep-watching early once FILE exists (the test's cue that its
+//                       faults are over); the report's watch.endedBy says which ended it
 //   --done-file FILE    write FILE (the results so far) when the steps above have passed
 //   --stay SECONDS      keep the page open that long (SIGTERM/SIGINT ends it early, successfully)
 //   --screenshot FILE   PNG of the page at the end
+//   --expect-insecure   the page is not a secure context: "Hold to talk" disabled, the
+//                       notice says talk-back needs a secure page and gives the https URL
+//   --expect-no-mic     the page never called getUserMedia (checked at the end)
+//   --expect-mic-refused  press "Hold to talk" once: the page asks for the microphone, is
+//                       refused (run with --deny-mic), disables the button, says so, and the
+//                       video and sound go on
 // Other options:
+//   --chromium-arg ARG  one more Chromium flag (repeatable), e.g. --host-resolver-rules=...
+//                       or --ignore-certificate-errors-spki-list=... for an HTTPS test
+//   --expect-secure-context  after loading, window.isSecureContext must be true
+//                       (the report always carries secureContext)
+//   --no-permission     a browser with its default behaviour: no camera/microphone
+//                       permission granted, no fake permission prompt (so its ICE hides
+//                       host addresses behind mDNS names); fake devices still exist
+//   --refuse-autoplay-sound  a phone browser's autoplay policy: the page's play() of a video
+//                       with sound before any user gesture rejects with NotAllowedError
+//                       (emulated in the page: Chromium plays a MediaStream's sound anyway)
+//   --deny-mic          the microphone permission is denied for the page's origin
+//                       (Browser.setPermission), as a person who said no
+//   --secure-origin O   Chromium treats origin O (http://HOST:PORT) as secure, as it does an
+//                       https page: stands in for HTTPS where the server has none
+//   --host-rules RULES  Chromium's --host-resolver-rules (e.g. "MAP roomcam.test 127.0.0.1")
 //   --phone             a phone's screen: 390x844 viewport, touch, 3x pixels (default 1000x900 desktop)
 //   --timeout S         limit for each wait step (default 30)
 //   --chromium PATH     browser binary (default /usr/bin/chromium)
@@ -69,7 +117,11 @@ const opts = {
   url: null, expectVideo: false, expectBars: false, anyCodec: false, expectAudio: false, talk: 0, rejoin: false,
   expectState: null, expectRole: null, stay: 0, readyFile: null, doneFile: null, screenshot: null, timeout: 30,
   videoFile: null, keepWatching: 0, expectFrozen: false, frozenScreenshot: null, phone: false,
-  waitFile: null, measureFps: 0, measuredFile: null,
+  waitFile: null, measureFps: 0, measuredFile: null, trace: 0, traceFile: null, watchEndFile: null,
+  chromiumArgs: [], expectSecureContext: false,
+  expectInsecure: false, expectNoMic: false, noPermission: false, hostRules: null,
+  touchTalk: 0, expectPhoneLayout: false, phoneScreenshot: null, fullscreen: false, expectTapForSound: false,
+  refuseAutoplaySound: false, dataSaver: false, tokenHidden: false, expectMicRefused: false, denyMic: false, secureOrigin: null,
   chromium: '/usr/bin/chromium', verbose: false,
 };
 {
@@ -100,13 +152,33 @@ const opts = {
       case '--keep-watching': opts.keepWatching = num(i); i++; break;
       case '--expect-frozen': opts.expectFrozen = true; break;
       case '--phone': opts.phone = true; break;
+      case '--expect-insecure': opts.expectInsecure = true; break;
+      case '--expect-no-mic': opts.expectNoMic = true; break;
+      case '--no-permission': opts.noPermission = true; break;
+      case '--host-rules': opts.hostRules = str(i); i++; break;
+      case '--touch-talk': opts.touchTalk = num(i); i++; break;
+      case '--expect-phone-layout': opts.expectPhoneLayout = true; break;
+      case '--phone-screenshot': opts.phoneScreenshot = str(i); i++; break;
+      case '--fullscreen': opts.fullscreen = true; break;
+      case '--expect-tap-for-sound': opts.expectTapForSound = true; break;
+      case '--refuse-autoplay-sound': opts.refuseAutoplaySound = true; break;
+      case '--data-saver': opts.dataSaver = true; break;
+      case '--token-hidden': opts.tokenHidden = true; break;
+      case '--expect-mic-refused': opts.expectMicRefused = true; break;
+      case '--deny-mic': opts.denyMic = true; break;
+      case '--secure-origin': opts.secureOrigin = str(i); i++; break;
       case '--frozen-screenshot': opts.frozenScreenshot = str(i); i++; break;
       case '--wait-file': opts.waitFile = str(i); i++; break;
       case '--measure-fps': opts.measureFps = num(i); i++; break;
       case '--measured-file': opts.measuredFile = str(i); i++; break;
+      case '--trace': opts.trace = num(i); i++; break;
+      case '--watch-end-file': opts.watchEndFile = str(i); i++; break;
+      case '--trace-file': opts.traceFile = str(i); i++; break;
       case '--screenshot': opts.screenshot = str(i); i++; break;
       case '--timeout': opts.timeout = num(i); i++; break;
       case '--chromium': opts.chromium = str(i); i++; break;
+      case '--chromium-arg': opts.chromiumArgs.push(str(i)); i++; break;
+      case '--expect-secure-context': opts.expectSecureContext = true; break;
       case '--verbose': opts.verbose = true; break;
       case '--help': case '-h': usage('help'); break;
       default:
@@ -167,6 +239,8 @@ function collectStats() {
           packetsReceived: s.packetsReceived || 0, packetsLost: s.packetsLost || 0,
           bytesReceived: s.bytesReceived || 0, keyFramesDecoded: s.keyFramesDecoded || 0,
           pliCount: s.pliCount || 0, nackCount: s.nackCount || 0, freezeCount: s.freezeCount || 0,
+          // Repairs that arrived on the RTX stream (Chrome counts only those).
+          retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0,
         };
       } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
         out.inAudio = {
@@ -211,6 +285,25 @@ const TEST_PATTERN_BARS = [[1, 1, 1], [1, 1, 0], [0, 1, 1], [0, 1, 0], [1, 0, 1]
 const barsMatch = (bars) => !!bars && bars.every((rgb, i) =>
   rgb.every((v, c) => (TEST_PATTERN_BARS[i][c] ? v > 150 : v < 100)));
 
+// The ICE pair the page's connection uses: candidate types and addresses
+// as the page's stats show them.
+function selectedPair() {
+  const pc = window.roomcamViewer && window.roomcamViewer.pc;
+  if (!pc) return Promise.resolve(null);
+  return pc.getStats().then((report) => {
+    const byId = {};
+    report.forEach((s) => { byId[s.id] = s; });
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId[s.selectedCandidatePairId];
+    });
+    if (!pair) report.forEach((s) => { if (!pair && s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+    if (!pair) return null;
+    const cand = (c) => c && { type: c.candidateType, address: c.address || c.ip || null, port: c.port, protocol: c.protocol };
+    return { local: cand(byId[pair.localCandidateId]), remote: cand(byId[pair.remoteCandidateId]) };
+  });
+}
+
 function pageInfo() {
   const v = window.roomcamViewer;
   if (!v) return null;
@@ -252,8 +345,13 @@ async function keepWatching(page, stats) {
     last = frames;
     return now - lastIncrease;
   };
+  let endedBy = 'time';
   while (Date.now() - start < opts.keepWatching * 1000 && !stopRequested) {
     await sample();
+    if (opts.watchEndFile && existsSync(opts.watchEndFile)) {
+      endedBy = 'file';
+      break;
+    }
     await sleep(200);
   }
   // Flowing at the end: frames within the last second, waited for if need be.
@@ -261,8 +359,8 @@ async function keepWatching(page, stats) {
   await waitFor('keep-watching', async () => (await sample()) < 1000 && last > 0,
     () => `video not flowing at the end of the watch (pc changes ${pcChanges}, resets ${counterResets})`, 200);
   return {
-    seconds: opts.keepWatching, pcChanges, counterResets, longestStallMs, framesDecoded: last,
-    resumedAfterMs: Date.now() - endedAt,
+    seconds: Math.round((endedAt - start) / 100) / 10, endedBy, pcChanges, counterResets, longestStallMs,
+    framesDecoded: last, resumedAfterMs: Date.now() - endedAt,
   };
 }
 
@@ -295,6 +393,124 @@ async function expectFrozen(page, stats) {
 // Decoded frames over --measure-fps seconds, sampled every 200 ms: the frame
 // rate over the window, the longest stretch without a new frame, and (with
 // --expect-bars) whether the picture still shows the test pattern after it.
+// In the page: for `seconds`, the stamp of every presented frame (the test
+// pattern's black/white blocks along the top: frame number, capture time in
+// ms since the epoch, CRC-16/CCITT-FALSE; src/media/fixtures.rs reads the
+// same) against the frame's expected display time.
+async function traceInPage(seconds) {
+  const video = document.querySelector('#remote');
+  const STAMP_BITS = 96;
+  const crc16 = (bytes) => {
+    let crc = 0xffff;
+    for (const b of bytes) {
+      crc ^= b << 8;
+      for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    }
+    return crc;
+  };
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const readStamp = () => {
+    const w = video.videoWidth, h = video.videoHeight;
+    if (!w || !h) return null;
+    const block = 16 * Math.max(1, Math.floor(w / 640));
+    const cols = Math.floor(w / block);
+    const rows = Math.ceil(STAMP_BITS / cols);
+    canvas.width = w; canvas.height = rows * block;
+    ctx.drawImage(video, 0, 0, w, rows * block, 0, 0, w, rows * block);
+    const img = ctx.getImageData(0, 0, w, rows * block).data;
+    const bytes = new Array(12).fill(0);
+    const q = block / 4;
+    for (let i = 0; i < STAMP_BITS; i++) {
+      const x0 = (i % cols) * block + q, y0 = Math.floor(i / cols) * block + q;
+      let sum = 0, n = 0;
+      for (let y = y0; y < y0 + 2 * q; y += 2) {
+        for (let x = x0; x < x0 + 2 * q; x += 2) { sum += img[(y * w + x) * 4 + 1]; n++; }
+      }
+      const m = sum / n;
+      if (m >= 170) bytes[i >> 3] |= 0x80 >> (i & 7);
+      else if (m > 80) return null;
+    }
+    if (crc16(bytes.slice(0, 10)) !== ((bytes[10] << 8) | bytes[11])) return null;
+    let ms = 0;
+    for (let i = 4; i < 10; i++) ms = ms * 256 + bytes[i];
+    return { frame: ((bytes[0] << 24) >>> 0) + (bytes[1] << 16) + (bytes[2] << 8) + bytes[3], ms };
+  };
+  return new Promise((resolve) => {
+    const latencies = [];
+    const frames = [];
+    let presented = 0, unreadable = 0, lastAt = null, longestGap = 0;
+    const start = performance.now();
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      if (lastAt !== null) longestGap = Math.max(longestGap, performance.now() - lastAt);
+      resolve({ presented, unreadable, latencies, frames, longestGap, seconds: (performance.now() - start) / 1000 });
+    };
+    // A picture that froze for good still ends the trace on time.
+    setTimeout(finish, seconds * 1000 + 1000);
+    const onFrame = (now, meta) => {
+      if (finished) return;
+      const shownAt = performance.timeOrigin + (meta.expectedDisplayTime || now);
+      presented++;
+      if (lastAt !== null) longestGap = Math.max(longestGap, now - lastAt);
+      lastAt = now;
+      const stamp = readStamp();
+      if (stamp) latencies.push(shownAt - stamp.ms); else unreadable++;
+      frames.push([Math.round(shownAt), stamp ? Math.round(shownAt - stamp.ms) : null]);
+      if (now - start < seconds * 1000) video.requestVideoFrameCallback(onFrame);
+      else finish();
+    };
+    video.requestVideoFrameCallback(onFrame);
+  });
+}
+
+async function traceLatency(page) {
+  const jitter = async () => {
+    const pc = await page.evaluate(() => window.roomcamViewer.pc.getStats().then((r) => {
+      const out = { jitterBufferDelay: 0, jitterBufferEmittedCount: 0, concealedSamples: 0, totalSamplesReceived: 0 };
+      r.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          out.jitterBufferDelay = s.jitterBufferDelay || 0; out.jitterBufferEmittedCount = s.jitterBufferEmittedCount || 0;
+        } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          out.concealedSamples = s.concealedSamples || 0; out.totalSamplesReceived = s.totalSamplesReceived || 0;
+        }
+      });
+      return out;
+    }));
+    return pc;
+  };
+  const before = await jitter();
+  // Audio concealment over time, for a caller that splits the trace in phases.
+  const audio = [];
+  let tracing = true;
+  const sampler = (async () => {
+    while (tracing) {
+      const j = await jitter().catch(() => null);
+      if (j) audio.push([Date.now(), j.concealedSamples, j.totalSamplesReceived]);
+      await sleep(500);
+    }
+  })();
+  const t = await page.evaluate(traceInPage, opts.trace);
+  tracing = false;
+  await sampler;
+  const after = await jitter();
+  const sorted = [...t.latencies].sort((a, b) => a - b);
+  const pct = (p) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]) : null);
+  const emitted = after.jitterBufferEmittedCount - before.jitterBufferEmittedCount;
+  return {
+    seconds: Math.round(t.seconds * 10) / 10, presented: t.presented, unreadable: t.unreadable,
+    fps: Math.round((t.presented / t.seconds) * 10) / 10,
+    latencyMs: { p50: pct(0.5), p95: pct(0.95), max: pct(1) },
+    longestGapMs: Math.round(t.longestGap),
+    jitterBufferMsPerFrame: emitted > 0 ? Math.round(((after.jitterBufferDelay - before.jitterBufferDelay) / emitted) * 10000) / 10 : null,
+    concealedAudioMs: Math.round(((after.concealedSamples - before.concealedSamples) / 48000) * 1000),
+    // [wall-clock ms shown, latency ms or null] per presented frame; [ms, concealed, received] samples.
+    frames: t.frames, audio,
+  };
+}
+
 async function measureFps(page, stats) {
   const video = async () => {
     const s = await stats();
@@ -326,6 +542,7 @@ async function measureFps(page, stats) {
     seconds, frames: last - first, fps: Math.round(((last - first) / seconds) * 10) / 10, longestStallMs,
     kbps: Math.round((delta('bytesReceived') * 8) / seconds / 1000), packetsLost: delta('packetsLost'),
     keyFrames: delta('keyFramesDecoded'), plis: delta('pliCount'), nacks: delta('nackCount'), freezes: delta('freezeCount'),
+    retransmitted: delta('retransmittedPacketsReceived'), retransmittedSinceStart: after.retransmittedPacketsReceived || 0,
     // The whole transport each way (RTP and RTCP, audio and video, SRTP).
     transportInKbps: Math.round((delta('transportBytesReceived') * 8) / seconds / 1000),
     transportOutKbps: Math.round((delta('transportBytesSent') * 8) / seconds / 1000),
@@ -338,6 +555,92 @@ async function measureFps(page, stats) {
     }, async () => `after the window the picture shows no test pattern bars: ${JSON.stringify(seen)}`);
   }
   return out;
+}
+
+// A phone's screen: everything a person needs fits, no sideways scroll, and
+// the screenshot shows a picture where the video is.
+async function phoneLayout(page) {
+  const boxes = await page.evaluate(() => {
+    const box = (sel) => {
+      const el = document.querySelector(sel);
+      if (!el || el.hidden) return null;
+      const r = el.getBoundingClientRect();
+      return { left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height };
+    };
+    return { viewport: { width: innerWidth, height: innerHeight }, scrollWidth: document.documentElement.scrollWidth,
+      dpr: devicePixelRatio, video: box('#remote'), talk: box('#talk'), fullscreen: box('#fullscreen') };
+  });
+  const inside = (b) => b && b.width > 0 && b.height > 0 && b.left >= 0 && b.top >= 0 &&
+    b.right <= boxes.viewport.width + 0.5 && b.bottom <= boxes.viewport.height + 0.5;
+  if (boxes.scrollWidth > boxes.viewport.width) throw new Failure(`phone layout: horizontal scroll (${JSON.stringify(boxes)})`);
+  for (const k of ['video', 'talk', 'fullscreen']) {
+    if (!inside(boxes[k])) throw new Failure(`phone layout: ${k} is not on screen without scrolling: ${JSON.stringify(boxes)}`);
+  }
+  // The screenshot itself, decoded by the page: the share of non-black
+  // pixels inside the video's box.
+  const png = await page.screenshot(opts.phoneScreenshot ? { path: opts.phoneScreenshot } : {});
+  const picture = await page.evaluate(async ({ data, box, dpr }) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${data}`;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.width;
+    c.height = img.height;
+    const ctx = c.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(img, 0, 0);
+    const px = ctx.getImageData(Math.round(box.left * dpr), Math.round(box.top * dpr),
+      Math.round(box.width * dpr), Math.round(box.height * dpr)).data;
+    let lit = 0;
+    let n = 0;
+    for (let i = 0; i < px.length; i += 4 * 7) {
+      n++;
+      if (px[i] + px[i + 1] + px[i + 2] > 60) lit++;
+    }
+    return { width: img.width, height: img.height, nonBlack: Math.round((lit / n) * 1000) / 1000 };
+  }, { data: png.toString('base64'), box: boxes.video, dpr: boxes.dpr });
+  if (!(picture.nonBlack > 0.3)) throw new Failure(`phone layout: the video area of the screenshot is black: ${JSON.stringify(picture)}`);
+  return { ...boxes, picture, screenshot: opts.phoneScreenshot };
+}
+
+// Autoplay with sound refused: the video plays muted, one "Tap for sound"
+// button; a tap unmutes it.
+async function tapForSound(page) {
+  const look = () => page.evaluate(() => {
+    const v = document.querySelector('#remote');
+    const soundButtons = [...document.querySelectorAll('button')].filter((b) => !b.hidden && /sound/i.test(b.textContent));
+    return { muted: v.muted, paused: v.paused, buttons: soundButtons.map((b) => b.textContent.trim()) };
+  });
+  const before = await waitFor('tap-for-sound', async () => {
+    const l = await look();
+    return l.muted && !l.paused && l.buttons.length ? l : null;
+  }, async () => `the page never offered "Tap for sound": ${JSON.stringify(await look())}`);
+  if (before.buttons.length !== 1 || before.buttons[0] !== 'Tap for sound') {
+    throw new Failure(`tap-for-sound: expected one "Tap for sound" button: ${JSON.stringify(before)}`);
+  }
+  if (opts.phone) await page.tap('#unmute');
+  else await page.click('#unmute');
+  const after = await waitFor('tap-for-sound (after)', async () => {
+    const l = await look();
+    return !l.muted && !l.paused && !l.buttons.length ? l : null;
+  }, async () => `the tap did not bring the sound: ${JSON.stringify(await look())}`);
+  return { before, after };
+}
+
+// The fullscreen button puts the stage (video and overlays) fullscreen.
+async function fullscreen(page) {
+  const which = () => page.evaluate(() => (document.fullscreenElement ? document.fullscreenElement.id || document.fullscreenElement.tagName : null));
+  if (opts.phone) await page.tap('#fullscreen');
+  else await page.click('#fullscreen');
+  const entered = await waitFor('fullscreen', which, async () => 'the fullscreen button did nothing');
+  if (entered !== 'stage') throw new Failure(`fullscreen: ${entered} went fullscreen, expected the stage`);
+  const size = await page.evaluate(() => {
+    const r = document.querySelector('#remote').getBoundingClientRect();
+    return { width: r.width, height: r.height, screen: { width: innerWidth, height: innerHeight } };
+  });
+  if (opts.phone) await page.tap('#fullscreen');
+  else await page.click('#fullscreen');
+  await waitFor('fullscreen (exit)', async () => !(await which()), async () => 'the fullscreen button did not leave fullscreen');
+  return { element: entered, video: size };
 }
 
 // ---- the scenario ------------------------------------------------------------
@@ -353,6 +656,8 @@ async function run(page) {
   const response = await page.goto(opts.url, { waitUntil: 'load', timeout: opts.timeout * 1000 });
   if (!response || !response.ok()) throw new Failure(`load: HTTP ${response ? response.status() : 'no response'} for ${opts.url}`);
   await waitFor('load', () => page.evaluate(() => !!window.roomcamViewer), () => 'window.roomcamViewer missing');
+  result.secureContext = await page.evaluate(() => window.isSecureContext);
+  if (opts.expectSecureContext && !result.secureContext) throw new Failure(`load: ${opts.url} is not a secure context`);
 
   if (opts.readyFile) {
     await waitFor('ready', async () => {
@@ -414,10 +719,114 @@ async function run(page) {
     await waitFor('peer', async () => (await info()).pc, async () => `no peer connection (${await describe()})`);
   }
   if (opts.expectVideo) result.video = await waitVideo('expect-video');
+  if (opts.expectTapForSound) result.tapForSound = await tapForSound(page);
   if (opts.expectAudio) result.audio = await waitAudio('expect-audio');
   if (opts.expectRole) {
     const i = await info();
     if (i.role !== opts.expectRole) throw new Failure(`expect-role: the page was ${i.role}, expected ${opts.expectRole}`);
+  }
+  if (opts.expectMicRefused) {
+    const look = () => page.evaluate(() => {
+      const n = document.querySelector('#secure');
+      return { secure: window.isSecureContext, micState: window.roomcamViewer.micState,
+        talkDisabled: document.querySelector('#talk').disabled, notice: n && !n.hidden ? n.textContent : null,
+        requests: window.__micRequests || 0 };
+    });
+    const before = await look();
+    if (!before.secure || before.talkDisabled) throw new Failure(`expect-mic-refused: talk-back is not offered: ${JSON.stringify(before)}`);
+    const b = page.locator('#talk');
+    await b.hover();
+    await page.mouse.down();
+    const refused = await waitFor('expect-mic-refused', async () => {
+      const l = await look();
+      return l.micState === 'none' ? l : null;
+    }, async () => `the microphone was not refused: ${JSON.stringify(await look())}`);
+    await page.mouse.up();
+    if (!refused.talkDisabled || !/refused/.test(refused.notice || '') || refused.requests !== 1) {
+      throw new Failure(`expect-mic-refused: ${JSON.stringify(refused)}`);
+    }
+    const s = await stats();
+    const f0 = s && s.inVideo ? s.inVideo.framesDecoded : 0;
+    await sleep(1500);
+    const s1 = await stats();
+    const f1 = s1 && s1.inVideo ? s1.inVideo.framesDecoded : 0;
+    if (!(f1 > f0)) throw new Failure(`expect-mic-refused: the video stopped after the refusal (${f0} -> ${f1} frames)`);
+    result.micRefused = { ...refused, framesAfter: f1 - f0 };
+  }
+  if (opts.expectInsecure) {
+    const look = () => page.evaluate(() => {
+      const n = document.querySelector('#secure');
+      return { secure: window.isSecureContext, talkDisabled: document.querySelector('#talk').disabled,
+        notice: n && !n.hidden ? n.textContent : null,
+        visible: !!n && !n.hidden && n.getBoundingClientRect().height > 0 };
+    });
+    const seen = await look();
+    result.insecure = seen;
+    if (seen.secure) throw new Failure(`expect-insecure: the page is a secure context (${opts.url})`);
+    if (!seen.talkDisabled) throw new Failure('expect-insecure: "Hold to talk" is enabled on an insecure page');
+    const https = new URL(opts.url);
+    https.protocol = 'https:';
+    if (!seen.visible || !/Talk-back needs a secure page/.test(seen.notice || '') || !(seen.notice || '').includes(https.host)) {
+      throw new Failure(`expect-insecure: no plain notice with the https address: ${JSON.stringify(seen)}`);
+    }
+  }
+  if (opts.expectPhoneLayout) result.layout = await phoneLayout(page);
+  if (opts.fullscreen) result.fullscreen = await fullscreen(page);
+  if (opts.dataSaver) {
+    const LINK = /^\d+(\.\d)? (kbit|Mbit)\/s · \d+ fps/;
+    const look = () => page.evaluate(() => {
+      const l = document.querySelector('#link');
+      const v = window.roomcamViewer;
+      return { text: l && !l.hidden ? l.textContent : null, link: v ? v.link : null,
+        checked: document.querySelector('#saver').checked, stored: localStorage.getItem('roomcam.dataSaver'),
+        on: v ? v.dataSaver : null };
+    });
+    const before = await waitFor('data-saver (link)', async () => {
+      const l = await look();
+      return l.text && LINK.test(l.text) && l.link.fps > 0 ? l : null;
+    }, async () => `no link indicator: ${JSON.stringify(await look())}`);
+    if (opts.phone) await page.tap('#saver');
+    else await page.click('#saver');
+    await waitFor('data-saver (tick)', async () => {
+      const l = await look();
+      return l.checked && l.stored === '1' && l.on;
+    }, async () => `ticking Data saver did not take: ${JSON.stringify(await look())}`);
+    // Remembered across a reload (a home-screen icon at 3 a.m.).
+    await page.reload({ waitUntil: 'load' });
+    await waitFor('data-saver (reload)', () => page.evaluate(() => !!window.roomcamViewer), () => 'window.roomcamViewer missing');
+    const reloaded = await look();
+    if (!reloaded.checked || !reloaded.on) throw new Failure(`data-saver: not remembered across a reload: ${JSON.stringify(reloaded)}`);
+    await waitFor('data-saver (peer)', async () => (await info()).pc, async () => `no peer connection (${await describe()})`);
+    const video = await waitVideo('data-saver (video)');
+    const after = await waitFor('data-saver (indicator)', async () => {
+      const l = await look();
+      return l.text && LINK.test(l.text) && / · data saver$/.test(l.text) ? l : null;
+    }, async () => `the indicator does not say data saver: ${JSON.stringify(await look())}`);
+    await sleep(3000);
+    result.dataSaver = { before: before.text, after: after.text, video };
+  }
+  if (opts.tokenHidden) {
+    const room = new URL(opts.url).searchParams.get('room');
+    const look = () => page.evaluate((r) => ({
+      href: location.href,
+      referrer: (document.querySelector('meta[name="referrer"]') || {}).content || null,
+      stored: localStorage.getItem(`roomcam.token.${r}`) !== null,
+    }), room);
+    const check = (l, when) => {
+      if (/[?&]token=/.test(l.href)) throw new Failure(`token-hidden: ${when} the address bar still has the token: ${l.href}`);
+      if (l.referrer !== 'no-referrer') throw new Failure(`token-hidden: referrer policy is ${l.referrer}`);
+      if (!l.stored) throw new Failure(`token-hidden: ${when} the token is not kept for room ${room}`);
+    };
+    const loaded = await look();
+    check(loaded, 'after loading');
+    // The address a reload or a home-screen icon opens: the token-less one.
+    await page.reload({ waitUntil: 'load' });
+    await waitFor('token-hidden (reload)', () => page.evaluate(() => !!window.roomcamViewer), () => 'window.roomcamViewer missing');
+    const reloaded = await look();
+    check(reloaded, 'after the reload');
+    await waitFor('token-hidden (peer)', async () => (await info()).pc, async () => `no peer connection after the reload (${await describe()})`);
+    const video = await waitVideo('token-hidden (video)');
+    result.tokenHidden = { href: reloaded.href, video };
   }
   if (opts.videoFile) writeFileSync(opts.videoFile, JSON.stringify(result.video || null) + '\n');
   if (opts.expectFrozen) result.frozen = await expectFrozen(page, stats);
@@ -426,47 +835,98 @@ async function run(page) {
   }
   if (opts.measureFps > 0) result.measured = await measureFps(page, stats);
   if (opts.measuredFile) writeFileSync(opts.measuredFile, JSON.stringify(result.measured || null) + '\n');
+  if (opts.trace > 0) {
+    const trace = await traceLatency(page);
+    if (opts.traceFile) writeFileSync(opts.traceFile, JSON.stringify(trace) + '\n');
+    const { frames, audio, ...summary } = trace;
+    result.trace = summary;
+  }
   if (opts.keepWatching > 0) result.watch = await keepWatching(page, stats);
 
-  if (opts.talk > 0) {
-    await waitFor('talk', async () => {
-      const s = await stats();
-      return s && s.outAudio;
-    }, async () => `no outbound audio stream (mic: ${(await info()).micState})`);
+  const talkTest = async (seconds, press, release) => {
     const talkButton = page.locator('#talk');
-    if (await talkButton.isDisabled()) throw new Failure(`talk: the talk button is disabled (mic: ${(await info()).micState})`);
-    // Idle second first: the disabled track sends silence, so packets flow even then.
-    const s0 = await stats();
-    await sleep(1000);
-    const s1 = await stats();
-    await talkButton.hover();
-    await page.mouse.down();
-    const held = (await info()).talking;
-    await sleep(opts.talk * 1000);
-    const s2 = await stats();
-    await page.mouse.up();
-    const released = !(await info()).talking;
-    const delta = (a, b) => ({
-      packets: b.outAudio.packetsSent - a.outAudio.packetsSent,
-      bytes: b.outAudio.bytesSent - a.outAudio.bytesSent,
-      energy: a.audioSource && b.audioSource ? b.audioSource.totalAudioEnergy - a.audioSource.totalAudioEnergy : null,
+    await waitFor('talk', async () => !(await talkButton.isDisabled()),
+      async () => `the talk button stays disabled (mic: ${(await info()).micState})`);
+    const sent = (s) => ({
+      packets: s && s.outAudio ? s.outAudio.packetsSent : 0,
+      bytes: s && s.outAudio ? s.outAudio.bytesSent : 0,
+      energy: s && s.audioSource ? s.audioSource.totalAudioEnergy : null,
     });
-    const idle = delta(s0, s1);
-    const on = delta(s1, s2);
+    const delta = (a, b) => ({
+      packets: b.packets - a.packets,
+      bytes: b.bytes - a.bytes,
+      energy: a.energy !== null && b.energy !== null ? b.energy - a.energy : null,
+    });
     const round = (x) => (x === null ? null : Math.round(x * 1e6) / 1e6);
-    result.talk = {
-      seconds: opts.talk, packetsSent: on.packets, bytesSent: on.bytes, micEnergy: round(on.energy),
-      idle: { seconds: 1, packetsSent: idle.packets, bytesSent: idle.bytes, micEnergy: round(idle.energy) },
-      codec: s2.outAudio.codec,
+    // Released: nothing upstream, not even the silence of a muted track.
+    const s0 = sent(await stats());
+    await sleep(1000);
+    const s1 = sent(await stats());
+    const idle = delta(s0, s1);
+    const micBefore = (await info()).micState;
+    await press(talkButton);
+    // The first press asks for the microphone; talking starts once it is there.
+    await waitFor('talk', async () => (await info()).talking,
+      async () => `pressing the talk button did not start talking (mic: ${(await info()).micState})`, 50);
+    const s2 = sent(await stats());
+    await sleep(seconds * 1000);
+    const s3 = sent(await stats());
+    await release(talkButton);
+    const released = !(await info()).talking;
+    // Packets already in flight at the release still count; then silence.
+    await sleep(500);
+    const s4 = sent(await stats());
+    await sleep(1000);
+    const s5 = sent(await stats());
+    const on = delta(s2, s3);
+    const after = delta(s4, s5);
+    const last = await stats();
+    const out = {
+      seconds, packetsSent: on.packets, bytesSent: on.bytes, micEnergy: round(on.energy),
+      micBefore,
+      idle: { seconds: 1, packetsSent: idle.packets, bytesSent: idle.bytes, totalPacketsSent: s1.packets },
+      afterRelease: { seconds: 1, packetsSent: after.packets, bytesSent: after.bytes },
+      codec: last && last.outAudio ? last.outAudio.codec : null,
     };
-    if (!held) throw new Failure('talk: pressing the talk button did not start talking');
-    if (!released) throw new Failure('talk: releasing the talk button did not stop talking');
-    if (!(on.packets > 0)) throw new Failure(`talk: outbound audio packetsSent did not grow while talking (${JSON.stringify(result.talk)})`);
-    // The mic's own energy (media-source stats) tells talking from the idle
-    // silence of the disabled track; packet counts alone do not.
-    if (on.energy !== null && !(on.energy > 1e-6 && on.energy > 10 * idle.energy)) {
-      throw new Failure(`talk: no mic energy while talking, or as much when idle (${JSON.stringify(result.talk)})`);
+    if (idle.packets !== 0 || s1.packets !== 0) {
+      throw new Failure(`talk: the page sent audio before the first press (${JSON.stringify(out)})`);
     }
+    if (!released) throw new Failure('talk: releasing the talk button did not stop talking');
+    if (!(on.packets > 0)) throw new Failure(`talk: outbound audio packetsSent did not grow while talking (${JSON.stringify(out)})`);
+    if (on.energy !== null && !(on.energy > 1e-6)) {
+      throw new Failure(`talk: no mic energy while talking (${JSON.stringify(out)})`);
+    }
+    if (after.packets !== 0) {
+      throw new Failure(`talk: the page kept sending audio after the release (${JSON.stringify(out)})`);
+    }
+      return out;
+  };
+  if (opts.talk > 0) {
+    result.talk = await talkTest(opts.talk, async (b) => { await b.hover(); await page.mouse.down(); },
+      async () => { await page.mouse.up(); });
+  }
+  if (opts.touchTalk > 0) {
+    const cdp = await page.context().newCDPSession(page);
+    let point = null;
+    const touch = (type) => cdp.send('Input.dispatchTouchEvent', { type, touchPoints: type === 'touchEnd' ? [] : [point] });
+    await page.evaluate(() => { window.getSelection().removeAllRanges(); });
+    result.touchTalk = await talkTest(opts.touchTalk, async (b) => {
+      const box = await b.boundingBox();
+      point = { x: box.x + box.width / 2, y: box.y + box.height / 2 };
+      await touch('touchStart');
+    }, async () => { await touch('touchEnd'); });
+    const after = await page.evaluate(() => {
+      const b = document.querySelector('#talk');
+      const menu = new MouseEvent('contextmenu', { bubbles: true, cancelable: true });
+      const shown = b.dispatchEvent(menu);
+      const css = getComputedStyle(b);
+      return { selection: window.getSelection().toString(), contextMenuCancelled: !shown,
+        userSelect: css.userSelect || css.webkitUserSelect, touchCallout: css.webkitTouchCallout || null };
+    });
+    Object.assign(result.touchTalk, after);
+    if (after.selection) throw new Failure(`touch-talk: the long press selected text: ${JSON.stringify(after)}`);
+    if (!after.contextMenuCancelled) throw new Failure('touch-talk: the talk button lets the context menu open');
+    if (after.userSelect !== 'none') throw new Failure(`touch-talk: the talk button is selectable: ${JSON.stringify(after)}`);
   }
 
   if (opts.rejoin) {
@@ -484,6 +944,13 @@ async function run(page) {
     }), async () => `no new peer connection after join (${await describe()})`);
     result.rejoin = { role: (await info()).role, video: await waitVideo('rejoin') };
     if (opts.expectAudio) result.rejoin.audio = await waitAudio('rejoin');
+  }
+
+  result.micRequests = await page.evaluate(() => window.__micRequests || 0);
+  if (needPeer) result.ice = await page.evaluate(selectedPair);
+  result.localCandidates = await page.evaluate(() => (window.__localCandidates || []).slice(0, 10));
+  if (opts.expectNoMic && result.micRequests !== 0) {
+    throw new Failure(`expect-no-mic: the page asked for the microphone ${result.micRequests} times`);
   }
 
   if (opts.doneFile) writeFileSync(opts.doneFile, JSON.stringify(result) + '\n');
@@ -516,11 +983,16 @@ try {
     args: [
       '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
+      ...(opts.noPermission ? [] : ['--use-fake-ui-for-media-stream']),
+      '--use-fake-device-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+      '--allow-loopback-in-peer-connection',
+      ...(opts.hostRules ? [`--host-resolver-rules=${opts.hostRules}`] : []),
+      ...(opts.secureOrigin ? [`--unsafely-treat-insecure-origin-as-secure=${opts.secureOrigin}`] : []),
+      ...opts.chromiumArgs,
     ],
     ignoreDefaultArgs: ['--mute-audio'],
-    permissions: ['camera', 'microphone'],
+    permissions: opts.noPermission ? [] : ['camera', 'microphone'],
     ...(opts.phone
       ? { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 3 }
       : { viewport: { width: 1000, height: 900 } }),
@@ -529,6 +1001,54 @@ try {
     handleSIGINT: false,
   });
   const page = context.pages()[0] || await context.newPage();
+  if (opts.denyMic) {
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Browser.setPermission', {
+      permission: { name: 'microphone' }, setting: 'denied', origin: new URL(opts.url).origin,
+    });
+  }
+  if (opts.refuseAutoplaySound) {
+    // navigator.userActivation is already set when the driver navigates, so
+    // the page's own first gesture (a trusted tap, click or key) is what counts.
+    await page.addInitScript(() => {
+      let gesture = false;
+      for (const type of ['pointerdown', 'touchstart', 'click', 'keydown']) {
+        window.addEventListener(type, (e) => { if (e.isTrusted) gesture = true; }, true);
+      }
+      const play = HTMLMediaElement.prototype.play;
+      HTMLMediaElement.prototype.play = function () {
+        if (!this.muted && !gesture) {
+          window.__autoplayRefused = (window.__autoplayRefused || 0) + 1;
+          return Promise.reject(new DOMException('play() with sound needs a user gesture', 'NotAllowedError'));
+        }
+        return play.call(this);
+      };
+    });
+  }
+  // Counts the page's microphone requests (a page that watches asks for none).
+  await page.addInitScript(() => {
+    // And the candidates its peer connections gather (a page without
+    // permission shows mDNS names instead of its addresses).
+    const Native = window.RTCPeerConnection;
+    window.__localCandidates = [];
+    if (Native) {
+      const Wrapped = function (...args) {
+        const pc = new Native(...args);
+        pc.addEventListener('icecandidate', (e) => {
+          if (e.candidate && e.candidate.candidate) window.__localCandidates.push(e.candidate.candidate);
+        });
+        return pc;
+      };
+      Wrapped.prototype = Native.prototype;
+      Object.setPrototypeOf(Wrapped, Native);
+      window.RTCPeerConnection = Wrapped;
+    }
+    const md = navigator.mediaDevices;
+    if (!md || !md.getUserMedia) return;
+    const gum = md.getUserMedia.bind(md);
+    window.__micRequests = 0;
+    md.getUserMedia = (c) => { window.__micRequests++; return gum(c); };
+  });
   page.on('console', (msg) => {
     const line = `[page ${msg.type()}] ${msg.text()}`;
     pageLog.push(line);

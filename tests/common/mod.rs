@@ -118,6 +118,13 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+        // A failing test's children are what explains it: CI keeps only the
+        // test's output, so the tail of theirs goes there too.
+        if std::thread::panicking() {
+            let lines = self.lines();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!("--- last {} lines of {} ---\n{}", tail.len(), self.name, tail.join("\n"));
+        }
     }
 }
 
@@ -203,4 +210,45 @@ pub fn classic_device(version: u8, room: &str) -> ClassicDevice {
     let mut device = roomcam_run(&url, room, &[]);
     device.wait_in_room();
     ClassicDevice { device, server, url }
+}
+
+/// How coturn authenticates TURN clients.
+pub enum TurnAuth<'a> {
+    /// Long-term credentials of one static user (`--lt-cred-mech --user`).
+    User { name: &'a str, password: &'a str },
+    /// coturn's REST API (`--use-auth-secret --static-auth-secret`): any
+    /// username `"<expiry>:…"` whose password is base64(HMAC-SHA1(secret,
+    /// username)) and whose expiry has not passed.
+    Secret(&'a str),
+}
+
+/// A real coturn on 127.0.0.1:`port` (UDP, realm `roomcam.test`), relaying
+/// on loopback; returns once it listens. Fails when coturn is missing.
+pub fn coturn(port: u16, auth: TurnAuth) -> Proc {
+    assert!(
+        Path::new("/usr/bin/turnserver").exists(),
+        "coturn is needed (apt-get install coturn; scripts/test does it)"
+    );
+    let mut cmd = Command::new("/usr/bin/turnserver");
+    cmd.args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+        .arg(format!("--listening-port={port}"))
+        .args(["--min-port=49152", "--max-port=49999", "--realm=roomcam.test"]);
+    match auth {
+        TurnAuth::User { name, password } => cmd.arg("--lt-cred-mech").arg(format!("--user={name}:{password}")),
+        TurnAuth::Secret(secret) => cmd.arg("--use-auth-secret").arg(format!("--static-auth-secret={secret}")),
+    };
+    cmd.args([
+        "--no-tls",
+        "--no-dtls",
+        "--no-cli",
+        "--allow-loopback-peers",
+        "--simple-log",
+        "--log-file=stdout",
+        "--verbose",
+    ]);
+    let mut proc = Proc::spawn("coturn", &mut cmd);
+    proc.wait_for_line("coturn listening", Duration::from_secs(15), |l| {
+        l.contains("listener opened on") || l.contains("Total UDP servers")
+    });
+    proc
 }

@@ -23,6 +23,41 @@ pub fn check_viewer_command(netns_pid: Option<u32>, url: &str, args: &[&str]) ->
     cmd
 }
 
+/// How a check-viewer run ended: whether the page did all it was asked,
+/// its JSON report, and what the driver printed on stderr.
+pub struct ViewerRun {
+    pub ok: bool,
+    pub report: serde_json::Value,
+    pub stderr: String,
+}
+
+/// Runs `check-viewer.mjs URL ARGS` (in `netns_pid`'s namespace when given)
+/// to its end; panics only when it printed no report at all.
+pub fn run_check_viewer(netns_pid: Option<u32>, url: &str, args: &[&str]) -> ViewerRun {
+    let output = check_viewer_command(netns_pid, url, args).output().expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON report from check-viewer:\n{stdout}\n{stderr}"));
+    ViewerRun { ok: output.status.success() && report["ok"] == true, report, stderr }
+}
+
+/// [`run_check_viewer`] that must succeed: its report, or a panic with the
+/// report, the driver's stderr and `context()` (e.g. a device's log).
+pub fn check_viewer_succeeds(
+    netns_pid: Option<u32>,
+    url: &str,
+    args: &[&str],
+    context: impl FnOnce() -> String,
+) -> serde_json::Value {
+    let run = run_check_viewer(netns_pid, url, args);
+    assert!(run.ok, "viewer page failed: {}\n{}{}", run.report, run.stderr, context());
+    run.report
+}
+
 /// `program`, run inside the network namespace of `netns_pid` when given.
 pub fn in_netns(netns_pid: Option<u32>, program: &str) -> Command {
     match netns_pid {

@@ -98,7 +98,8 @@ impl RoomViewer {
             }
             assert!(
                 Instant::now() < deadline,
-                "viewer decoded {} frames, wanted {n} within {timeout:?}: {stats:?}",
+                "viewer in {} decoded {} frames, wanted {n} within {timeout:?}: {stats:?}",
+                self.room,
                 stats.frames_decoded
             );
             tokio::time::sleep(Duration::from_millis(100)).await;

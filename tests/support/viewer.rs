@@ -33,11 +33,14 @@ use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceTranspo
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::shared::marshal::Unmarshal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -56,16 +59,39 @@ use roomcam::peer::{IceCandidate, SdpKind};
 const PCM_RING_SAMPLES: usize = 3 * AUDIO_SAMPLE_RATE as usize;
 /// H.264 NAL unit type of an IDR picture's slices.
 const NAL_SLICE_IDR: u8 = 5;
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+
+/// The id an SDP gives the header extension `uri` (`a=extmap:ID[/dir] URI`).
+fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("a=extmap:")?;
+        let (id, rest) = rest.split_once(' ')?;
+        let id = id.split('/').next()?.parse().ok()?;
+        (rest.split_whitespace().next()? == uri).then_some(id)
+    })
+}
+
 /// How many decoded pictures are kept for content checks.
 const RECENT_FRAMES: usize = 40;
+
+/// Which browser's list of video codecs a viewer offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfferedCodecs {
+    /// Only H.264 42e01f packetization-mode=1.
+    H264Only,
+    /// VP8, VP9 and several H.264 variants, VP8 first, as Chrome lists them.
+    ChromeLike,
+    /// H.264 High (640c1f) first, then constrained baseline, each with both
+    /// packetization modes, then VP8, as Safari lists them.
+    SafariLike,
+}
 
 #[derive(Clone, Debug)]
 pub struct ViewerOptions {
     /// Bind 127.0.0.1 so the viewer works where loopback is the only interface.
     pub include_loopback: bool,
-    /// List VP8, VP9 and several H.264 variants, VP8 first, like Chrome does;
-    /// otherwise only H.264 42e01f packetization-mode=1.
-    pub browser_like_codecs: bool,
+    /// The video codecs the viewer offers and accepts.
+    pub codecs: OfferedCodecs,
     /// Talk back with a sine of this frequency once connected.
     pub talkback_hz: Option<f32>,
     /// Reach roomcam only through this TURN server (`turn:` URL, username,
@@ -75,16 +101,20 @@ pub struct ViewerOptions {
     /// Send PLI this often whatever happens (a viewer on a lossy link, or a
     /// broken one): a PLI storm.
     pub pli_every: Option<Duration>,
+    /// Bind this UDP port (0: any), so that a test can shape this viewer's
+    /// path alone with a filter on it.
+    pub udp_port: u16,
 }
 
 impl Default for ViewerOptions {
     fn default() -> Self {
         Self {
             include_loopback: true,
-            browser_like_codecs: false,
+            codecs: OfferedCodecs::H264Only,
             talkback_hz: None,
             relay_only_via: None,
             pli_every: None,
+            udp_port: 0,
         }
     }
 }
@@ -107,6 +137,12 @@ pub struct ViewerStats {
     /// The most recent decoded pictures, oldest first.
     pub recent_frames: VecDeque<I420Frame>,
     pub video_packets: u64,
+    /// RTP payload bytes of those packets.
+    pub video_bytes: u64,
+    /// Video packets that carried the playout-delay extension at the id
+    /// negotiated for it, and the last (min, max) seen, in 10 ms units.
+    pub playout_delay_packets: u64,
+    pub playout_delay: Option<(u16, u16)>,
     pub audio_packets: u64,
     pub plis_sent: u64,
     pub talkback_packets_sent: u64,
@@ -130,6 +166,8 @@ struct Shared {
     /// Talk-back sends silence (still packets, like a muted browser track) while false.
     talkback_on: AtomicBool,
     pli_every: Option<Duration>,
+    /// The id the descriptions gave the playout-delay extension.
+    playout_delay_id: Mutex<Option<u8>>,
 }
 
 #[derive(Default)]
@@ -226,38 +264,40 @@ fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-fn media_engine(browser_like: bool) -> anyhow::Result<MediaEngine> {
+fn media_engine(codecs: OfferedCodecs) -> anyhow::Result<MediaEngine> {
     let mut me = MediaEngine::default();
-    let mut video = Vec::new();
-    if browser_like {
+    let h264 = |fmtp: &str, pt| video_codec(MIME_TYPE_H264, fmtp, pt);
+    let baseline = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+    let video = match codecs {
+        OfferedCodecs::H264Only => vec![h264(baseline, 106)],
         // Chrome's order and payload types: VP8 first, the wanted H.264 not first.
-        video.push(video_codec(MIME_TYPE_VP8, "", 96));
-        video.push(video_codec(MIME_TYPE_VP9, "profile-id=0", 98));
-        video.push(video_codec(
-            MIME_TYPE_H264,
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
-            102,
-        ));
-        video.push(video_codec(
-            MIME_TYPE_H264,
-            "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f",
-            108,
-        ));
-    }
-    video.push(video_codec(
-        MIME_TYPE_H264,
-        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-        106,
-    ));
-    if browser_like {
-        video.push(video_codec(
-            MIME_TYPE_H264,
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640032",
-            112,
-        ));
-    }
+        OfferedCodecs::ChromeLike => vec![
+            video_codec(MIME_TYPE_VP8, "", 96),
+            video_codec(MIME_TYPE_VP9, "profile-id=0", 98),
+            h264("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f", 102),
+            h264("level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f", 108),
+            h264(baseline, 106),
+            h264("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640032", 112),
+        ],
+        // Safari 17's order: High before constrained baseline.
+        OfferedCodecs::SafariLike => vec![
+            h264("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f", 96),
+            h264(baseline, 98),
+            h264("level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=640c1f", 100),
+            h264("level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f", 102),
+            video_codec(MIME_TYPE_VP8, "", 104),
+        ],
+    };
     for codec in video {
         me.register_codec(codec, RtpCodecKind::Video)?;
+    }
+    if codecs == OfferedCodecs::ChromeLike {
+        // Chrome offers and accepts it on video.
+        me.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: PLAYOUT_DELAY_URI.to_owned() },
+            RtpCodecKind::Video,
+            None,
+        )?;
     }
     me.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: 111 }, RtpCodecKind::Audio)?;
     Ok(me)
@@ -277,13 +317,17 @@ impl Viewer {
             closed: AtomicBool::new(false),
             talkback_on: AtomicBool::new(true),
             pli_every: options.pli_every,
+            playout_delay_id: Mutex::new(None),
         });
 
-        let mut me = media_engine(options.browser_like_codecs)?;
+        let mut me = media_engine(options.codecs)?;
         let registry = register_default_interceptors(Registry::new(), &mut me)?;
         // Loopback only when asked: the tests run where 127.0.0.1 is all there is.
-        let addrs =
-            if options.include_loopback { vec!["127.0.0.1:0".to_owned()] } else { vec!["0.0.0.0:0".to_owned()] };
+        let addrs = if options.include_loopback {
+            vec![format!("127.0.0.1:{}", options.udp_port)]
+        } else {
+            vec![format!("0.0.0.0:{}", options.udp_port)]
+        };
         let mut configuration = RTCConfigurationBuilder::new();
         if let Some((url, username, credential)) = &options.relay_only_via {
             configuration = configuration
@@ -369,6 +413,7 @@ impl Viewer {
             SdpKind::Offer => RTCSessionDescription::offer(sdp)?,
             SdpKind::Answer => RTCSessionDescription::answer(sdp)?,
         };
+        *self.shared.playout_delay_id.lock().unwrap() = extension_id(&desc.sdp, PLAYOUT_DELAY_URI);
         self.pc.set_remote_description(desc).await?;
         if kind == SdpKind::Offer {
             let answer = self.pc.create_answer(None).await?;
@@ -498,7 +543,18 @@ async fn receive_video(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                     TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
                     _ => continue,
                 };
-                shared.stats.lock().unwrap().video_packets += 1;
+                let playout_delay_id = *shared.playout_delay_id.lock().unwrap();
+                {
+                    let mut stats = shared.stats.lock().unwrap();
+                    stats.video_packets += 1;
+                    stats.video_bytes += packet.payload.len() as u64;
+                    if let Some(mut value) = playout_delay_id.and_then(|id| packet.header.get_extension(id)) {
+                        if let Ok(hint) = PlayoutDelayExtension::unmarshal(&mut value) {
+                            stats.playout_delay_packets += 1;
+                            stats.playout_delay = Some((hint.min_delay, hint.max_delay));
+                        }
+                    }
+                }
                 let seq = packet.header.sequence_number;
                 if last_seq.is_some_and(|last| seq != last.wrapping_add(1)) {
                     damaged = true;

@@ -35,7 +35,8 @@ pub fn camera_access_unit(buffer: &[u8], duration: Duration) -> Result<EncodedVi
     if pictures == 0 {
         return bad("no picture in the buffer");
     }
-    Ok(EncodedVideo { data: bytes::Bytes::copy_from_slice(buffer), keyframe, duration })
+    // A camera's own H.264 has no layers roomcam knows of.
+    Ok(EncodedVideo { data: bytes::Bytes::copy_from_slice(buffer), keyframe, duration, temporal_layer: 0 })
 }
 
 #[cfg(test)]

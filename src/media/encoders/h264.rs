@@ -12,7 +12,8 @@ use openh264::encoder::{
 use openh264::formats::YUVSource;
 use openh264_sys2::{
     ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_FRAME_RATE, ENCODER_OPTION_MAX_BITRATE,
-    ENCODER_OPTION_RC_FRAME_SKIP, SBitrateInfo, SPATIAL_LAYER_0, SPATIAL_LAYER_ALL,
+    ENCODER_OPTION_RC_FRAME_SKIP, ENCODER_OPTION_SVC_ENCODE_PARAM_EXT, SBitrateInfo, SEncParamExt, SPATIAL_LAYER_0,
+    SPATIAL_LAYER_ALL,
 };
 
 use crate::media::{EncodedVideo, I420Frame, MediaError, VideoEncoder};
@@ -41,6 +42,10 @@ pub struct H264Settings {
     pub allow_frame_skip: bool,
     /// Faster but larger output; the Pi has little CPU to spare.
     pub low_complexity: bool,
+    /// 1, or 2: every other picture is then a non-reference one (temporal
+    /// layer 1) that a viewer can be spared without breaking its decoding
+    /// (see `crate::rate` for who gets only layer 0).
+    pub temporal_layers: u8,
 }
 
 impl Default for H264Settings {
@@ -55,6 +60,7 @@ impl Default for H264Settings {
             keyframe_interval: Some(Duration::from_secs(10)),
             allow_frame_skip: true,
             low_complexity: false,
+            temporal_layers: 1,
         }
     }
 }
@@ -145,6 +151,9 @@ pub struct H264Encoder {
     pending_target: Option<(u64, u32)>,
     /// `timestamp` of the last frame that came out (rate control skips some).
     last_output: Option<Duration>,
+    /// Whether OpenH264 has been told `temporal_layers` (the wrapper always
+    /// initialises it with one, and takes no options before the first frame).
+    layers_applied: bool,
 }
 
 impl H264Encoder {
@@ -152,6 +161,9 @@ impl H264Encoder {
         let s = &settings;
         if I420Frame::expected_len(s.width, s.height).is_none() || s.width > 3840 || s.height > 2160 {
             return Err(MediaError::Unsupported(format!("H.264 encode at {}x{}", s.width, s.height)));
+        }
+        if !(1..=2).contains(&s.temporal_layers) {
+            return Err(MediaError::Unsupported(format!("{} temporal layers", s.temporal_layers)));
         }
         if !(1..=120).contains(&s.fps) || !(50..=50_000).contains(&s.bitrate_kbps) {
             return Err(MediaError::Unsupported(format!("H.264 at {} fps, {} kb/s", s.fps, s.bitrate_kbps)));
@@ -177,8 +189,10 @@ impl H264Encoder {
         }
         let inner = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| MediaError::Encoder(format!("openh264 init: {e}")))?;
+        let layers_applied = s.temporal_layers == 1;
         Ok(Self {
             inner,
+            layers_applied,
             frame_duration: Duration::from_nanos(1_000_000_000 / u64::from(s.fps)),
             settings,
             last_capture: None,
@@ -217,6 +231,23 @@ impl H264Encoder {
         // re-asserted because OpenH264 resets it on some parameter changes.
         let mut skip = self.settings.allow_frame_skip;
         self.set_option(ENCODER_OPTION_RC_FRAME_SKIP, &raw mut skip, "frame skip")?;
+        Ok(())
+    }
+
+    /// Re-parameterises the initialised encoder with `temporal_layers`; its
+    /// next picture is an IDR.
+    fn apply_temporal_layers(&mut self) -> Result<(), MediaError> {
+        let mut params = SEncParamExt::default();
+        // SAFETY: initialised encoder; GetOption fills an SEncParamExt for this option.
+        let status =
+            unsafe { self.inner.raw_api().get_option(ENCODER_OPTION_SVC_ENCODE_PARAM_EXT, (&raw mut params).cast()) };
+        if status != 0 {
+            return Err(MediaError::Encoder(format!("openh264: reading the parameters failed ({status})")));
+        }
+        params.iTemporalLayerNum = i32::from(self.settings.temporal_layers);
+        self.set_option(ENCODER_OPTION_SVC_ENCODE_PARAM_EXT, &raw mut params, "temporal layers")?;
+        self.layers_applied = true;
+        self.idr_pending = true;
         Ok(())
     }
 
@@ -280,6 +311,9 @@ impl VideoEncoder for H264Encoder {
                 I420Frame::expected_len(frame.width, frame.height)
             ))
         })?;
+        if self.encoded_any && !self.layers_applied {
+            self.apply_temporal_layers()?;
+        }
         if self.encoded_any
             && let Some((bitrate_bps, fps)) = self.pending_target.take()
         {
@@ -313,6 +347,13 @@ impl VideoEncoder for H264Encoder {
             return Ok(None);
         }
         let keyframe = frame_type == FrameType::IDR;
+        // The picture's layer (a frame's NAL units all share it; the
+        // parameter sets' layer says 0).
+        let temporal_layer = (0..out.num_layers())
+            .filter_map(|i| out.layer(i))
+            .map(|layer| layer.raw_info().uiTemporalId)
+            .max()
+            .unwrap_or(0);
         if keyframe {
             self.idr_pending = false;
             data = self.parameter_sets.complete_idr(data);
@@ -323,7 +364,7 @@ impl VideoEncoder for H264Encoder {
         // instead of slowing it down.
         let duration = self.last_output.map_or(self.frame_duration, |last| self.timestamp.saturating_sub(last));
         self.last_output = Some(self.timestamp);
-        Ok(Some(EncodedVideo { data: bytes::Bytes::from(data), keyframe, duration }))
+        Ok(Some(EncodedVideo { data: bytes::Bytes::from(data), keyframe, duration, temporal_layer }))
     }
 
     fn set_target(&mut self, bitrate_bps: u64, fps: u32) -> Result<(), MediaError> {
@@ -520,6 +561,47 @@ mod tests {
         // No periodic IDR: any IDR in these runs would be the rate change's.
         let s = H264Settings { fps: 25, keyframe_interval: None, ..settings(640, 480, 1_500) };
         (H264Encoder::new(s).unwrap(), TestPattern::busy(640, 480, 25).unwrap().without_pacing())
+    }
+
+    /// With two temporal layers every other picture is layer 1, and a viewer
+    /// given only layer 0 decodes every picture it gets: half the frame rate,
+    /// the stamps in order. Prints the base layer's share of the bits, which
+    /// `crate::rate::BASE_LAYER_SHARE` is set from.
+    #[test]
+    fn layer_1_pictures_can_be_left_out() {
+        let s = H264Settings { fps: 25, keyframe_interval: None, temporal_layers: 2, ..settings(640, 480, 1_500) };
+        let mut enc = H264Encoder::new(s).unwrap();
+        let mut src = TestPattern::busy(640, 480, 25).unwrap().without_pacing();
+        let mut t = SystemTime::now();
+        let mut out = Vec::new();
+        for _ in 0..150 {
+            t += Duration::from_millis(40);
+            let frame = I420Frame { captured_at: t, ..src.next_picture() };
+            out.extend(enc.encode(&frame, false).unwrap());
+        }
+        // The first picture was encoded before the layers were set: skip to
+        // the IDR that follows it.
+        let start = out.iter().skip(1).position(|e| e.keyframe).expect("an IDR once layered") + 1;
+        let layered = &out[start..];
+        let layers: Vec<u8> = layered.iter().map(|e| e.temporal_layer).collect();
+        assert!(layers.iter().filter(|&&l| l == 1).count() * 3 >= layers.len(), "too few layer 1 pictures: {layers:?}");
+        assert!(layers.windows(2).all(|w| w != [1, 1]), "two layer 1 pictures in a row: {layers:?}");
+        let bytes =
+            |layer: u8| layered.iter().filter(|e| e.temporal_layer == layer).map(|e| e.data.len()).sum::<usize>();
+        let share = bytes(0) as f64 / (bytes(0) + bytes(1)) as f64;
+        println!(
+            "test-busy 640x480@25, 1500 kbit/s, 2 temporal layers: layer 0 has {:.0} % of the bits",
+            share * 100.0
+        );
+
+        let mut decoder = H264Decoder::new().unwrap();
+        let mut stamps = Vec::new();
+        for picture in layered.iter().filter(|e| e.temporal_layer == 0) {
+            let frame = decoder.decode(&picture.data).unwrap().expect("a picture from each layer 0 access unit");
+            stamps.push(read_stamp(&frame).expect("stamp readable").frame_number);
+        }
+        assert!(stamps.len() >= 60, "{} layer 0 pictures", stamps.len());
+        assert!(stamps.windows(2).all(|w| w[1] > w[0]), "stamps out of order: {stamps:?}");
     }
 
     #[test]

@@ -1,21 +1,28 @@
-//! The microphone thread (`audio`): reads 20 ms frames and, while somebody
-//! watches, encodes them to Opus and broadcasts them.
+//! The microphone thread (`audio`): reads 20 ms frames, listens to them for
+//! sound alerts, and, while somebody watches, encodes them to Opus and
+//! broadcasts them.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::{DeviceRetry, Shared, bump};
+use super::{DeviceRetry, Shared, SoundAlerts, bump};
+use crate::alerts::{SoundDetector, SoundEvent};
 use crate::media::encoders::opus::OpusEncoder;
 use crate::media::{AUDIO_FRAME_SAMPLES, AudioSource, EncodedAudio};
 use crate::util::{LogLimit, warn_limited};
+
+/// How long after a viewer's voice the microphone may still hear it (the
+/// speaker's buffer and the room's echo).
+const SPEAKER_ECHO: Duration = Duration::from_secs(1);
 
 pub(super) fn microphone_loop(
     shared: &Shared,
     source: &mut dyn AudioSource,
     opus: &mut OpusEncoder,
     tx: &broadcast::Sender<EncodedAudio>,
+    mut listener: Option<&mut Listener>,
 ) {
     let mut retry = DeviceRetry::new(DeviceRetry::MAX);
     let limit = LogLimit::once_per(Duration::from_secs(10));
@@ -28,6 +35,9 @@ pub(super) fn microphone_loop(
             continue;
         }
         retry.reset();
+        if let Some(listener) = listener.as_deref_mut() {
+            listener.hear(&pcm, shared.voice_played_within(SPEAKER_ECHO));
+        }
         if shared.viewers.load(Ordering::Acquire) == 0 {
             continue;
         }
@@ -38,5 +48,73 @@ pub(super) fn microphone_loop(
             }
             Err(e) => warn_limited!(limit, "audio encoder: {e}"),
         }
+    }
+}
+
+/// The sound detector of a room, and where its alerts go.
+pub(super) struct Listener {
+    room: String,
+    detector: SoundDetector,
+    events: broadcast::Sender<SoundEvent>,
+}
+
+impl Listener {
+    pub(super) fn new(alerts: SoundAlerts, events: broadcast::Sender<SoundEvent>) -> Listener {
+        Listener { room: alerts.room, detector: SoundDetector::new(alerts.detector), events }
+    }
+
+    /// One frame of the room; `talk_back` while the speaker plays (or just
+    /// played) a viewer's voice, which is not listened to: without echo
+    /// cancellation the parent's own voice would raise the alert.
+    fn hear(&mut self, pcm: &[i16; AUDIO_FRAME_SAMPLES], talk_back: bool) {
+        if talk_back {
+            return;
+        }
+        let Some(event) = self.detector.feed(pcm) else { return };
+        match event {
+            SoundEvent::Started { level_db, floor_db } => log::info!(
+                "room {}: sound alert: {level_db:.0} dBFS in the voice band, {:.0} dB over the room's floor",
+                self.room,
+                level_db - floor_db
+            ),
+            SoundEvent::Ended { peak_db } => {
+                log::info!("room {}: sound alert ended (peak {peak_db:.0} dBFS)", self.room)
+            }
+        }
+        // Nobody listening to alerts yet is fine: the log has them.
+        let _ = self.events.send(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::DetectorSettings;
+
+    /// Feeds 2 s of near silence, then 3 s of a loud 450 Hz voice-like tone.
+    fn loud_after_quiet(listener: &mut Listener, talk_back: bool) -> Vec<SoundEvent> {
+        let mut rx = listener.events.subscribe();
+        let mut phase = 0.0f32;
+        for n in 0..250 {
+            let amplitude = if n < 100 { 30.0 } else { 12_000.0 };
+            let mut pcm = [0i16; AUDIO_FRAME_SAMPLES];
+            for s in pcm.iter_mut() {
+                phase += 2.0 * std::f32::consts::PI * 450.0 / 48_000.0;
+                *s = (amplitude * phase.sin()) as i16;
+            }
+            listener.hear(&pcm, talk_back && n >= 100);
+        }
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_viewers_voice_from_the_speaker_raises_no_alert() {
+        let alerts = SoundAlerts { room: "nursery".into(), detector: DetectorSettings::default() };
+        let (events, _) = broadcast::channel(16);
+        let mut talking = Listener::new(alerts.clone(), events.clone());
+        assert_eq!(loud_after_quiet(&mut talking, true), []);
+        let mut quiet_speaker = Listener::new(alerts, events);
+        let heard = loud_after_quiet(&mut quiet_speaker, false);
+        assert!(matches!(heard.as_slice(), [SoundEvent::Started { .. }]), "{heard:?}");
     }
 }

@@ -61,6 +61,15 @@ pub struct PipelineSettings {
     pub placeholder_size: (u32, u32),
     /// The camera's frame rate: what a lowered target frame rate is a share of.
     pub camera_fps: u32,
+    /// Listen for sound alerts (whether anyone watches or not).
+    pub sound_alerts: Option<SoundAlerts>,
+}
+
+/// What the microphone thread listens for, and for which room (the log).
+#[derive(Clone, Debug)]
+pub struct SoundAlerts {
+    pub room: String,
+    pub detector: crate::alerts::DetectorSettings,
 }
 
 impl Default for PipelineSettings {
@@ -72,6 +81,7 @@ impl Default for PipelineSettings {
             talkback_queue: 25,
             placeholder_size: (640, 480),
             camera_fps: 30,
+            sound_alerts: None,
         }
     }
 }
@@ -139,9 +149,26 @@ struct Shared {
     handover: Handover,
     counters: Counters,
     talkback_limit: LogLimit,
+    /// When the speaker last played a viewer's voice (ms after `started`,
+    /// plus one; 0: never): the microphone hears it too, and a parent's own
+    /// voice must not raise a sound alert.
+    voice_played: AtomicU64,
+    started: Instant,
 }
 
 impl Shared {
+    /// The speaker is playing a viewer's voice now.
+    fn voice_playing(&self) {
+        let ms = self.started.elapsed().as_millis() as u64 + 1;
+        self.voice_played.store(ms, Ordering::Release);
+    }
+
+    /// Whether a viewer's voice came out of the speaker within `window`.
+    fn voice_played_within(&self, window: Duration) -> bool {
+        let at = self.voice_played.load(Ordering::Acquire);
+        at != 0 && self.started.elapsed().as_millis() as u64 + 1 - at < window.as_millis() as u64
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -194,6 +221,7 @@ pub struct MediaPipeline {
     video_tx: broadcast::Sender<EncodedVideo>,
     audio_tx: broadcast::Sender<EncodedAudio>,
     talkback_tx: SyncSender<(Talker, Bytes)>,
+    sound_tx: broadcast::Sender<crate::alerts::SoundEvent>,
 }
 
 /// Who sent a talk-back packet (the peer's id): each gets its own Opus
@@ -259,13 +287,16 @@ impl MediaPipeline {
             handover: Handover::default(),
             counters: Counters::default(),
             talkback_limit: LogLimit::once_per(Duration::from_secs(5)),
+            voice_played: AtomicU64::new(0),
+            started: Instant::now(),
         });
         let (video_tx, _) = broadcast::channel(settings.video_channel_capacity.max(1));
         let (audio_tx, _) = broadcast::channel(settings.audio_channel_capacity.max(1));
         let (talkback_tx, talkback_rx) = std::sync::mpsc::sync_channel(settings.talkback_queue.max(1));
         // Built before spawning so that, if a spawn fails, Drop stops and
         // joins whatever did start.
-        let mut pipeline = Self { shared, threads: Vec::new(), video_tx, audio_tx, talkback_tx };
+        let (sound_tx, _) = broadcast::channel(16);
+        let mut pipeline = Self { shared, threads: Vec::new(), video_tx, audio_tx, talkback_tx, sound_tx };
 
         let shared = Arc::clone(&pipeline.shared);
         let placeholder_size = settings.placeholder_size;
@@ -281,9 +312,11 @@ impl MediaPipeline {
         if let (Some(mut source), Some(mut opus)) = (audio, opus_encoder) {
             let shared = Arc::clone(&pipeline.shared);
             let tx = pipeline.audio_tx.clone();
-            pipeline
-                .threads
-                .push(spawn("audio", move || microphone::microphone_loop(&shared, source.as_mut(), &mut opus, &tx))?);
+            let mut listener =
+                settings.sound_alerts.map(|alerts| microphone::Listener::new(alerts, pipeline.sound_tx.clone()));
+            pipeline.threads.push(spawn("audio", move || {
+                microphone::microphone_loop(&shared, source.as_mut(), &mut opus, &tx, listener.as_mut())
+            })?);
         }
 
         let shared = Arc::clone(&pipeline.shared);
@@ -294,6 +327,11 @@ impl MediaPipeline {
     /// The peer subscribes once per viewer.
     pub fn video_sender(&self) -> broadcast::Sender<EncodedVideo> {
         self.video_tx.clone()
+    }
+
+    /// Sound alerts as they start and end.
+    pub fn sound_events(&self) -> broadcast::Receiver<crate::alerts::SoundEvent> {
+        self.sound_tx.subscribe()
     }
 
     pub fn audio_sender(&self) -> broadcast::Sender<EncodedAudio> {

@@ -51,7 +51,8 @@ pub(super) fn speaker_loop(shared: &Shared, rx: &Receiver<(Talker, Bytes)>, mut 
                 continue;
             }
         };
-        let (play, change) = floor.admit(&talker, rms_dbfs(&pcm) > VOICE_DBFS, now);
+        let voice = rms_dbfs(&pcm) > VOICE_DBFS;
+        let (play, change) = floor.admit(&talker, voice, now);
         match change {
             Some(FloorChange::Taken { talker, over: Some(over) }) => {
                 log::info!("talk-back: {talker} talks over {over}; {over} muted while {talker} talks")
@@ -63,6 +64,9 @@ pub(super) fn speaker_loop(shared: &Shared, rx: &Receiver<(Talker, Bytes)>, mut 
         if !play {
             bump(&shared.counters.talkback_muted);
             continue;
+        }
+        if voice {
+            shared.voice_playing();
         }
         if let Err(e) = sink.write(&pcm) {
             bump(&shared.counters.talkback_errors);

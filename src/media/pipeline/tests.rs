@@ -224,7 +224,12 @@ impl VideoEncoder for StuckEncoder {
             // A test that failed first does not hold the pipeline forever.
             let _ = finish.recv_timeout(Duration::from_secs(10));
         }
-        Ok(Some(EncodedVideo { data: Bytes::from(vec![0, 0, 0, 1, 0x65]), keyframe: force, duration: Duration::ZERO }))
+        Ok(Some(EncodedVideo {
+            data: Bytes::from(vec![0, 0, 0, 1, 0x65]),
+            keyframe: force,
+            duration: Duration::ZERO,
+            temporal_layer: 0,
+        }))
     }
 }
 
@@ -272,10 +277,20 @@ fn device_errors_are_retried_not_fatal() {
     let p = start_video(Box::new(cam), h264(320, 240));
     let mut rx = p.video_sender().subscribe();
     p.set_viewers(1);
+    // While the camera fails, a watched stream carries the "camera
+    // unavailable" picture, so frames out say nothing of the camera: wait
+    // for frames the camera itself made.
     let frames = collect(&mut rx, 3, Duration::from_secs(5));
-    assert_eq!(frames.len(), 3, "video resumed after the device came back");
+    assert_eq!(frames.len(), 3, "video flows while the camera fails and after");
     assert!(frames[0].keyframe);
+    assert!(
+        wait_until(Duration::from_secs(5), || p.stats().frames_captured >= 3),
+        "the camera came back: {:?}",
+        p.stats()
+    );
     assert_eq!(p.stats().source_errors, 3, "one failure at start, three in the capture thread");
+    let after = collect(&mut rx, 3, Duration::from_secs(5));
+    assert_eq!(after.len(), 3, "video after the device came back");
 }
 
 /// A camera that is "unplugged" (fails, a bit slowly, like a vanished
@@ -408,7 +423,12 @@ impl VideoEncoder for RateRecordingEncoder {
     fn encode(&mut self, _: &I420Frame, force_keyframe: bool) -> Result<Option<EncodedVideo>, MediaError> {
         let nal = if force_keyframe { 0x65 } else { 0x41 };
         let data = bytes::Bytes::from(vec![0, 0, 0, 1, nal, 0x88]);
-        Ok(Some(EncodedVideo { data, keyframe: force_keyframe, duration: Duration::from_millis(33) }))
+        Ok(Some(EncodedVideo {
+            data,
+            keyframe: force_keyframe,
+            duration: Duration::from_millis(33),
+            temporal_layer: 0,
+        }))
     }
 
     fn set_target(&mut self, bitrate_bps: u64, fps: u32) -> Result<(), MediaError> {

@@ -26,6 +26,8 @@ pub struct TalkbackDelay {
     pub max_ms: f64,
     /// Samples dropped to keep the delay bounded.
     pub trimmed: u64,
+    /// Packets whose start was among them (never timed: not in `packets`).
+    pub trimmed_packets: u64,
     pub underruns: u64,
 }
 
@@ -62,6 +64,7 @@ impl JitterBuffer {
             self.stats.trimmed += drop as u64;
             while self.packets.front().is_some_and(|(i, _)| *i < self.head) {
                 self.packets.pop_front();
+                self.stats.trimmed_packets += 1;
             }
         }
     }

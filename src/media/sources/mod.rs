@@ -10,5 +10,5 @@ pub mod synthetic;
 pub mod v4l2;
 
 pub use alsa_microphone::AlsaMicrophone;
-pub use synthetic::{H264TestCamera, Stamp, TestPattern, ToneSource};
+pub use synthetic::{H264TestCamera, Stamp, TestPattern, ToneSource, WavSource};
 pub use v4l2::V4l2Camera;

@@ -410,6 +410,13 @@ fn wall_clock(ts: &v4l::timestamp::Timestamp) -> SystemTime {
 }
 
 impl VideoSource for V4l2Camera {
+    fn delivers_h264(&self) -> bool {
+        match &self.open {
+            Some(open) => open.choice.format == PixelFormat::H264,
+            None => self.only_format == Some(PixelFormat::H264),
+        }
+    }
+
     fn set_h264_bitrate(&mut self, bitrate_bps: u64) {
         // Kept for the next open too: a camera that comes back gets the
         // current target, not the configured ceiling.

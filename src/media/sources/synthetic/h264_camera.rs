@@ -51,6 +51,10 @@ impl H264TestCamera {
 }
 
 impl VideoSource for H264TestCamera {
+    fn delivers_h264(&self) -> bool {
+        true
+    }
+
     fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
         loop {
             let picture = self.pattern.next_picture();

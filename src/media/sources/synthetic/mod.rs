@@ -2,18 +2,20 @@
 //! for tests: the test pattern (`--camera test`; `--camera test-busy` adds
 //! motion and noise so it costs a real camera's bits), a simulated camera that
 //! encodes H.264 itself (`--camera test-h264`) and a tone
-//! (`--microphone test`). All run in real time, like the devices they
-//! stand in for.
+//! (`--microphone test`), and a recorded microphone (`--microphone
+//! wav:PATH`). All run in real time, like the devices they stand in for.
 
 use std::time::{Duration, Instant};
 
 mod h264_camera;
 pub(crate) mod test_pattern;
 mod tone;
+mod wav;
 
 pub use h264_camera::H264TestCamera;
 pub use test_pattern::{Stamp, TestPattern};
 pub use tone::ToneSource;
+pub use wav::{WAV_PREFIX, WavSource};
 
 /// Releases item `n` at `start + n / rate`, computed from the start each
 /// time so rounding never accumulates into drift. If the consumer falls more
