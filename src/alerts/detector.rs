@@ -92,6 +92,7 @@ pub struct SoundDetector {
     last_start: Option<u64>,
     /// The frame the current sound began at; gone after a pause.
     sound_since: Option<u64>,
+    last_level_db: f32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -118,7 +119,13 @@ impl SoundDetector {
             alert: None,
             last_start: None,
             sound_since: None,
+            last_level_db: SILENCE_DBFS,
         }
+    }
+
+    /// The band level of the last frame fed, dBFS.
+    pub fn level_db(&self) -> f32 {
+        self.last_level_db
     }
 
     /// The noise floor in the band, dBFS.
@@ -129,6 +136,7 @@ impl SoundDetector {
     /// Feeds one 20 ms frame; returns what changed.
     pub fn feed(&mut self, pcm: &[i16; AUDIO_FRAME_SAMPLES]) -> Option<SoundEvent> {
         let level = self.band_level(pcm);
+        self.last_level_db = level;
         self.frames += 1;
         let elapsed_s = self.frames as f32 * FRAME_S;
         let floor = *self.floor_db.get_or_insert(level);

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{DeviceRetry, Shared, SoundAlerts, bump};
-use crate::alerts::{SoundDetector, SoundEvent};
+use crate::alerts::{LEVEL_INTERVAL, RoomSound, SoundDetector, SoundEvent};
+use crate::media::AUDIO_SAMPLE_RATE;
 use crate::media::encoders::opus::OpusEncoder;
 use crate::media::{AUDIO_FRAME_SAMPLES, AudioSource, EncodedAudio};
 use crate::util::{LogLimit, warn_limited};
@@ -51,16 +52,27 @@ pub(super) fn microphone_loop(
     }
 }
 
-/// The sound detector of a room, and where its alerts go.
+/// The sound detector of a room, and where its alerts and level go.
 pub(super) struct Listener {
     room: String,
     detector: SoundDetector,
-    events: broadcast::Sender<SoundEvent>,
+    events: broadcast::Sender<RoomSound>,
+    /// The loudest frame since the last level told, and how many frames.
+    level_peak_db: f32,
+    level_frames: usize,
 }
 
+const LEVEL_FRAMES: usize = (LEVEL_INTERVAL.as_millis() as usize * AUDIO_SAMPLE_RATE as usize / 1000) / AUDIO_FRAME_SAMPLES;
+
 impl Listener {
-    pub(super) fn new(alerts: SoundAlerts, events: broadcast::Sender<SoundEvent>) -> Listener {
-        Listener { room: alerts.room, detector: SoundDetector::new(alerts.detector), events }
+    pub(super) fn new(alerts: SoundAlerts, events: broadcast::Sender<RoomSound>) -> Listener {
+        Listener {
+            room: alerts.room,
+            detector: SoundDetector::new(alerts.detector),
+            events,
+            level_peak_db: f32::NEG_INFINITY,
+            level_frames: 0,
+        }
     }
 
     /// One frame of the room; `talk_back` while the speaker plays (or just
@@ -68,9 +80,20 @@ impl Listener {
     /// cancellation the parent's own voice would raise the alert.
     fn hear(&mut self, pcm: &[i16; AUDIO_FRAME_SAMPLES], talk_back: bool) {
         if talk_back {
+            self.level_frames = 0;
+            self.level_peak_db = f32::NEG_INFINITY;
             return;
         }
-        let Some(event) = self.detector.feed(pcm) else { return };
+        let event = self.detector.feed(pcm);
+        self.level_peak_db = self.level_peak_db.max(self.detector.level_db());
+        self.level_frames += 1;
+        if self.level_frames >= LEVEL_FRAMES {
+            // Nobody listening yet is fine, here and below.
+            let _ = self.events.send(RoomSound::Level { level_db: self.level_peak_db });
+            self.level_frames = 0;
+            self.level_peak_db = f32::NEG_INFINITY;
+        }
+        let Some(event) = event else { return };
         match event {
             SoundEvent::Started { level_db, floor_db } => log::info!(
                 "room {}: sound alert: {level_db:.0} dBFS in the voice band, {:.0} dB over the room's floor",
@@ -81,8 +104,7 @@ impl Listener {
                 log::info!("room {}: sound alert ended (peak {peak_db:.0} dBFS)", self.room)
             }
         }
-        // Nobody listening to alerts yet is fine: the log has them.
-        let _ = self.events.send(event);
+        let _ = self.events.send(RoomSound::Alert(event));
     }
 }
 
@@ -92,7 +114,7 @@ mod tests {
     use crate::alerts::DetectorSettings;
 
     /// Feeds 2 s of near silence, then 3 s of a loud 450 Hz voice-like tone.
-    fn loud_after_quiet(listener: &mut Listener, talk_back: bool) -> Vec<SoundEvent> {
+    fn loud_after_quiet(listener: &mut Listener, talk_back: bool) -> Vec<RoomSound> {
         let mut rx = listener.events.subscribe();
         let mut phase = 0.0f32;
         for n in 0..250 {
@@ -107,14 +129,37 @@ mod tests {
         std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
 
+    fn alerts_in(heard: &[RoomSound]) -> Vec<SoundEvent> {
+        heard.iter().filter_map(|h| if let RoomSound::Alert(a) = h { Some(*a) } else { None }).collect()
+    }
+
+    fn levels(heard: &[RoomSound]) -> Vec<f32> {
+        heard.iter().filter_map(|h| if let RoomSound::Level { level_db } = h { Some(*level_db) } else { None }).collect()
+    }
+
     #[test]
     fn a_viewers_voice_from_the_speaker_raises_no_alert() {
         let alerts = SoundAlerts { room: "nursery".into(), detector: DetectorSettings::default() };
-        let (events, _) = broadcast::channel(16);
+        let (events, _) = broadcast::channel(64);
         let mut talking = Listener::new(alerts.clone(), events.clone());
-        assert_eq!(loud_after_quiet(&mut talking, true), []);
+        let heard = loud_after_quiet(&mut talking, true);
+        assert_eq!(alerts_in(&heard), []);
+        // 2 s before the voice: 8 levels, none while it plays.
+        assert_eq!(levels(&heard).len(), 8, "{heard:?}");
         let mut quiet_speaker = Listener::new(alerts, events);
         let heard = loud_after_quiet(&mut quiet_speaker, false);
-        assert!(matches!(heard.as_slice(), [SoundEvent::Started { .. }]), "{heard:?}");
+        assert!(matches!(alerts_in(&heard).as_slice(), [SoundEvent::Started { .. }]), "{heard:?}");
+    }
+
+    #[test]
+    fn the_level_is_told_four_times_a_second_with_the_loudest_frame() {
+        let alerts = SoundAlerts { room: "nursery".into(), detector: DetectorSettings::default() };
+        let (events, _) = broadcast::channel(64);
+        let mut listener = Listener::new(alerts, events);
+        let levels = levels(&loud_after_quiet(&mut listener, false));
+        // 5 s of sound: 20 levels, quiet (the 30/32768 tone) then loud.
+        assert_eq!(levels.len(), 20, "{levels:?}");
+        assert!(levels[..8].iter().all(|&l| l < -50.0), "{levels:?}");
+        assert!(levels[8..].iter().all(|&l| l > -15.0), "{levels:?}");
     }
 }

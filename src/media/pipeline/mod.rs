@@ -221,7 +221,7 @@ pub struct MediaPipeline {
     video_tx: broadcast::Sender<EncodedVideo>,
     audio_tx: broadcast::Sender<EncodedAudio>,
     talkback_tx: SyncSender<(Talker, Bytes)>,
-    sound_tx: broadcast::Sender<crate::alerts::SoundEvent>,
+    sound_tx: broadcast::Sender<crate::alerts::RoomSound>,
 }
 
 /// Who sent a talk-back packet (the peer's id): each gets its own Opus
@@ -295,7 +295,7 @@ impl MediaPipeline {
         let (talkback_tx, talkback_rx) = std::sync::mpsc::sync_channel(settings.talkback_queue.max(1));
         // Built before spawning so that, if a spawn fails, Drop stops and
         // joins whatever did start.
-        let (sound_tx, _) = broadcast::channel(16);
+        let (sound_tx, _) = broadcast::channel(64);
         let mut pipeline = Self { shared, threads: Vec::new(), video_tx, audio_tx, talkback_tx, sound_tx };
 
         let shared = Arc::clone(&pipeline.shared);
@@ -329,8 +329,8 @@ impl MediaPipeline {
         self.video_tx.clone()
     }
 
-    /// Sound alerts as they start and end.
-    pub fn sound_events(&self) -> broadcast::Receiver<crate::alerts::SoundEvent> {
+    /// Sound alerts as they start and end, and the room's level.
+    pub fn sound_events(&self) -> broadcast::Receiver<crate::alerts::RoomSound> {
         self.sound_tx.subscribe()
     }
 
