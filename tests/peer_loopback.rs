@@ -164,6 +164,7 @@ async fn rig_with(settings: PeerSettings, viewer_options: ViewerOptions) -> Rig 
         video: video_tx.clone(),
         audio: audio_tx.clone(),
         talkback: Arc::new(move |_talker: &roomcam::media::Talker, payload: Bytes| sink.lock().unwrap().push(payload)),
+        sound: None,
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let peer = Arc::new(Peer::create("viewer-1".into(), &settings, taps, events_tx).await.expect("Peer::create"));
@@ -223,7 +224,7 @@ async fn pump(
                     record.loss_keyframe_requests += usize::from(!new_viewer);
                     keyframe.store(true, Ordering::Release);
                 }
-                PeerEvent::VideoRefused { .. } | PeerEvent::VideoCeiling { .. } => {}
+                PeerEvent::VideoRefused { .. } | PeerEvent::VideoCeiling { .. } | PeerEvent::ListenOnly { .. } => {}
                 PeerEvent::BandwidthEstimate { bitrate_bps, .. } => {
                     record.lock().unwrap().estimates.push((Instant::now(), bitrate_bps));
                 }
@@ -550,7 +551,7 @@ async fn bad_input_is_rejected_without_panicking() {
     init_logging();
     let (video, _) = broadcast::channel(4);
     let (audio, _) = broadcast::channel(4);
-    let taps = MediaTaps { video, audio, talkback: Arc::new(|_: &_, _| {}) };
+    let taps = MediaTaps { video, audio, talkback: Arc::new(|_: &_, _| {}), sound: None };
     let (events, _events_rx) = mpsc::unbounded_channel();
     let peer = Peer::create("bad".into(), &loopback_settings(), taps, events).await.expect("create");
 
@@ -697,7 +698,7 @@ async fn twcc_is_negotiated_only_with_congestion_control_on() {
     async fn local_description(settings: PeerSettings, viewer_offers: bool) -> String {
         let (video, _) = broadcast::channel(4);
         let (audio, _) = broadcast::channel(4);
-        let taps = MediaTaps { video, audio, talkback: Arc::new(|_: &_, _| {}) };
+        let taps = MediaTaps { video, audio, talkback: Arc::new(|_: &_, _| {}), sound: None };
         let (events, mut events_rx) = mpsc::unbounded_channel();
         let peer = Peer::create("sdp".into(), &settings, taps, events).await.expect("create");
         let viewer = if viewer_offers {

@@ -75,7 +75,9 @@
     room: $('room'), status: $('status'), pick: $('pick'), viewer: $('viewer'),
     video: $('remote'), placeholder: $('placeholder'), unmute: $('unmute'), notice: $('notice'),
     stalled: $('stalled'), secure: $('secure'), stage: $('stage'), fullscreen: $('fullscreen'),
-    link: $('link'), saver: $('saver'),
+    link: $('link'), saver: $('saver'), audio: $('listen-audio'),
+    alert: $('alert'), alertText: $('alert-text'), alertDismiss: $('alert-dismiss'),
+    level: $('level'), levelBar: $('level-bar'), listen: $('listen'), notify: $('notify'),
     join: $('join'), leave: $('leave'), talk: $('talk'), log: $('log'),
   };
 
@@ -122,6 +124,12 @@
   let dataSaver = readSaver();
   let link = null;               // { kbps, fps, text } of the last second
   let linkLast = null;           // { at, bytes, frames } at the last sample
+  let channel = null;            // the `roomcam` data channel of the live connection
+  let listenOnly = false;        // asked for: audio only, no video
+  let listenOnlyOn = false;      // what the camera confirmed
+  let roomLevel = null;          // dBFS, the camera's last word on the room's sound
+  const alerts = [];             // { state, at, level_db } as they came
+  let swRegistration = null;
 
   // ---- small helpers ----------------------------------------------------
 
@@ -375,6 +383,8 @@
     // through a gap.
     if (samples !== null && samples !== watch.lastSamples) watch.lastAudioAt = now;
     watch.lastSamples = samples === null ? watch.lastSamples : samples;
+    // Listening only, no picture is expected.
+    if (listenOnlyOn) watch.lastFrameAt = now;
     const videoStalled = now - watch.lastFrameAt > STALL_MS;
     const audioStalled = samples !== null && now - watch.lastAudioAt > STALL_MS;
     const before = stalledText();
@@ -459,6 +469,202 @@
     }
   }
 
+
+  // ---- the roomcam channel: alerts, the room's sound, listen-only --------
+  //
+  // A data channel beside the media (negotiated, id 0: both sides open it on
+  // every connection, no handshake), so it works on classic servers too.
+  // The camera tells: hello (the alert going on, if any), alert start/end,
+  // the room's level four times a second; the page asks for listen-only.
+
+  function openChannel(p) {
+    const dc = p.createDataChannel('roomcam', { negotiated: true, id: 0 });
+    dc.pc = p;
+    dc.onopen = () => {
+      if (p !== pc) return;
+      channel = dc;
+      log('roomcam channel open');
+      if (listenOnly) sendRequest({ type: 'listen-only', on: true });
+    };
+    dc.onclose = () => { if (channel === dc) channel = null; };
+    dc.onmessage = (e) => {
+      if (p !== pc) return;
+      let m;
+      try {
+        m = JSON.parse(e.data);
+      } catch (err) {
+        return log('roomcam channel: not JSON, dropped');
+      }
+      onCameraMessage(m);
+    };
+  }
+
+  function sendRequest(request) {
+    if (!channel || channel.readyState !== 'open') return false;
+    channel.send(JSON.stringify(request));
+    return true;
+  }
+
+  function onCameraMessage(m) {
+    if (!m || typeof m.type !== 'string') return log('roomcam channel: message without a type, dropped');
+    switch (m.type) {
+      case 'hello':
+        if (m.alert && Number.isFinite(m.alert.since)) showAlert({ state: 'start', at: m.alert.since, level_db: m.alert.level_db }, false);
+        setListenOnlyOn(!!m.listen_only);
+        break;
+      case 'alert':
+        if (!Number.isFinite(m.at) || (m.state !== 'start' && m.state !== 'end')) return log('roomcam channel: bad alert, dropped');
+        alerts.push({ state: m.state, at: m.at, level_db: m.level_db, over_floor_db: m.over_floor_db });
+        if (m.state === 'start') {
+          log(`sound alert: ${Math.round(m.level_db)} dBFS, ${Math.round(m.over_floor_db)} dB over the room's floor`);
+          showAlert(m, true);
+        } else {
+          log('sound alert ended');
+          endAlert(m);
+        }
+        break;
+      case 'level':
+        if (Number.isFinite(m.db)) showLevel(m.db);
+        break;
+      case 'listen-only':
+        setListenOnlyOn(!!m.on);
+        break;
+      default:
+        log(`roomcam channel: unknown ${m.type}, ignored`);
+    }
+  }
+
+  // The meter spans the room's usual range: -70 dBFS (a quiet room) to -10 (a cry close by).
+  function showLevel(db) {
+    roomLevel = db;
+    const fraction = Math.min(1, Math.max(0, (db + 70) / 60));
+    ui.level.hidden = false;
+    ui.levelBar.style.width = `${Math.round(fraction * 100)}%`;
+    ui.level.title = `Room sound: ${Math.round(db)} dBFS`;
+    ui.level.setAttribute('aria-valuenow', String(Math.round(db)));
+  }
+
+  function showAlert(m, fresh) {
+    ui.alertText.textContent = `Sound in ${room} at ${clock(m.at)}`;
+    ui.alert.hidden = false;
+    document.body.dataset.alert = '';
+    if (!fresh) return;
+    chime();
+    if (navigator.vibrate) navigator.vibrate([300, 150, 300]);
+    notify(m);
+  }
+
+  function endAlert(m) {
+    if (ui.alert.hidden) return;
+    ui.alertText.textContent = `Sound in ${room} at ${clock(alerts.filter((a) => a.state === 'start').map((a) => a.at).pop() || m.at)}; quiet again at ${clock(m.at)}`;
+    delete document.body.dataset.alert;
+  }
+
+  let audioContext = null;
+  // Two soft notes; an AudioContext plays only once the page had a gesture.
+  function chime() {
+    try {
+      audioContext = audioContext || new (window.AudioContext || window.webkitAudioContext)();
+      const t = audioContext.currentTime;
+      [[880, 0], [660, 0.25]].forEach(([f, dt]) => {
+        const o = audioContext.createOscillator();
+        const g = audioContext.createGain();
+        o.frequency.value = f;
+        g.gain.setValueAtTime(0.0001, t + dt);
+        g.gain.exponentialRampToValueAtTime(0.3, t + dt + 0.02);
+        g.gain.exponentialRampToValueAtTime(0.0001, t + dt + 0.4);
+        o.connect(g).connect(audioContext.destination);
+        o.start(t + dt);
+        o.stop(t + dt + 0.45);
+      });
+    } catch (err) {
+      log(`chime: ${err.message}`);
+    }
+  }
+
+  // A system notification when nobody looks at the page (another app, the
+  // screen locked). Through the service worker: Android shows no other kind.
+  async function notify(m) {
+    if (document.visibilityState === 'visible') return;
+    if (!('Notification' in window) || Notification.permission !== 'granted' || !swRegistration) return;
+    try {
+      await swRegistration.showNotification(`roomcam — ${room}`, {
+        body: `Sound at ${clock(m.at)}`,
+        tag: `roomcam-sound-${room}`,
+        renotify: true,
+        requireInteraction: true,
+        data: { url: location.href },
+      });
+      log('notification shown');
+    } catch (err) {
+      log(`notification: ${err.message}`);
+    }
+  }
+
+  function registerServiceWorker() {
+    if (!window.isSecureContext || !('serviceWorker' in navigator)) return;
+    navigator.serviceWorker.register('sw.js').then((r) => {
+      swRegistration = r;
+    }).catch((err) => log(`service worker: ${err.message}`));
+  }
+
+  function showNotifyButton() {
+    const able = window.isSecureContext && 'Notification' in window && 'serviceWorker' in navigator;
+    ui.notify.hidden = !able || Notification.permission === 'granted';
+    if (able && Notification.permission === 'denied') {
+      ui.notify.hidden = false;
+      ui.notify.disabled = true;
+      ui.notify.title = 'Notifications are blocked for this page in the browser settings';
+    }
+  }
+
+  // Asked on a tap, never at load: browsers refuse (and remember) a prompt without one.
+  async function askNotifications() {
+    try {
+      const answer = await Notification.requestPermission();
+      log(`notifications: ${answer}`);
+    } catch (err) {
+      log(`notifications: ${err.message}`);
+    }
+    showNotifyButton();
+  }
+
+  // Listen-only: the camera sends no video to this page, the sound goes on
+  // through an <audio> element, which phones keep playing with the screen
+  // locked; the lock screen says what it is (Media Session).
+  function setListenOnly(on) {
+    listenOnly = on;
+    ui.listen.setAttribute('aria-pressed', String(on));
+    ui.listen.textContent = on ? 'Video' : 'Listen only';
+    log(on ? 'listen-only asked' : 'video asked');
+    if (!sendRequest({ type: 'listen-only', on })) log('listen-only: sent when the camera connects');
+  }
+
+  function setListenOnlyOn(on) {
+    if (on === listenOnlyOn) return;
+    listenOnlyOn = on;
+    document.body.toggleAttribute('data-listen-only', on);
+    ui.listen.setAttribute('aria-pressed', String(on));
+    ui.listen.textContent = on ? 'Video' : 'Listen only';
+    const stream = ui.video.srcObject || ui.audio.srcObject;
+    if (on) {
+      ui.audio.srcObject = stream;
+      ui.video.srcObject = null;
+      ui.audio.play().catch((err) => log(`listen-only audio: ${err.message}`));
+      ui.placeholder.textContent = 'Listening only. Tap "Video" for the picture.';
+      ui.placeholder.hidden = false;
+      if ('mediaSession' in navigator && window.MediaMetadata) {
+        navigator.mediaSession.metadata = new MediaMetadata({ title: `roomcam — ${room}`, artist: 'roomcam', album: 'Listening' });
+      }
+    } else {
+      ui.video.srcObject = stream;
+      ui.audio.srcObject = null;
+      ui.placeholder.textContent = 'Waiting for the picture…';
+      play();
+    }
+    log(on ? 'listening only: no video' : 'video again');
+  }
+
   // ---- the peer connection ----------------------------------------------
 
   function live(p) {
@@ -506,6 +712,13 @@
     const p = pc;
     pc = null;
     p.onicecandidate = p.ontrack = p.onconnectionstatechange = p.oniceconnectionstatechange = null;
+    if (channel && channel.pc === p) channel = null;
+    // Listen-only is asked again of the next connection (the wish stays).
+    if (listenOnlyOn) {
+      listenOnlyOn = false;
+      document.body.removeAttribute('data-listen-only');
+      ui.audio.srcObject = null;
+    }
     p.close();
     remoteCandidates = [];
     ui.video.srcObject = null;
@@ -523,6 +736,7 @@
     let descriptionSent = false;
     const localCandidates = [];
 
+    openChannel(p);
     const sendCandidate = (c) => send({ type: 'candidate', label: c.sdpMLineIndex, id: c.sdpMid, candidate: c.candidate });
     p.onicecandidate = (e) => {
       if (p !== pc || !e.candidate || !e.candidate.candidate) return;
@@ -943,6 +1157,11 @@
       ui.video.play().catch(() => {});
     };
     ui.video.addEventListener('loadeddata', () => { ui.placeholder.hidden = true; });
+    ui.listen.addEventListener('click', () => setListenOnly(!listenOnly));
+    ui.notify.addEventListener('click', askNotifications);
+    ui.alertDismiss.addEventListener('click', () => { ui.alert.hidden = true; delete document.body.dataset.alert; });
+    registerServiceWorker();
+    showNotifyButton();
     ui.fullscreen.onclick = toggleFullscreen;
     ui.saver.checked = dataSaver;
     ui.saver.onchange = () => setDataSaver(ui.saver.checked);
@@ -1005,6 +1224,12 @@
     get stalled() { return stalledText(); },
     get link() { return link; },
     get dataSaver() { return dataSaver; },
+    get listenOnly() { return listenOnlyOn; },
+    get roomLevel() { return roomLevel; },
+    get alerts() { return alerts.slice(); },
+    get alertBanner() { return ui.alert.hidden ? null : ui.alertText.textContent; },
+    get channel() { return channel ? channel.readyState : null; },
+    setListenOnly,
     setDataSaver,
     join,
     leave,

@@ -116,11 +116,13 @@ pub async fn run_with(
             .with_temporal_layers(layered),
         ),
     };
+    let pipeline_settings_alerts = pipeline_settings.sound_alerts.is_some();
     let pipeline = MediaPipeline::start(camera, Box::new(encoder), microphone, speaker, pipeline_settings)?;
     let taps = MediaTaps {
         video: pipeline.video_sender(),
         audio: pipeline.audio_sender(),
         talkback: pipeline.talkback_handle(),
+        sound: pipeline_settings_alerts.then(|| pipeline.sound_tap()),
     };
     let peer_settings = PeerSettings {
         ice_servers: config
@@ -351,7 +353,11 @@ impl Edges {
                 self.send_layers(changes);
             }
             Event::Peer(PeerEvent::VideoRefused { peer }) => {
-                let changes = self.rate.on_video_refused(peer, &self.pipeline);
+                let changes = self.rate.on_receives_video(peer, false, &self.pipeline);
+                self.send_layers(changes);
+            }
+            Event::Peer(PeerEvent::ListenOnly { peer, on }) => {
+                let changes = self.rate.on_receives_video(peer, !on, &self.pipeline);
                 self.send_layers(changes);
             }
             Event::Peer(PeerEvent::VideoCeiling { peer, bitrate_bps }) => {
@@ -473,6 +479,7 @@ fn peer_of(event: &PeerEvent) -> &PeerId {
         | PeerEvent::KeyframeRequested { peer, .. }
         | PeerEvent::BandwidthEstimate { peer, .. }
         | PeerEvent::VideoRefused { peer }
+        | PeerEvent::ListenOnly { peer, .. }
         | PeerEvent::VideoCeiling { peer, .. } => peer,
     }
 }

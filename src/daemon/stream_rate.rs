@@ -73,10 +73,16 @@ impl StreamRate {
         self.apply(update, pipeline)
     }
 
-    /// The viewer refused H.264: its path does not bound the video.
-    pub(super) fn on_video_refused(&mut self, peer: &PeerId, pipeline: &MediaPipeline) -> Vec<LayerChange> {
+    /// Whether the viewer gets video: one that refused H.264 or listens
+    /// only does not, and its path does not bound the video.
+    pub(super) fn on_receives_video(
+        &mut self,
+        peer: &PeerId,
+        receives_video: bool,
+        pipeline: &MediaPipeline,
+    ) -> Vec<LayerChange> {
         let Some(controller) = self.controller.as_mut() else { return Vec::new() };
-        let update = controller.set_receives_video(peer, false);
+        let update = controller.set_receives_video(peer, receives_video);
         self.apply(update, pipeline)
     }
 

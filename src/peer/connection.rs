@@ -29,6 +29,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::congestion::EstimateSink;
+use super::room_channel;
 use super::rtcp::is_keyframe_request;
 use super::send_meter::SentBytes;
 use super::setup;
@@ -86,6 +87,8 @@ struct Shared {
     talker: Talker,
     /// Send only temporal layer 0 (the rate policy's call for a weak path).
     base_layer_only: AtomicBool,
+    /// The viewer asked for audio only (listen-only): no video RTP at all.
+    listen_only: AtomicBool,
     /// What has been sent to this viewer, by kind.
     sent: Arc<SentBytes>,
     /// Repairs not sent: over the share of the estimate they may use.
@@ -167,6 +170,30 @@ impl Shared {
     }
 }
 
+impl room_channel::ChannelOwner for Shared {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn set_listen_only(&self, on: bool) -> bool {
+        if self.listen_only.swap(on, Ordering::AcqRel) != on {
+            if on {
+                info!("peer {}: listen-only: video stopped, audio goes on", self.id);
+            } else {
+                info!("peer {}: video again (listen-only ended)", self.id);
+                // Its decoder has nothing to build on: it needs an IDR now.
+                self.keyframe_requested(true);
+            }
+            self.emit(PeerEvent::ListenOnly { peer: self.id.clone(), on });
+        }
+        on
+    }
+
+    fn listen_only(&self) -> bool {
+        self.listen_only.load(Ordering::Acquire)
+    }
+}
+
 struct Handler {
     shared: Arc<Shared>,
 }
@@ -230,6 +257,7 @@ impl Peer {
             talkback: Arc::clone(&taps.talkback),
             talker: Talker::from(id.as_str()),
             base_layer_only: AtomicBool::new(false),
+            listen_only: AtomicBool::new(false),
             sent: Arc::default(),
             repairs_dropped: Arc::default(),
         });
@@ -462,9 +490,15 @@ impl Peer {
             if answering { RTCRtpTransceiverDirection::Sendrecv } else { RTCRtpTransceiverDirection::Sendonly };
         let video_sender = self.add_transceiver(&self.video, video_direction).await?;
         let audio_sender = self.add_transceiver(&self.audio, RTCRtpTransceiverDirection::Sendrecv).await?;
+        let channel = self
+            .pc
+            .create_data_channel(room_channel::LABEL, Some(room_channel::channel_init()))
+            .await
+            .map_err(|e| PeerError::WebRtc(format!("{} data channel: {e}", room_channel::LABEL)))?;
         *added = true;
 
         let shared = &self.shared;
+        shared.spawn(room_channel::serve(Arc::clone(shared), channel, self.taps.sound.clone()));
         shared.spawn(send_video(
             Arc::clone(shared),
             Arc::clone(&self.video.track),
@@ -828,6 +862,12 @@ async fn send_video(
                 warn!("peer {}: no keyframe within {KEYFRAME_WAIT_LIMIT:?}, sending anyway", shared.id);
             }
             waiting_since = None;
+        }
+        if shared.listen_only.load(Ordering::Acquire) {
+            packets.skip(frame.duration);
+            // Back to video starts at an IDR (asked for when it ended).
+            waiting_since = Some(Instant::now());
+            continue;
         }
         if frame.temporal_layer > 0 && shared.base_layer_only.load(Ordering::Relaxed) {
             packets.skip(frame.duration);

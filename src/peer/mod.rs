@@ -14,6 +14,7 @@ pub(crate) mod congestion;
 pub(crate) mod connection;
 mod repair_budget;
 mod repair_flows;
+pub mod room_channel;
 pub(crate) mod rtcp;
 pub(crate) mod send_meter;
 mod setup;
@@ -134,6 +135,12 @@ pub enum PeerEvent {
         peer: PeerId,
         bitrate_bps: Option<u64>,
     },
+    /// The viewer asked (over the `roomcam` channel) for audio only (`on`)
+    /// or for video again: while on, its path does not bound the video.
+    ListenOnly {
+        peer: PeerId,
+        on: bool,
+    },
 }
 
 /// Where a peer takes its outgoing media from and gives incoming audio to.
@@ -143,6 +150,9 @@ pub struct MediaTaps {
     pub audio: tokio::sync::broadcast::Sender<EncodedAudio>,
     /// Called with every Opus payload the viewer sends (talk-back).
     pub talkback: Talkback,
+    /// The room's sound alerts and level, told to the viewer's page over
+    /// the `roomcam` data channel; `None`: alerts are off.
+    pub sound: Option<crate::alerts::SoundTap>,
 }
 
 #[derive(Debug, thiserror::Error)]

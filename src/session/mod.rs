@@ -542,7 +542,10 @@ impl Session {
                 }
             }
             // The rate policy (src/rate) consumes these, not the room state machine.
-            PeerEvent::BandwidthEstimate { .. } | PeerEvent::VideoRefused { .. } | PeerEvent::VideoCeiling { .. } => {}
+            PeerEvent::BandwidthEstimate { .. }
+            | PeerEvent::VideoRefused { .. }
+            | PeerEvent::ListenOnly { .. }
+            | PeerEvent::VideoCeiling { .. } => {}
             PeerEvent::ConnectionState { peer, state } => {
                 let Some(slot) = self.peers.get_mut(&peer) else { return };
                 if slot.state == state {

@@ -363,6 +363,9 @@ fn remove_member(rooms: &mut Rooms, room: &str, id: &str, why: &str) {
 const VIEWER_HTML: &str = include_str!("../../web/index.html");
 const VIEWER_JS: &str = include_str!("../../web/viewer.js");
 const SOCKETIO_LITE_JS: &str = include_str!("../../web/socketio-lite.js");
+const SERVICE_WORKER_JS: &str = include_str!("../../web/sw.js");
+const MANIFEST: &str = include_str!("../../web/manifest.webmanifest");
+const ICON_SVG: &str = include_str!("../../web/icon.svg");
 
 fn ice_servers_json(servers: &[IceServerConfig]) -> Value {
     let list: Vec<Value> = servers
@@ -483,6 +486,13 @@ pub fn app_with_ca(config: &ServerConfig, ca_pem: Option<&[u8]>) -> Router {
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], VIEWER_HTML) }))
         .route("/viewer.js", get(|| async { javascript(VIEWER_JS) }))
         .route("/socketio-lite.js", get(|| async { javascript(SOCKETIO_LITE_JS) }))
+        // At the root: a service worker controls only the pages under its own path.
+        .route("/sw.js", get(|| async { javascript(SERVICE_WORKER_JS) }))
+        .route(
+            "/manifest.webmanifest",
+            get(|| async { ([(header::CONTENT_TYPE, "application/manifest+json")], MANIFEST) }),
+        )
+        .route("/icon.svg", get(|| async { ([(header::CONTENT_TYPE, "image/svg+xml")], ICON_SVG) }))
         .route(
             "/config.json",
             get(move |request: axum::extract::Request| {

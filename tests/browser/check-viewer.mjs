@@ -34,6 +34,14 @@
 //   --token-hidden      (a URL with ?token=) the address bar no longer has the token, the page
 //                       has a no-referrer policy and kept the token for the room (localStorage);
 //                       then reload the token-less address: the page still joins, video again
+//   --expect-level      the room's sound meter shows (the camera's level over the roomcam channel)
+//   --expect-alert      the camera's sound alert arrives over the roomcam channel: the banner
+//                       "Sound in ROOM at HH:MM:SS" shows; with --notifications, a system
+//                       notification "roomcam — ROOM" was shown through the service worker
+//   --alert-screenshot FILE  PNG of the page while the banner shows
+//   --listen-only S     tap "Listen only": the camera confirms; over S seconds no video arrives
+//                       (packets and frames do not grow) while audio packets do; tap "Video":
+//                       frames again, starting at a new keyframe
 //   --video-file FILE   write FILE once the video step passed (a cue for the test to start a fault)
 //   --expect-frozen     then (the test stops the device meanwhile) the page must say the picture
 //                       is frozen ("Picture frozen since HH:MM:SS", status dot not green), and
@@ -78,6 +86,8 @@
 //   --secure-origin O   Chromium treats origin O (http://HOST:PORT) as secure, as it does an
 //                       https page: stands in for HTTPS where the server has none
 //   --host-rules RULES  Chromium's --host-resolver-rules (e.g. "MAP roomcam.test 127.0.0.1")
+//   --notifications     notifications allowed for the page, and the tab in the background
+//                       (document.visibilityState "hidden", as when another app is in front)
 //   --phone             a phone's screen: 390x844 viewport, touch, 3x pixels (default 1000x900 desktop)
 //   --timeout S         limit for each wait step (default 30)
 //   --chromium PATH     browser binary (default /usr/bin/chromium)
@@ -121,6 +131,7 @@ const opts = {
   chromiumArgs: [], expectSecureContext: false,
   expectInsecure: false, expectNoMic: false, noPermission: false, hostRules: null,
   touchTalk: 0, expectPhoneLayout: false, phoneScreenshot: null, fullscreen: false, expectTapForSound: false,
+  expectLevel: false, expectAlert: false, alertScreenshot: null, listenOnly: 0, notifications: false,
   refuseAutoplaySound: false, dataSaver: false, tokenHidden: false, expectMicRefused: false, denyMic: false, secureOrigin: null,
   chromium: '/usr/bin/chromium', verbose: false,
 };
@@ -163,6 +174,11 @@ const opts = {
       case '--expect-tap-for-sound': opts.expectTapForSound = true; break;
       case '--refuse-autoplay-sound': opts.refuseAutoplaySound = true; break;
       case '--data-saver': opts.dataSaver = true; break;
+      case '--expect-level': opts.expectLevel = true; break;
+      case '--expect-alert': opts.expectAlert = true; break;
+      case '--alert-screenshot': opts.alertScreenshot = str(i); i++; break;
+      case '--listen-only': opts.listenOnly = num(i); i++; break;
+      case '--notifications': opts.notifications = true; break;
       case '--token-hidden': opts.tokenHidden = true; break;
       case '--expect-mic-refused': opts.expectMicRefused = true; break;
       case '--deny-mic': opts.denyMic = true; break;
@@ -772,6 +788,72 @@ async function run(page) {
   }
   if (opts.expectPhoneLayout) result.layout = await phoneLayout(page);
   if (opts.fullscreen) result.fullscreen = await fullscreen(page);
+
+  if (opts.expectLevel) {
+    const look = () => page.evaluate(() => {
+      const m = document.querySelector('#level');
+      return { level: window.roomcamViewer.roomLevel, visible: !!m && !m.hidden && m.getBoundingClientRect().width > 0,
+        bar: document.querySelector('#level-bar').style.width, channel: window.roomcamViewer.channel };
+    });
+    result.level = await waitFor('expect-level', async () => {
+      const l = await look();
+      return Number.isFinite(l.level) && l.visible ? l : null;
+    }, async () => `no sound meter: ${JSON.stringify(await look())}`);
+  }
+  if (opts.expectAlert) {
+    const room = new URL(opts.url).searchParams.get('room');
+    const look = () => page.evaluate(async () => {
+      const v = window.roomcamViewer;
+      const banner = document.querySelector('#alert');
+      let notifications = null;
+      if (navigator.serviceWorker) {
+        const r = await navigator.serviceWorker.getRegistration();
+        if (r) notifications = (await r.getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag }));
+      }
+      return { banner: v.alertBanner, visible: !!banner && !banner.hidden && banner.getBoundingClientRect().height > 0,
+        alerts: v.alerts, notifications, permission: window.Notification ? Notification.permission : null,
+        channel: v.channel };
+    });
+    const seen = await waitFor('expect-alert', async () => {
+      const l = await look();
+      const banner = l.visible && new RegExp(`^Sound in ${room} at \\d\\d:\\d\\d:\\d\\d`).test(l.banner || '');
+      const started = l.alerts.some((a) => a.state === 'start');
+      const notified = !opts.notifications || (l.notifications || []).some((n) => n.title === `roomcam — ${room}` && /^Sound at /.test(n.body));
+      return banner && started && notified ? l : null;
+    }, async () => `no alert on the page: ${JSON.stringify(await look())}`);
+    if (opts.alertScreenshot) await page.screenshot({ path: opts.alertScreenshot, fullPage: true });
+    result.alert = seen;
+  }
+  if (opts.listenOnly) {
+    const tap = (sel) => (opts.phone ? page.tap(sel) : page.click(sel));
+    const look = () => page.evaluate(() => ({ on: window.roomcamViewer.listenOnly,
+      button: document.querySelector('#listen').textContent }));
+    await tap('#listen');
+    await waitFor('listen-only (confirmed)', async () => (await look()).on, async () => `the camera did not confirm: ${JSON.stringify(await look())}`);
+    // Packets already on the way may still land.
+    await sleep(1000);
+    const before = await stats();
+    await sleep(opts.listenOnly * 1000);
+    const after = await stats();
+    const during = {
+      videoPackets: after.inVideo.packetsReceived - before.inVideo.packetsReceived,
+      videoFrames: after.inVideo.framesDecoded - before.inVideo.framesDecoded,
+      audioPackets: after.inAudio.packetsReceived - before.inAudio.packetsReceived,
+    };
+    if (during.videoPackets !== 0 || during.videoFrames !== 0) throw new Failure(`listen-only: video still arrives: ${JSON.stringify(during)}`);
+    if (during.audioPackets < opts.listenOnly * 25) throw new Failure(`listen-only: the sound stopped too: ${JSON.stringify(during)}`);
+    const placeholder = await page.evaluate(() => document.querySelector('#placeholder').textContent);
+    await tap('#listen');
+    await waitFor('listen-only (off)', async () => !(await look()).on, async () => `still listening only: ${JSON.stringify(await look())}`);
+    const back = await waitFor('listen-only (video again)', async () => {
+      const s = await stats();
+      return s.inVideo.framesDecoded > after.inVideo.framesDecoded + 10 ? s : null;
+    }, async () => `no video after listen-only: ${JSON.stringify((await stats()).inVideo)}`);
+    if (back.inVideo.keyFramesDecoded <= after.inVideo.keyFramesDecoded) {
+      throw new Failure(`listen-only: video came back without a keyframe: ${JSON.stringify({ before: after.inVideo, after: back.inVideo })}`);
+    }
+    result.listenOnly = { during, placeholder, keyFrames: back.inVideo.keyFramesDecoded - after.inVideo.keyFramesDecoded };
+  }
   if (opts.dataSaver) {
     const LINK = /^\d+(\.\d)? (kbit|Mbit)\/s · \d+ fps/;
     const look = () => page.evaluate(() => {
@@ -992,7 +1074,7 @@ try {
       ...opts.chromiumArgs,
     ],
     ignoreDefaultArgs: ['--mute-audio'],
-    permissions: opts.noPermission ? [] : ['camera', 'microphone'],
+    permissions: [...(opts.noPermission ? [] : ['camera', 'microphone']), ...(opts.notifications ? ['notifications'] : [])],
     ...(opts.phone
       ? { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 3 }
       : { viewport: { width: 1000, height: 900 } }),
@@ -1023,6 +1105,13 @@ try {
         }
         return play.call(this);
       };
+    });
+  }
+  if (opts.notifications) {
+    // Another app in front: the page is hidden (headless Chromium's tab never is).
+    await page.addInitScript(() => {
+      Object.defineProperty(Document.prototype, 'visibilityState', { get: () => 'hidden', configurable: true });
+      Object.defineProperty(Document.prototype, 'hidden', { get: () => true, configurable: true });
     });
   }
   // Counts the page's microphone requests (a page that watches asks for none).

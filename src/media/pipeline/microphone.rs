@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{DeviceRetry, Shared, SoundAlerts, bump};
-use crate::alerts::{LEVEL_INTERVAL, RoomSound, SoundDetector, SoundEvent};
+use crate::alerts::{LEVEL_INTERVAL, RoomSound, SoundDetector, SoundEvent, SoundTap};
 use crate::media::AUDIO_SAMPLE_RATE;
 use crate::media::encoders::opus::OpusEncoder;
 use crate::media::{AUDIO_FRAME_SAMPLES, AudioSource, EncodedAudio};
@@ -56,16 +56,17 @@ pub(super) fn microphone_loop(
 pub(super) struct Listener {
     room: String,
     detector: SoundDetector,
-    events: broadcast::Sender<RoomSound>,
+    events: SoundTap,
     /// The loudest frame since the last level told, and how many frames.
     level_peak_db: f32,
     level_frames: usize,
 }
 
-const LEVEL_FRAMES: usize = (LEVEL_INTERVAL.as_millis() as usize * AUDIO_SAMPLE_RATE as usize / 1000) / AUDIO_FRAME_SAMPLES;
+const LEVEL_FRAMES: usize =
+    (LEVEL_INTERVAL.as_millis() as usize * AUDIO_SAMPLE_RATE as usize / 1000) / AUDIO_FRAME_SAMPLES;
 
 impl Listener {
-    pub(super) fn new(alerts: SoundAlerts, events: broadcast::Sender<RoomSound>) -> Listener {
+    pub(super) fn new(alerts: SoundAlerts, events: SoundTap) -> Listener {
         Listener {
             room: alerts.room,
             detector: SoundDetector::new(alerts.detector),
@@ -88,8 +89,7 @@ impl Listener {
         self.level_peak_db = self.level_peak_db.max(self.detector.level_db());
         self.level_frames += 1;
         if self.level_frames >= LEVEL_FRAMES {
-            // Nobody listening yet is fine, here and below.
-            let _ = self.events.send(RoomSound::Level { level_db: self.level_peak_db });
+            self.events.tell(RoomSound::Level { level_db: self.level_peak_db });
             self.level_frames = 0;
             self.level_peak_db = f32::NEG_INFINITY;
         }
@@ -104,7 +104,7 @@ impl Listener {
                 log::info!("room {}: sound alert ended (peak {peak_db:.0} dBFS)", self.room)
             }
         }
-        let _ = self.events.send(RoomSound::Alert(event));
+        self.events.tell(RoomSound::Alert(event));
     }
 }
 
@@ -134,13 +134,16 @@ mod tests {
     }
 
     fn levels(heard: &[RoomSound]) -> Vec<f32> {
-        heard.iter().filter_map(|h| if let RoomSound::Level { level_db } = h { Some(*level_db) } else { None }).collect()
+        heard
+            .iter()
+            .filter_map(|h| if let RoomSound::Level { level_db } = h { Some(*level_db) } else { None })
+            .collect()
     }
 
     #[test]
     fn a_viewers_voice_from_the_speaker_raises_no_alert() {
         let alerts = SoundAlerts { room: "nursery".into(), detector: DetectorSettings::default() };
-        let (events, _) = broadcast::channel(64);
+        let events = SoundTap::default();
         let mut talking = Listener::new(alerts.clone(), events.clone());
         let heard = loud_after_quiet(&mut talking, true);
         assert_eq!(alerts_in(&heard), []);
@@ -154,7 +157,7 @@ mod tests {
     #[test]
     fn the_level_is_told_four_times_a_second_with_the_loudest_frame() {
         let alerts = SoundAlerts { room: "nursery".into(), detector: DetectorSettings::default() };
-        let (events, _) = broadcast::channel(64);
+        let events = SoundTap::default();
         let mut listener = Listener::new(alerts, events);
         let levels = levels(&loud_after_quiet(&mut listener, false));
         // 5 s of sound: 20 levels, quiet (the 30/32768 tone) then loud.

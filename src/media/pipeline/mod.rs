@@ -221,7 +221,7 @@ pub struct MediaPipeline {
     video_tx: broadcast::Sender<EncodedVideo>,
     audio_tx: broadcast::Sender<EncodedAudio>,
     talkback_tx: SyncSender<(Talker, Bytes)>,
-    sound_tx: broadcast::Sender<crate::alerts::RoomSound>,
+    sound: crate::alerts::SoundTap,
 }
 
 /// Who sent a talk-back packet (the peer's id): each gets its own Opus
@@ -295,8 +295,8 @@ impl MediaPipeline {
         let (talkback_tx, talkback_rx) = std::sync::mpsc::sync_channel(settings.talkback_queue.max(1));
         // Built before spawning so that, if a spawn fails, Drop stops and
         // joins whatever did start.
-        let (sound_tx, _) = broadcast::channel(64);
-        let mut pipeline = Self { shared, threads: Vec::new(), video_tx, audio_tx, talkback_tx, sound_tx };
+        let sound = crate::alerts::SoundTap::default();
+        let mut pipeline = Self { shared, threads: Vec::new(), video_tx, audio_tx, talkback_tx, sound };
 
         let shared = Arc::clone(&pipeline.shared);
         let placeholder_size = settings.placeholder_size;
@@ -313,7 +313,7 @@ impl MediaPipeline {
             let shared = Arc::clone(&pipeline.shared);
             let tx = pipeline.audio_tx.clone();
             let mut listener =
-                settings.sound_alerts.map(|alerts| microphone::Listener::new(alerts, pipeline.sound_tx.clone()));
+                settings.sound_alerts.map(|alerts| microphone::Listener::new(alerts, pipeline.sound.clone()));
             pipeline.threads.push(spawn("audio", move || {
                 microphone::microphone_loop(&shared, source.as_mut(), &mut opus, &tx, listener.as_mut())
             })?);
@@ -331,7 +331,12 @@ impl MediaPipeline {
 
     /// Sound alerts as they start and end, and the room's level.
     pub fn sound_events(&self) -> broadcast::Receiver<crate::alerts::RoomSound> {
-        self.sound_tx.subscribe()
+        self.sound.subscribe()
+    }
+
+    /// The room's sound for the viewers' pages: what is heard, and the alert now.
+    pub fn sound_tap(&self) -> crate::alerts::SoundTap {
+        self.sound.clone()
     }
 
     pub fn audio_sender(&self) -> broadcast::Sender<EncodedAudio> {
