@@ -110,3 +110,104 @@ pub fn sine(freq_hz: f32, peak: f32, samples: usize, start: usize) -> Vec<i16> {
         })
         .collect()
 }
+
+/// Speech-like sound: noise shaped into syllables (`syllables_hz` on/off),
+/// so an echo canceller meets the pauses of a voice.
+pub struct Voice {
+    seed: u64,
+    low: f32,
+    n: u64,
+    amplitude: f32,
+    syllables_hz: f32,
+}
+
+impl Voice {
+    pub fn new(seed: u64, amplitude: f32, syllables_hz: f32) -> Voice {
+        Voice { seed, low: 0.0, n: 0, amplitude, syllables_hz }
+    }
+
+    pub fn frame(&mut self) -> [i16; super::AUDIO_FRAME_SAMPLES] {
+        let mut out = [0i16; super::AUDIO_FRAME_SAMPLES];
+        for s in out.iter_mut() {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            let white = (self.seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            self.low += 0.3 * (white - self.low);
+            let t = self.n as f32 / AUDIO_SAMPLE_RATE as f32;
+            let syllable = (2.0 * std::f32::consts::PI * self.syllables_hz * t).sin().max(0.0).sqrt();
+            *s = (self.low * syllable * self.amplitude) as i16;
+            self.n += 1;
+        }
+        out
+    }
+}
+
+/// A room for the echo canceller: a viewer's voice from the speaker comes
+/// back into the microphone `delay_ms` later (rounded to 20 ms frames),
+/// `echo_gain` softer; from `near_from_s` on someone in the room talks too.
+/// Energies are summed from `judged_from_s` on.
+#[derive(Clone, Copy, Debug)]
+pub struct EchoRoom {
+    pub delay_ms: u32,
+    pub echo_gain: f32,
+    pub near_from_s: f32,
+    pub judged_from_s: f32,
+}
+
+/// What the microphone heard, what came out of the canceller, and what the
+/// near-end talker said, summed over the frames judged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EchoEnergies {
+    pub mic: f64,
+    pub out: f64,
+    pub near: f64,
+}
+
+impl EchoEnergies {
+    /// Echo return loss enhancement: what the canceller took away, dB.
+    pub fn erle_db(&self) -> f64 {
+        10.0 * (self.mic / self.out.max(1.0)).log10()
+    }
+
+    /// What came out against what the near-end talker said, dB (0: all of it).
+    pub fn near_kept_db(&self) -> f64 {
+        10.0 * (self.out / self.near.max(1.0)).log10()
+    }
+}
+
+impl EchoRoom {
+    pub fn run(&self, seconds: f32) -> EchoEnergies {
+        use super::AUDIO_FRAME_SAMPLES;
+        let energy = |pcm: &[i16]| pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
+        let (mut canceller, played) = super::echo_canceller::EchoCanceller::new();
+        let mut far = Voice::new(0x9e37_79b9_7f4a_7c15, 8000.0, 4.0);
+        let mut near = Voice::new(0x1234_5678_9abc_def1, 6000.0, 3.0);
+        let delay_frames = (self.delay_ms / 20) as usize;
+        let mut in_flight = std::collections::VecDeque::new();
+        let frame_s = AUDIO_FRAME_SAMPLES as f32 / AUDIO_SAMPLE_RATE as f32;
+        let mut e = EchoEnergies::default();
+        for i in 0..(seconds / frame_s) as usize {
+            let t = i as f32 * frame_s;
+            let speaker = far.frame();
+            played.played(&speaker);
+            in_flight.push_back(speaker);
+            let echo = if in_flight.len() > delay_frames { in_flight.pop_front() } else { None };
+            let talker = (t >= self.near_from_s).then(|| near.frame());
+            let mut mic = [0i16; AUDIO_FRAME_SAMPLES];
+            for (j, s) in mic.iter_mut().enumerate() {
+                let echo = echo.map_or(0.0, |e| f32::from(e[j]) * self.echo_gain);
+                let talker = talker.map_or(0.0, |t| f32::from(t[j]));
+                *s = (echo + talker).clamp(-32_768.0, 32_767.0) as i16;
+            }
+            let heard = mic;
+            canceller.cancel(&mut mic).expect("the canceller takes 20 ms frames");
+            if t >= self.judged_from_s {
+                e.mic += energy(&heard);
+                e.out += energy(&mic);
+                e.near += talker.map_or(0.0, |t| energy(&t));
+            }
+        }
+        e
+    }
+}
