@@ -61,5 +61,13 @@ fn bad_alert_settings_are_a_config_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("alerts.threshold"), "{stderr}");
+
+    // A broker URL is checked at its line and column, and its password is not repeated.
+    std::fs::write(&config, "[alerts]\n\nmqtt = \"http://ha:secret@broker:1883\"\n").unwrap();
+    let out = Command::new(roomcam_bin()).args(["check-config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("bad.toml:3:8") && stderr.contains("alerts.mqtt"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }

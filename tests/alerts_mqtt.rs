@@ -4,6 +4,10 @@
 //! `unshare -n bash -c 'ip link set lo up; cargo test --test alerts_mqtt'`.
 
 mod common;
+#[path = "support/room_viewer.rs"]
+mod room_viewer;
+#[path = "support/viewer.rs"]
+mod viewer;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -13,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{Proc, free_port, mosquitto, mqtt_subscriber, roomcam_hearing, roomcam_serve, write_fan_then_cry};
+use room_viewer::RoomViewer;
+use viewer::ViewerOptions;
 
 /// A test's own directory with the recording (cry from 8 to 12 s) in it.
 fn test_dir(name: &str) -> (PathBuf, String) {
@@ -231,6 +237,24 @@ fn an_absent_broker_does_not_stop_the_device_and_is_used_once_it_is_there() {
     // The state missed while away is the current one, not a replay.
     wait_for_payload(&mut sub, "roomcam/nursery/sound", "OFF", 1, Duration::from_secs(10));
     assert!(messages(&sub, "roomcam/nursery/sound").iter().all(|m| m.payload == "OFF"));
+    assert!(device.is_running());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_gets_the_picture_while_the_broker_is_missing() {
+    let (dir, microphone) = test_dir("mqtt-viewer");
+    let broker_port = free_port();
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let config = config(&dir, "mqtt.toml", &format!("mqtt = \"mqtt://127.0.0.1:{broker_port}\"\n"));
+    let mut device = roomcam_hearing(&url, "nursery", &microphone, Some(&config));
+    device.wait_in_room();
+    let viewer = RoomViewer::join(&url, "nursery", ViewerOptions::default()).await;
+    viewer.wait_frames(50, Duration::from_secs(30)).await;
+    assert_eq!(device.count_lines(|l| l.contains("mqtt: room nursery: cannot reach")), 1, "{:#?}", device.lines());
+    viewer.leave().await;
     assert!(device.is_running());
     std::fs::remove_dir_all(&dir).ok();
 }
