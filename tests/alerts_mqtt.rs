@@ -16,7 +16,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Proc, free_port, mosquitto, mqtt_subscriber, roomcam_hearing, roomcam_serve, write_fan_then_cry};
+use common::{
+    Proc, free_port, mosquitto, mqtt_subscriber, roomcam_hearing, roomcam_hearing_env, roomcam_serve, server_cert,
+    test_ca, write_fan_then_cry,
+};
 use room_viewer::RoomViewer;
 use viewer::ViewerOptions;
 
@@ -92,7 +95,7 @@ fn subscribe(broker: &mut Proc, port: u16, user: Option<(&str, &str)>) -> Proc {
 fn home_assistant_sees_the_sensors_the_cry_the_level_and_offline_after_a_stop_and_a_crash() {
     let (dir, microphone) = test_dir("mqtt");
     let broker_port = free_port();
-    let mut broker = mosquitto(&dir, broker_port, None);
+    let mut broker = mosquitto(&dir, broker_port, None, "");
     let mut sub = subscribe(&mut broker, broker_port, None);
     let port = free_port();
     let _server = roomcam_serve(port, None);
@@ -183,7 +186,7 @@ fn a_broker_with_a_password_takes_the_url_s_user_and_refuses_a_wrong_one_with_on
     let (dir, microphone) = test_dir("mqtt-user");
     let user = ("roomcam", "s3cret:/@");
     let broker_port = free_port();
-    let mut broker = mosquitto(&dir, broker_port, Some(user));
+    let mut broker = mosquitto(&dir, broker_port, Some(user), "");
     let mut sub = subscribe(&mut broker, broker_port, Some(user));
     let port = free_port();
     let _server = roomcam_serve(port, None);
@@ -213,6 +216,37 @@ fn a_broker_with_a_password_takes_the_url_s_user_and_refuses_a_wrong_one_with_on
 }
 
 #[test]
+fn mqtts_checks_the_broker_s_certificate_against_the_system_roots_or_ssl_cert_file() {
+    let (dir, microphone) = test_dir("mqtts");
+    let ca = test_ca(&dir);
+    let (cert, key) = server_cert(&dir, &ca, "broker");
+    let (plain_port, tls_port) = (free_port(), free_port());
+    let tls = format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        dir.join("ca.pem").display(),
+        cert.display(),
+        key.display()
+    );
+    let mut broker = mosquitto(&dir, plain_port, None, &tls);
+    let mut sub = subscribe(&mut broker, plain_port, None);
+    let port = free_port();
+    let _server = roomcam_serve(port, None);
+    let url = format!("http://127.0.0.1:{port}");
+    let config = config(&dir, "mqtts.toml", &format!("mqtt = \"mqtts://127.0.0.1:{tls_port}\"\n"));
+
+    let mut untrusting = roomcam_hearing(&url, "hall", &microphone, Some(&config));
+    let refused =
+        untrusting.wait_for_line("the unknown CA", Duration::from_secs(20), |l| l.contains("mqtt: room hall:"));
+    assert!(refused.contains("cannot reach mqtts://127.0.0.1") && refused.contains("TLS"), "{refused}");
+
+    let ca_file = dir.join("ca.pem");
+    let _device = roomcam_hearing_env(&url, "nursery", &microphone, Some(&config), &[("SSL_CERT_FILE", &ca_file)]);
+    wait_for_payload(&mut sub, "roomcam/nursery/availability", "online", 1, Duration::from_secs(20));
+    assert!(messages(&sub, "roomcam/hall/availability").is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn an_absent_broker_does_not_stop_the_device_and_is_used_once_it_is_there() {
     let (dir, microphone) = test_dir("mqtt-absent");
     let broker_port = free_port();
@@ -229,7 +263,7 @@ fn an_absent_broker_does_not_stop_the_device_and_is_used_once_it_is_there() {
     device.wait_for_line("the alert's end", Duration::from_secs(15), |l| l.contains("sound alert ended"));
     assert_eq!(device.count_lines(|l| l.contains("mqtt:")), 1, "one line for the outage: {:#?}", device.lines());
 
-    let mut broker = mosquitto(&dir, broker_port, None);
+    let mut broker = mosquitto(&dir, broker_port, None, "");
     let mut sub = subscribe(&mut broker, broker_port, None);
     // The back-off is at most a minute; by now it is at 16 or 32 s.
     device.wait_for_line("the connection", Duration::from_secs(70), |l| l.contains("mqtt: room nursery: connected to"));

@@ -289,7 +289,19 @@ pub fn write_fan_then_cry(path: &Path, seconds: f32, cry: (f32, f32)) {
 /// `roomcam run` in `room` hearing `microphone` (e.g. `wav:PATH`), with a
 /// test camera and optionally a config file.
 pub fn roomcam_hearing(url: &str, room: &str, microphone: &str, config: Option<&Path>) -> Proc {
+    roomcam_hearing_env(url, room, microphone, config, &[])
+}
+
+/// [`roomcam_hearing`] with extra environment variables (e.g. SSL_CERT_FILE).
+pub fn roomcam_hearing_env(
+    url: &str,
+    room: &str,
+    microphone: &str,
+    config: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> Proc {
     let mut cmd = Command::new(roomcam_bin());
+    cmd.envs(env.iter().copied());
     cmd.arg("run");
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
@@ -300,9 +312,9 @@ pub fn roomcam_hearing(url: &str, room: &str, microphone: &str, config: Option<&
 }
 
 /// A real mosquitto on 127.0.0.1:`port`, anonymous or (with `user`) only
-/// for that user and password; returns once it listens. Fails when
-/// mosquitto is missing.
-pub fn mosquitto(dir: &Path, port: u16, user: Option<(&str, &str)>) -> Proc {
+/// for that user and password, with `extra` lines of configuration (e.g.
+/// another listener); returns once it listens. Fails when mosquitto is missing.
+pub fn mosquitto(dir: &Path, port: u16, user: Option<(&str, &str)>, extra: &str) -> Proc {
     assert!(
         Path::new("/usr/sbin/mosquitto").exists(),
         "mosquitto is needed (apt-get install mosquitto mosquitto-clients; scripts/test does it)"
@@ -320,12 +332,15 @@ pub fn mosquitto(dir: &Path, port: u16, user: Option<(&str, &str)>) -> Proc {
             conf.push_str(&format!("allow_anonymous false\npassword_file {}\n", passwords.display()));
         }
     }
+    conf.push_str(extra);
     let config = dir.join(format!("mosquitto-{port}.conf"));
     std::fs::write(&config, conf).unwrap();
     let mut cmd = Command::new("/usr/sbin/mosquitto");
     cmd.arg("-v").arg("-c").arg(&config);
     let mut proc = Proc::spawn("mosquitto", &mut cmd);
-    proc.wait_for_line("mosquitto listening", Duration::from_secs(10), |l| l.contains("Opening ipv4 listen socket"));
+    proc.wait_for_line("mosquitto listening", Duration::from_secs(10), |l| {
+        l.contains("mosquitto version") && l.ends_with(" running")
+    });
     proc
 }
 
@@ -345,4 +360,30 @@ pub fn mqtt_subscriber(port: u16, topics: &[&str], user: Option<(&str, &str)>) -
         cmd.args(["-t", topic]);
     }
     Proc::spawn("mosquitto_sub", &mut cmd)
+}
+
+/// A test CA (`ca.pem`) in `dir`; returns it to sign server certificates with.
+pub fn test_ca(dir: &Path) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "roomcam test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    ca
+}
+
+/// A server certificate for localhost and 127.0.0.1 signed by `ca`, as
+/// `PREFIX.crt` and `PREFIX.key` in `dir`.
+pub fn server_cert(
+    dir: &Path,
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    prefix: &str,
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    let (cert_path, key_path) = (dir.join(format!("{prefix}.crt")), dir.join(format!("{prefix}.key")));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
 }
