@@ -35,9 +35,11 @@ fn a_cry_over_a_fan_is_one_alert_with_nobody_watching() {
 
     // Alerts off: the same recording says nothing.
     let config = dir.join("quiet.toml");
-    std::fs::write(&config, "[alerts]\nenabled = false\n").unwrap();
+    std::fs::write(&config, "[alerts]\nenabled = false\nwebhook = \"http://127.0.0.1:9/\"\n").unwrap();
     let mut quiet = device_with_config(&url, &microphone, &config);
     quiet.wait_in_room();
+    // A webhook configured with alerts off is said to be unused, not silently ignored.
+    assert_eq!(quiet.count_lines(|l| l.contains("enabled = false, so nothing goes to MQTT or the webhook")), 1);
     std::thread::sleep(Duration::from_secs(14));
     assert_eq!(quiet.count_lines(|l| l.contains("sound alert")), 0, "{:#?}", quiet.lines());
     std::fs::remove_dir_all(&dir).ok();

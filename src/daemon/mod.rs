@@ -257,6 +257,9 @@ impl AlertOutlets {
         let alerts = &config.alerts;
         let room = &config.signaling.room;
         if !alerts.enabled {
+            if alerts.mqtt.is_some() || alerts.webhook.is_some() {
+                warn!(room:% = room; "alerts: room {room}: enabled = false, so nothing goes to MQTT or the webhook");
+            }
             return AlertOutlets { mqtt: None, webhook: None };
         }
         let mqtt = alerts.mqtt.as_ref().and_then(|broker| {
