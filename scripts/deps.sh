@@ -21,6 +21,9 @@ declare -A ROOMCAM_TEST_PACKAGES=(
   [coturn]=/usr/bin/turnserver
   # tests/https.rs: the README's reverse-proxy block in front of roomcam serve.
   [nginx]=/usr/sbin/nginx
+  # tests/alerts_mqtt.rs: the broker Home Assistant would use, and a subscriber.
+  [mosquitto]=/usr/sbin/mosquitto
+  [mosquitto-clients]=/usr/bin/mosquitto_sub
 )
 
 # The emulated board (board/emulated/test.sh): qemu, busybox and the tools

@@ -187,12 +187,43 @@ pub struct AlertsConfig {
     pub hold: f32,
     /// Seconds from one alert's start before another may start.
     pub cooldown: f32,
+    /// An MQTT broker (Home Assistant): `mqtt://[user:pass@]host[:port]` or `mqtts://`.
+    #[serde(deserialize_with = "mqtt_broker")]
+    pub mqtt: Option<crate::alerts::mqtt::MqttBroker>,
+    /// An http(s):// URL that gets one POST per alert start and end.
+    #[serde(deserialize_with = "webhook_url")]
+    pub webhook: Option<url::Url>,
+    pub webhook_format: crate::alerts::webhook::WebhookFormat,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
         let d = crate::alerts::DetectorSettings::default();
-        AlertsConfig { enabled: true, threshold: d.threshold_db, hold: d.hold_s, cooldown: d.cooldown_s }
+        AlertsConfig {
+            enabled: true,
+            threshold: d.threshold_db,
+            hold: d.hold_s,
+            cooldown: d.cooldown_s,
+            mqtt: None,
+            webhook: None,
+            webhook_format: Default::default(),
+        }
+    }
+}
+
+// Checked while parsing, so that a bad URL is reported at its line and column.
+fn mqtt_broker<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::alerts::mqtt::MqttBroker>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::alerts::mqtt::MqttBroker::parse(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("alerts.mqtt: {e}")))
+}
+
+fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<url::Url>, D::Error> {
+    let text = String::deserialize(d)?;
+    match url::Url::parse(&text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(Some(url)),
+        _ => Err(serde::de::Error::custom(format!("alerts.webhook {text:?} must be an http:// or https:// URL"))),
     }
 }
 
@@ -762,6 +793,31 @@ capacity = 4
         assert_eq!((line, column), (3, 22));
         assert!(message.contains("gcc") && message.contains("off"), "{message}");
         assert!(matches!(parse("[camera]\nmin-bitrate = 10\n"), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn alerts_to_mqtt_and_a_webhook() {
+        let defaults = parse("").unwrap().alerts;
+        assert_eq!((defaults.mqtt, defaults.webhook), (None, None));
+        assert_eq!(defaults.webhook_format, crate::alerts::webhook::WebhookFormat::Json);
+        let alerts = parse(
+            "[alerts]\nmqtt = \"mqtts://ha:pw@broker.lan\"\nwebhook = \"https://ntfy.sh/nursery\"\nwebhook-format = \"ntfy\"\n",
+        )
+        .unwrap()
+        .alerts;
+        let broker = alerts.mqtt.unwrap();
+        assert_eq!((broker.tls, broker.host.as_str(), broker.port), (true, "broker.lan", 8883));
+        assert_eq!(alerts.webhook.unwrap().as_str(), "https://ntfy.sh/nursery");
+        assert_eq!(alerts.webhook_format, crate::alerts::webhook::WebhookFormat::Ntfy);
+        let (line, column, message) = syntax_error("[alerts]\n\nmqtt = \"http://broker:1883\"\n");
+        assert_eq!((line, column), (3, 8));
+        assert!(message.contains("alerts.mqtt") && message.contains("mqtt://"), "{message}");
+        let (line, _, message) = syntax_error("[alerts]\nwebhook = \"ftp://x\"\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("alerts.webhook"), "{message}");
+        let (line, _, message) = syntax_error("[alerts]\nwebhook-format = \"xml\"\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("json") && message.contains("ntfy"), "{message}");
     }
 
     #[test]

@@ -12,46 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::page::{artifact, check_viewer_succeeds};
-use common::{Proc, free_port, roomcam_bin, roomcam_serve};
-
-const RATE: u32 = 16_000;
-
-/// Fan-like noise (mostly low, some hiss) throughout; a cry-like sound (450
-/// Hz harmonics with a 5 Hz vibrato) from `cry.0` to `cry.1` seconds. Mono
-/// 16 kHz, so the device resamples it too.
-fn write_recording(path: &Path, seconds: f32, cry: (f32, f32)) {
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut writer = hound::WavWriter::create(path, spec).unwrap();
-    let (mut seed, mut low, mut phase) = (0x9e37_79b9_7f4a_7c15u64, 0.0f32, 0.0f32);
-    for i in 0..(seconds * RATE as f32) as u32 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let white = (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-        low += 0.08 * (white - low);
-        let t = i as f32 / RATE as f32;
-        let mut v = 0.05 * (low * 6.0 + 0.05 * white);
-        if (cry.0..cry.1).contains(&t) {
-            let f = 450.0 + 40.0 * (2.0 * std::f32::consts::PI * 5.0 * t).sin();
-            phase += 2.0 * std::f32::consts::PI * f / RATE as f32;
-            v += 0.3 * (phase.sin() + 0.5 * (2.0 * phase).sin() + 0.25 * (3.0 * phase).sin()) / 1.75;
-        }
-        writer.write_sample((v * 32_767.0).clamp(-32_768.0, 32_767.0) as i16).unwrap();
-    }
-    writer.finalize().unwrap();
-}
-
-fn device(url: &str, room: &str, microphone: &str, config: Option<&Path>) -> Proc {
-    let mut cmd = Command::new(roomcam_bin());
-    cmd.arg("run");
-    if let Some(config) = config {
-        cmd.arg("--config").arg(config);
-    }
-    cmd.args(["--server", url, "--room", room, "--camera", "test", "--microphone", microphone, "--speaker", "null"])
-        .env("RUST_LOG", "info");
-    Proc::spawn("roomcam-run", &mut cmd)
-}
+use common::{Proc, free_port, roomcam_bin, roomcam_hearing, roomcam_serve, write_fan_then_cry};
 
 #[test]
 fn a_cry_over_a_fan_is_one_alert_with_nobody_watching() {
@@ -59,12 +20,12 @@ fn a_cry_over_a_fan_is_one_alert_with_nobody_watching() {
     std::fs::create_dir_all(&dir).unwrap();
     let recording = dir.join("nursery.wav");
     // Long enough that the loop does not come round within the test.
-    write_recording(&recording, 60.0, (8.0, 12.0));
+    write_fan_then_cry(&recording, 60.0, (8.0, 12.0));
     let port = free_port();
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
     let microphone = format!("wav:{}", recording.display());
-    let mut device = device(&url, "nursery", &microphone, None);
+    let mut device = roomcam_hearing(&url, "nursery", &microphone, None);
     device.wait_in_room();
     let alert = device.wait_for_line("the cry's alert", Duration::from_secs(30), |l| l.contains("sound alert:"));
     assert!(alert.contains("room nursery") && alert.contains("dB over the room's floor"), "{alert}");
@@ -78,16 +39,18 @@ fn a_cry_over_a_fan_is_one_alert_with_nobody_watching() {
 
     // Alerts off: the same recording says nothing.
     let config = dir.join("quiet.toml");
-    std::fs::write(&config, "[alerts]\nenabled = false\n").unwrap();
+    std::fs::write(&config, "[alerts]\nenabled = false\nwebhook = \"http://127.0.0.1:9/\"\n").unwrap();
     let mut quiet = device_with_config(&url, &microphone, &config);
     quiet.wait_in_room();
+    // A webhook configured with alerts off is said to be unused, not silently ignored.
+    assert_eq!(quiet.count_lines(|l| l.contains("enabled = false, so nothing goes to MQTT or the webhook")), 1);
     std::thread::sleep(Duration::from_secs(14));
     assert_eq!(quiet.count_lines(|l| l.contains("sound alert")), 0, "{:#?}", quiet.lines());
     std::fs::remove_dir_all(&dir).ok();
 }
 
 fn device_with_config(url: &str, microphone: &str, config: &Path) -> Proc {
-    device(url, "quiet-nursery", microphone, Some(config))
+    roomcam_hearing(url, "quiet-nursery", microphone, Some(config))
 }
 
 #[test]
@@ -104,6 +67,14 @@ fn bad_alert_settings_are_a_config_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("alerts.threshold"), "{stderr}");
+
+    // A broker URL is checked at its line and column, and its password is not repeated.
+    std::fs::write(&config, "[alerts]\n\nmqtt = \"http://ha:secret@broker:1883\"\n").unwrap();
+    let out = Command::new(roomcam_bin()).args(["check-config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("bad.toml:3:8") && stderr.contains("alerts.mqtt"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -113,11 +84,11 @@ fn a_cry_reaches_a_page_in_the_background_as_a_banner_and_a_notification() {
     std::fs::create_dir_all(&dir).unwrap();
     let recording = dir.join("nursery.wav");
     // The cry comes once the page is surely watching (it waits for it).
-    write_recording(&recording, 90.0, (25.0, 29.0));
+    write_fan_then_cry(&recording, 90.0, (25.0, 29.0));
     let port = free_port();
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
-    let mut device = device(&url, "nursery", &format!("wav:{}", recording.display()), None);
+    let mut device = roomcam_hearing(&url, "nursery", &format!("wav:{}", recording.display()), None);
     device.wait_in_room();
     let screenshot = artifact("alert-banner.png");
     let report = check_viewer_succeeds(
@@ -157,7 +128,7 @@ fn listen_only_stops_the_video_to_that_page_and_keeps_the_sound() {
     let port = free_port();
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
-    let mut device = device(&url, "listen", "test", None);
+    let mut device = roomcam_hearing(&url, "listen", "test", None);
     device.wait_in_room();
     let report = check_viewer_succeeds(
         None,

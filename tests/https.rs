@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Proc, free_port, repo_root, roomcam_bin, roomcam_run};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use common::{Proc, free_port, repo_root, roomcam_bin, roomcam_run, server_cert, test_ca};
+use rcgen::{CertificateParams, KeyPair};
 use roomcam::signaling::tls::CertInfo;
 use serde_json::Value;
 use tokio_rustls::rustls;
@@ -25,28 +25,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A test CA (`ca.pem`) in `dir`; returns it to sign server certificates with.
-fn test_ca(dir: &Path) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, "roomcam test CA");
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    ca
-}
-
-/// A server certificate for localhost and 127.0.0.1 signed by `ca`, as
-/// `PREFIX.crt` and `PREFIX.key` in `dir`.
-fn server_cert(dir: &Path, ca: &CertifiedIssuer<'static, KeyPair>, prefix: &str) -> (PathBuf, PathBuf) {
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, ca).unwrap();
-    let (cert_path, key_path) = (dir.join(format!("{prefix}.crt")), dir.join(format!("{prefix}.key")));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path)
 }
 
 /// `roomcam serve` on `port` with `args`; waits until it listens on https.

@@ -2,6 +2,8 @@
 //! decides when the room is loud enough to tell someone.
 
 pub mod detector;
+pub mod mqtt;
+pub mod webhook;
 
 pub use detector::{DetectorSettings, SoundDetector, SoundEvent};
 

@@ -8,7 +8,7 @@ mod stream_rate;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{error, info, warn};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, CongestionControlChoice, IceTransportPolicyChoice, LoopbackChoice, PlayoutDelayChoice};
@@ -119,6 +119,7 @@ pub async fn run_with(
     };
     let pipeline_settings_alerts = pipeline_settings.sound_alerts.is_some();
     let pipeline = MediaPipeline::start(camera, Box::new(encoder), microphone, speaker, pipeline_settings)?;
+    let alert_outlets = AlertOutlets::start(&config, &pipeline);
     let taps = MediaTaps {
         video: pipeline.video_sender(),
         audio: pipeline.audio_sender(),
@@ -239,11 +240,54 @@ pub async fn run_with(
             let _ = task.await;
         }
     };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+    let (drained, ()) = tokio::join!(tokio::time::timeout(SHUTDOWN_GRACE, drained), alert_outlets.stop());
+    if drained.is_err() {
         warn!("roomcam: shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     release_media(edges.pipeline).await;
     Ok(())
+}
+
+/// Where sound alerts go besides the log, each from its own task.
+struct AlertOutlets {
+    mqtt: Option<crate::alerts::mqtt::MqttTask>,
+    webhook: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AlertOutlets {
+    /// A broken outlet is logged and left out: the stream comes first.
+    fn start(config: &Config, pipeline: &MediaPipeline) -> AlertOutlets {
+        let alerts = &config.alerts;
+        let room = &config.signaling.room;
+        if !alerts.enabled {
+            if alerts.mqtt.is_some() || alerts.webhook.is_some() {
+                warn!(room:% = room; "alerts: room {room}: enabled = false, so nothing goes to MQTT or the webhook");
+            }
+            return AlertOutlets { mqtt: None, webhook: None };
+        }
+        let mqtt = alerts.mqtt.as_ref().and_then(|broker| {
+            crate::alerts::mqtt::spawn(broker, room, pipeline.sound_events())
+                .inspect_err(|e| error!(room:% = room; "mqtt: room {room}: {e}; no alerts to {broker}"))
+                .ok()
+        });
+        let webhook = alerts.webhook.as_ref().and_then(|url| {
+            crate::alerts::webhook::spawn(url.clone(), alerts.webhook_format, room, pipeline.sound_events())
+                .inspect_err(|e| error!(room:% = room; "webhook: room {room}: {e}; no alerts to it"))
+                .ok()
+        });
+        AlertOutlets { mqtt, webhook }
+    }
+
+    /// MQTT says `offline` before the process goes; an alert still being
+    /// retried to the webhook is given up.
+    async fn stop(self) {
+        if let Some(webhook) = self.webhook {
+            webhook.abort();
+        }
+        if let Some(mqtt) = self.mqtt {
+            mqtt.stop().await;
+        }
+    }
 }
 
 /// Resolves at `due`, or never without one.

@@ -252,3 +252,138 @@ pub fn coturn(port: u16, auth: TurnAuth) -> Proc {
     });
     proc
 }
+
+const RECORDING_RATE: u32 = 16_000;
+
+/// A nursery recording for `--microphone wav:PATH`: fan-like noise (mostly
+/// low, some hiss) throughout, a cry-like sound (450 Hz harmonics with a 5
+/// Hz vibrato) from `cry.0` to `cry.1` seconds. Mono 16 kHz, so the device
+/// resamples it too.
+pub fn write_fan_then_cry(path: &Path, seconds: f32, cry: (f32, f32)) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RECORDING_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).unwrap();
+    let (mut seed, mut low, mut phase) = (0x9e37_79b9_7f4a_7c15u64, 0.0f32, 0.0f32);
+    for i in 0..(seconds * RECORDING_RATE as f32) as u32 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let white = (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+        low += 0.08 * (white - low);
+        let t = i as f32 / RECORDING_RATE as f32;
+        let mut v = 0.05 * (low * 6.0 + 0.05 * white);
+        if (cry.0..cry.1).contains(&t) {
+            let f = 450.0 + 40.0 * (2.0 * std::f32::consts::PI * 5.0 * t).sin();
+            phase += 2.0 * std::f32::consts::PI * f / RECORDING_RATE as f32;
+            v += 0.3 * (phase.sin() + 0.5 * (2.0 * phase).sin() + 0.25 * (3.0 * phase).sin()) / 1.75;
+        }
+        writer.write_sample((v * 32_767.0).clamp(-32_768.0, 32_767.0) as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
+/// `roomcam run` in `room` hearing `microphone` (e.g. `wav:PATH`), with a
+/// test camera and optionally a config file.
+pub fn roomcam_hearing(url: &str, room: &str, microphone: &str, config: Option<&Path>) -> Proc {
+    roomcam_hearing_env(url, room, microphone, config, &[])
+}
+
+/// [`roomcam_hearing`] with extra environment variables (e.g. SSL_CERT_FILE).
+pub fn roomcam_hearing_env(
+    url: &str,
+    room: &str,
+    microphone: &str,
+    config: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> Proc {
+    let mut cmd = Command::new(roomcam_bin());
+    cmd.envs(env.iter().copied());
+    cmd.arg("run");
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.args(["--server", url, "--room", room, "--camera", "test", "--microphone", microphone, "--speaker", "null"])
+        .env("RUST_LOG", "info");
+    Proc::spawn("roomcam-run", &mut cmd)
+}
+
+/// A real mosquitto on 127.0.0.1:`port`, anonymous or (with `user`) only
+/// for that user and password, with `extra` lines of configuration (e.g.
+/// another listener); returns once it listens. Fails when mosquitto is missing.
+pub fn mosquitto(dir: &Path, port: u16, user: Option<(&str, &str)>, extra: &str) -> Proc {
+    assert!(
+        Path::new("/usr/sbin/mosquitto").exists(),
+        "mosquitto is needed (apt-get install mosquitto mosquitto-clients; scripts/test does it)"
+    );
+    // Root would otherwise switch to the mosquitto user, who cannot read a
+    // test's files.
+    let mut conf = format!("listener {port} 127.0.0.1\nuser root\npersistence false\nlog_dest stderr\n");
+    match user {
+        None => conf.push_str("allow_anonymous true\n"),
+        Some((name, password)) => {
+            let passwords = dir.join(format!("mosquitto-{port}.passwd"));
+            std::fs::write(&passwords, "").unwrap();
+            let status = Command::new("mosquitto_passwd").arg("-b").arg(&passwords).args([name, password]).status();
+            assert!(status.is_ok_and(|s| s.success()), "mosquitto_passwd failed");
+            conf.push_str(&format!("allow_anonymous false\npassword_file {}\n", passwords.display()));
+        }
+    }
+    conf.push_str(extra);
+    let config = dir.join(format!("mosquitto-{port}.conf"));
+    std::fs::write(&config, conf).unwrap();
+    let mut cmd = Command::new("/usr/sbin/mosquitto");
+    cmd.arg("-v").arg("-c").arg(&config);
+    let mut proc = Proc::spawn("mosquitto", &mut cmd);
+    proc.wait_for_line("mosquitto listening", Duration::from_secs(10), |l| {
+        l.contains("mosquitto version") && l.ends_with(" running")
+    });
+    proc
+}
+
+/// `mosquitto_sub` on `topics`: one line per message, `TIME RETAIN TOPIC
+/// PAYLOAD` (TIME in seconds since the epoch, RETAIN 0 or 1).
+pub fn mqtt_subscriber(port: u16, topics: &[&str], user: Option<(&str, &str)>) -> Proc {
+    assert!(
+        Path::new("/usr/bin/mosquitto_sub").exists(),
+        "mosquitto_sub is needed (apt-get install mosquitto-clients; scripts/test does it)"
+    );
+    let mut cmd = Command::new("/usr/bin/mosquitto_sub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-F", "%U %r %t %p"]);
+    if let Some((name, password)) = user {
+        cmd.args(["-u", name, "-P", password]);
+    }
+    for topic in topics {
+        cmd.args(["-t", topic]);
+    }
+    Proc::spawn("mosquitto_sub", &mut cmd)
+}
+
+/// A test CA (`ca.pem`) in `dir`; returns it to sign server certificates with.
+pub fn test_ca(dir: &Path) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "roomcam test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    ca
+}
+
+/// A server certificate for localhost and 127.0.0.1 signed by `ca`, as
+/// `PREFIX.crt` and `PREFIX.key` in `dir`.
+pub fn server_cert(
+    dir: &Path,
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    prefix: &str,
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    let (cert_path, key_path) = (dir.join(format!("{prefix}.crt")), dir.join(format!("{prefix}.key")));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
