@@ -91,7 +91,6 @@ pub async fn run_with(
         opus: OpusSettings { bitrate_bps: config.audio.bitrate * 1000, ..OpusSettings::default() },
         placeholder_size: (config.camera.size.width, config.camera.size.height),
         camera_fps: config.camera.fps,
-        echo_cancellation: config.audio.echo_cancellation,
         sound_alerts: config
             .alerts
             .detector()

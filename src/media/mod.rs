@@ -17,7 +17,6 @@ pub mod alsa_pcm;
 pub mod analysis;
 pub mod convert;
 pub mod devices;
-pub mod echo_canceller;
 pub mod encoders;
 pub mod fixtures;
 pub mod fuzzing;

@@ -10,7 +10,6 @@ use tokio::sync::broadcast;
 use super::{DeviceRetry, Shared, SoundAlerts, bump};
 use crate::alerts::{LEVEL_INTERVAL, RoomSound, SoundDetector, SoundEvent, SoundTap};
 use crate::media::AUDIO_SAMPLE_RATE;
-use crate::media::echo_canceller::EchoCanceller;
 use crate::media::encoders::opus::OpusEncoder;
 use crate::media::{AUDIO_FRAME_SAMPLES, AudioSource, EncodedAudio};
 use crate::util::{LogLimit, warn_limited};
@@ -25,7 +24,6 @@ pub(super) fn microphone_loop(
     opus: &mut OpusEncoder,
     tx: &broadcast::Sender<EncodedAudio>,
     mut listener: Option<&mut Listener>,
-    mut echo: Option<&mut EchoCanceller>,
 ) {
     let mut retry = DeviceRetry::new(DeviceRetry::MAX);
     let limit = LogLimit::once_per(Duration::from_secs(10));
@@ -38,18 +36,8 @@ pub(super) fn microphone_loop(
             continue;
         }
         retry.reset();
-        let talk_back = shared.voice_played_within(SPEAKER_ECHO);
-        if let Some(echo) = echo.as_deref_mut() {
-            // Only while the speaker plays a viewer's voice: the rest of the
-            // time there is no echo, and the room's sound goes out untouched
-            // (and costs a Pi nothing).
-            let result = if talk_back { echo.cancel(&mut pcm) } else { Ok(echo.idle()) };
-            if let Err(e) = result {
-                warn_limited!(limit, "microphone: {e}");
-            }
-        }
         if let Some(listener) = listener.as_deref_mut() {
-            listener.hear(&pcm, talk_back);
+            listener.hear(&pcm, shared.voice_played_within(SPEAKER_ECHO));
         }
         if shared.viewers.load(Ordering::Acquire) == 0 {
             continue;

@@ -63,9 +63,6 @@ pub struct PipelineSettings {
     pub camera_fps: u32,
     /// Listen for sound alerts (whether anyone watches or not).
     pub sound_alerts: Option<SoundAlerts>,
-    /// Cancel the speaker's echo in the microphone while a viewer talks
-    /// (see `crate::media::echo_canceller`).
-    pub echo_cancellation: bool,
 }
 
 /// What the microphone thread listens for, and for which room (the log).
@@ -85,7 +82,6 @@ impl Default for PipelineSettings {
             placeholder_size: (640, 480),
             camera_fps: 30,
             sound_alerts: None,
-            echo_cancellation: true,
         }
     }
 }
@@ -313,26 +309,18 @@ impl MediaPipeline {
         let camera_fps = settings.camera_fps;
         pipeline.threads.push(spawn("encode", move || encode::encode_loop(&shared, encoder, camera_fps, &tx))?);
 
-        let mut played = None;
         if let (Some(mut source), Some(mut opus)) = (audio, opus_encoder) {
             let shared = Arc::clone(&pipeline.shared);
             let tx = pipeline.audio_tx.clone();
             let mut listener =
                 settings.sound_alerts.map(|alerts| microphone::Listener::new(alerts, pipeline.sound.clone()));
-            let mut echo = settings.echo_cancellation.then(|| {
-                let (canceller, speaker_side) = crate::media::echo_canceller::EchoCanceller::new();
-                played = Some(speaker_side);
-                canceller
-            });
             pipeline.threads.push(spawn("audio", move || {
-                microphone::microphone_loop(&shared, source.as_mut(), &mut opus, &tx, listener.as_mut(), echo.as_mut())
+                microphone::microphone_loop(&shared, source.as_mut(), &mut opus, &tx, listener.as_mut())
             })?);
         }
 
         let shared = Arc::clone(&pipeline.shared);
-        pipeline
-            .threads
-            .push(spawn("speaker", move || speaker::speaker_loop(&shared, &talkback_rx, speaker, played.as_ref()))?);
+        pipeline.threads.push(spawn("speaker", move || speaker::speaker_loop(&shared, &talkback_rx, speaker))?);
         Ok(pipeline)
     }
 

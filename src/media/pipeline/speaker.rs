@@ -11,22 +11,15 @@ use bytes::Bytes;
 
 use super::talkback::{Floor, FloorChange, VOICE_DBFS};
 use super::{Shared, Talker, bump};
-use crate::media::AUDIO_FRAME_SAMPLES;
 use crate::media::AudioSink;
 use crate::media::analysis::rms_dbfs;
-use crate::media::echo_canceller::PlayedAudio;
 use crate::media::encoders::opus::OpusDecoder;
 use crate::util::{LogLimit, warn_limited};
 
 /// A viewer silent this long loses its decoder (it has most likely left).
 const TALKER_IDLE: Duration = Duration::from_secs(30);
 
-pub(super) fn speaker_loop(
-    shared: &Shared,
-    rx: &Receiver<(Talker, Bytes)>,
-    mut sink: Box<dyn AudioSink>,
-    echo_reference: Option<&PlayedAudio>,
-) {
+pub(super) fn speaker_loop(shared: &Shared, rx: &Receiver<(Talker, Bytes)>, mut sink: Box<dyn AudioSink>) {
     let decode_limit = LogLimit::once_per(Duration::from_secs(5));
     let sink_limit = LogLimit::once_per(Duration::from_secs(10));
     let mut decoders: HashMap<Talker, (OpusDecoder, Instant)> = HashMap::new();
@@ -78,13 +71,6 @@ pub(super) fn speaker_loop(
         if let Err(e) = sink.write(&pcm) {
             bump(&shared.counters.talkback_errors);
             warn_limited!(sink_limit, "speaker: {e}");
-        } else if let Some(reference) = echo_reference {
-            // In 20 ms frames, whatever the Opus frame length was.
-            for chunk in pcm.chunks(AUDIO_FRAME_SAMPLES) {
-                let mut frame = [0i16; AUDIO_FRAME_SAMPLES];
-                frame[..chunk.len()].copy_from_slice(chunk);
-                reference.played(&frame);
-            }
         }
     }
 }
