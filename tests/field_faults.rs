@@ -39,6 +39,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::netns::Netns;
 use common::page::{artifact, check_viewer_command as page_command, in_netns, wait_for_file};
 use common::{Proc, classic_server, free_port, repo_root, roomcam_bin, roomcam_run, roomcam_serve};
 use serde_json::Value;
@@ -186,47 +187,6 @@ fn classic_server_restarts_keep_the_live_call() {
     server_restarts_keep_the_call(Server::Classic4, "restart-classic", 10);
 }
 
-/// A private network namespace, held by a sleeping process.
-struct Netns {
-    holder: Proc,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let mut holder = Proc::spawn("netns", Command::new("unshare").args(["-n", "sleep", "3600"]));
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(holder.is_running(), "unshare -n failed (needs root): {:?}", holder.lines());
-        let netns = Netns { holder };
-        netns.ip(&["link", "set", "lo", "up"]);
-        netns
-    }
-
-    fn pid(&self) -> u32 {
-        self.holder.pid()
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = in_netns(Some(self.pid()), "ip").args(args).output().unwrap();
-        assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Prohibits UDP to 127.0.0.1 (all the media here), keeps TCP (signaling).
-    fn break_udp(&self) {
-        self.ip(&["rule", "add", "pref", "10", "to", "127.0.0.1", "ipproto", "udp", "prohibit"]);
-    }
-
-    fn restore_udp(&self) {
-        self.ip(&["rule", "del", "pref", "10"]);
-    }
-
-    /// `tc ARGS` inside the namespace; its output.
-    fn tc(&self, args: &[&str]) -> String {
-        let out = in_netns(Some(self.pid()), "tc").args(args).output().unwrap();
-        assert!(out.status.success(), "tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
 /// The encoder target the device logged last ("video target N kbit/s").
 fn last_video_target_kbps(device: &Proc) -> Option<u64> {
     device.lines().iter().rev().find_map(|l| video_target_kbps(l))
@@ -259,7 +219,7 @@ fn wait_for_target(device: &mut Proc, what: &str, timeout: Duration, pred: impl 
 #[test]
 fn a_slow_link_lowers_the_stream_and_its_end_raises_it_again() {
     const LINK_KBPS: u64 = 500;
-    let netns = Netns::new();
+    let netns = Netns::new("netns");
     // lo's 64 KB MTU would never fit a 16 kbit bucket.
     netns.ip(&["link", "set", "lo", "mtu", "1500"]);
     let pid = Some(netns.pid());
@@ -343,7 +303,7 @@ fn a_slow_link_lowers_the_stream_and_its_end_raises_it_again() {
 /// Breaks the path of a connected page long enough for the call to fail on
 /// both sides, restores it, and wants video again on the same page.
 fn a_broken_path_recovers(kind: Server, device_first: bool, room: &str) {
-    let netns = Netns::new();
+    let netns = Netns::new("netns");
     // The `local` table must be looked up after the rule that prohibits.
     netns.ip(&["rule", "add", "pref", "100", "lookup", "local"]);
     netns.ip(&["rule", "del", "pref", "0"]);
@@ -467,7 +427,7 @@ fn a_page_says_when_the_picture_froze_and_when_it_is_back() {
 /// connection rides it out (ICE only calls a path failed after longer).
 #[test]
 fn the_link_going_down_and_up_keeps_the_call() {
-    let netns = Netns::new();
+    let netns = Netns::new("netns");
     let pid = Some(netns.pid());
     let url = "http://127.0.0.1:8091";
     let _server = serve_in_netns(pid, 8091);

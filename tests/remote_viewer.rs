@@ -33,9 +33,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::netns::Netns;
 use common::page::{artifact, check_viewer_succeeds, in_netns};
 use common::{Proc, roomcam_bin};
 use serde_json::Value;
@@ -43,32 +43,6 @@ use serde_json::Value;
 const DEVICE_ADDR: &str = "169.254.10.1";
 const VIEWER_ADDR: &str = "169.254.10.2";
 const PORT: u16 = 8080;
-
-/// A network namespace held by a sleeping `unshare -n`; processes enter it
-/// with nsenter. It goes when the holder is killed (on drop).
-struct Netns {
-    holder: Proc,
-}
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let mut holder = Proc::spawn(name, Command::new("unshare").args(["-n", "sleep", "3600"]));
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(holder.is_running(), "unshare -n failed (needs root): {:?}", holder.lines());
-        let netns = Netns { holder };
-        netns.ip(&["link", "set", "lo", "up"]);
-        netns
-    }
-
-    fn pid(&self) -> u32 {
-        self.holder.pid()
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = in_netns(Some(self.pid()), "ip").args(args).output().expect("run ip (iproute2)");
-        assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-}
 
 /// The device's namespace and the viewer's, joined by a veth pair.
 struct Lan {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 mod member;
 #[allow(unused_imports)] // not every test uses it
 pub use member::Member;
+pub mod netns;
 #[path = "../support/page.rs"]
 pub mod page;
 
