@@ -24,6 +24,8 @@ declare -A ROOMCAM_TEST_PACKAGES=(
   # tests/alerts_mqtt.rs: the broker Home Assistant would use, and a subscriber.
   [mosquitto]=/usr/sbin/mosquitto
   [mosquitto-clients]=/usr/bin/mosquitto_sub
+  # tests/camera_choice.rs: libcamera's own V4L2 layer, as on a Pi.
+  [libcamera-v4l2]=/usr/lib/*/v4l2-compat.so
 )
 
 # The emulated board (board/emulated/test.sh): qemu, busybox and the tools

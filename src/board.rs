@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(config.camera.bitrate, 2000, "from the profile");
         assert_eq!(config.camera.encoder_threads, 3, "from the profile");
         assert_eq!(config.camera.fps, 15, "the file wins");
-        assert_eq!(config.camera.device, "test", "keys outside the profile keep their defaults");
+        assert_eq!(config.camera.device, "auto", "keys outside the profile keep their defaults");
     }
 
     #[test]

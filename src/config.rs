@@ -98,10 +98,11 @@ impl<'de> Deserialize<'de> for FrameSize {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CameraConfig {
+    /// `auto` (the first camera that gives pictures: V4L2 nodes, then
+    /// libcamera), a V4L2 device path, `libcamera` / `libcamera:<id>`,
     /// `test` (moving test pattern), `test-busy` (the same with motion and
-    /// noise on every pixel: it fills the configured bitrate), `test-h264`
-    /// (the test pattern from a simulated camera that encodes H.264 itself)
-    /// or a V4L2 device path.
+    /// noise on every pixel: it fills the configured bitrate) or `test-h264`
+    /// (the test pattern from a simulated camera that encodes H.264 itself).
     pub device: String,
     /// Which of the camera's formats to use; `auto` picks the cheapest for
     /// the board among those with the wanted size and rate.
@@ -127,7 +128,7 @@ pub struct CameraConfig {
 impl Default for CameraConfig {
     fn default() -> Self {
         CameraConfig {
-            device: "test".into(),
+            device: "auto".into(),
             format: CameraFormat::Auto,
             size: FrameSize { width: 640, height: 480 },
             fps: 25,
@@ -155,7 +156,7 @@ impl std::str::FromStr for CameraFormat {
         }
         let fourcc: Option<[u8; 4]> = text.to_ascii_uppercase().as_bytes().try_into().ok();
         fourcc.and_then(|f| PixelFormat::from_fourcc(&f)).map(CameraFormat::Only).ok_or_else(|| {
-            format!("{text:?} is not a camera format roomcam reads: auto, YUYV, NV12, YU12, MJPG or H264")
+            format!("{text:?} is not a camera format roomcam reads: auto, YUYV, NV12, YU12, RGB3, BGR3, MJPG or H264")
         })
     }
 }
@@ -589,6 +590,9 @@ impl Config {
         if s.room.trim().is_empty() {
             return Err("signaling.room must not be empty".into());
         }
+        if let Err(e) = crate::media::sources::CameraSpec::parse(&self.camera.device) {
+            return Err(format!("camera.device {:?} {e}", self.camera.device));
+        }
         if !(1..=60).contains(&self.camera.fps) {
             return Err(format!("camera.fps {} must be 1..60", self.camera.fps));
         }
@@ -702,6 +706,9 @@ mod tests {
         let text = include_str!("../roomcam.example.toml");
         let config = parse(text).unwrap();
         assert_eq!(config.signaling.room, "nursery");
+        // Installed as /etc/roomcam/roomcam.toml: a real camera, never the
+        // test pattern, unless the user says so.
+        assert_eq!(config.camera.device, "auto");
     }
 
     #[test]
@@ -764,9 +771,9 @@ capacity = 4
         assert_eq!(config.camera.format.only(), Some(PixelFormat::H264));
         assert_eq!(config.audio.periods, 8);
         assert_eq!(parse("").unwrap().camera.format, CameraFormat::Auto);
-        let (line, column, message) = syntax_error("[camera]\nformat = \"RGB3\"\n");
+        let (line, column, message) = syntax_error("[camera]\nformat = \"RGBP\"\n");
         assert_eq!((line, column), (2, 10));
-        assert!(message.contains("auto, YUYV, NV12, YU12, MJPG or H264"), "{message}");
+        assert!(message.contains("auto, YUYV, NV12, YU12, RGB3, BGR3, MJPG or H264"), "{message}");
         assert!(matches!(parse("[audio]\nperiods = 1\n"), Err(ConfigError::Invalid { .. })));
     }
 

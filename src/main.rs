@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use roomcam::config::{Config, ConfigError, EXIT_CONFIG, FrameSize, IceServerConfig};
+use roomcam::daemon::sources::{NoCamera, prepare_camera};
 use roomcam::signaling::tls::{ServerTls, TlsError};
 
 #[derive(Parser)]
@@ -32,6 +33,14 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// List cameras (formats, sizes, rates) and ALSA sound devices.
     Devices,
+    /// Lists libcamera's cameras from inside its V4L2 layer (roomcam runs
+    /// this itself, with the layer preloaded).
+    #[command(name = "libcamera-cameras", hide = true)]
+    LibcameraCameras {
+        /// The human description for `roomcam devices`.
+        #[arg(long)]
+        describe: bool,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -47,7 +56,8 @@ struct DeviceArgs {
     /// Room secret (roomcam's own server).
     #[arg(long)]
     token: Option<String>,
-    /// `test`, `test-busy`, `test-h264` or a V4L2 device such as /dev/video0.
+    /// `auto`, a V4L2 device such as /dev/video0, `libcamera[:ID]`, `test`,
+    /// `test-busy` or `test-h264`.
     #[arg(long)]
     camera: Option<String>,
     /// `test`, `none`, `wav:PATH` (a recording, looped) or an ALSA PCM.
@@ -174,14 +184,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             print!("{}", roomcam::media::devices::report());
             Ok(())
         }
+        Command::LibcameraCameras { describe } => {
+            anyhow::ensure!(
+                roomcam::media::sources::libcamera::compat_loaded(),
+                "libcamera-cameras runs with libcamera's v4l2-compat.so in LD_PRELOAD (roomcam devices does that)"
+            );
+            print!("{}", roomcam::media::devices::libcamera_cameras_here(describe));
+            Ok(())
+        }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
             Ok(())
         }
         Command::Run(args) => {
-            let config = device_config(&args.device)?;
+            let mut config = device_config(&args.device)?;
             roomcam::logging::init(&config.log.level);
+            settle_camera(&mut config, &args.device, NoCamera::Wait)?;
             runtime()?.block_on(async { Ok(roomcam::daemon::run(config, shutdown_signal()).await?) })
         }
         Command::Serve(args) => {
@@ -209,6 +228,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             args.tls.apply(&mut config, args.device.config.as_deref())?;
             roomcam::logging::init(&config.log.level);
+            settle_camera(&mut config, &args.device, NoCamera::TestPattern)?;
             let tls = ServerTls::from_config(&config.server)?.map(Arc::new);
             runtime()?.block_on(demo(config, tls))
         }
@@ -277,6 +297,19 @@ async fn demo(mut config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result
         inner.await??;
     }
     Ok(())
+}
+
+/// [`prepare_camera`], with what no restart can fix (a camera name that
+/// cannot work, libcamera's layer not installed) as a configuration error.
+fn settle_camera(config: &mut Config, args: &DeviceArgs, no_camera: NoCamera) -> anyhow::Result<()> {
+    match prepare_camera(config, no_camera) {
+        Err(roomcam::media::MediaError::Unsupported(message)) => Err(ConfigError::Invalid {
+            path: args.config.clone().unwrap_or_else(|| PathBuf::from("command line")),
+            message,
+        }
+        .into()),
+        other => Ok(other?),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

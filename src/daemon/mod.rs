@@ -2,7 +2,7 @@
 //! pipeline to the session core, and carries out the core's actions.
 
 pub mod notify;
-mod sources;
+pub mod sources;
 mod stream_rate;
 
 use std::collections::HashMap;

@@ -10,6 +10,8 @@ use v4l::video::Capture;
 
 use super::MediaError;
 use super::convert::PixelFormat;
+use super::sources::discovery;
+use super::sources::libcamera;
 use super::sources::v4l2::{device_error, modes};
 
 /// /dev/video* nodes, sorted by number, plus the stable /dev/v4l/by-id names pointing at them.
@@ -88,9 +90,13 @@ fn describe_camera(path: &Path, out: &mut String) {
         }
     };
     let _ = writeln!(out, "  driver {}, card {:?}, bus {}", caps.driver, caps.card, caps.bus);
-    if !caps.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE) {
-        let _ = writeln!(out, "  not a video capture node (metadata or output); not usable as --camera");
-        return;
+    if let Some(node) = discovery::summarize(path)
+        && let Some(why) = discovery::classify(&node).explain()
+    {
+        let _ = writeln!(out, "  {why}");
+        if !node.capture || node.mem2mem {
+            return;
+        }
     }
     if let Ok(fmt) = dev.format() {
         let _ = writeln!(out, "  current: {}x{} {}", fmt.width, fmt.height, fmt.fourcc);
@@ -127,6 +133,25 @@ fn describe_camera(path: &Path, out: &mut String) {
     }
 }
 
+/// libcamera's cameras as this process sees them through the V4L2 layer:
+/// machine lines for `auto`, or with `describe` what `roomcam devices`
+/// prints for each (its formats, sizes, and what is lost: no frame-rate
+/// control, no camera controls).
+pub fn libcamera_cameras_here(describe: bool) -> String {
+    let cameras = libcamera::cameras_in_process(Path::new("/dev"));
+    if !describe {
+        return libcamera::probe_lines(&cameras);
+    }
+    let mut out = String::new();
+    for camera in cameras {
+        let _ = writeln!(out, "libcamera:{}", camera.id);
+        let _ = writeln!(out, "  camera {} of libcamera, through {}", camera.index, camera.node.display());
+        describe_camera(&camera.node, &mut out);
+        let _ = writeln!(out, "  (through libcamera's V4L2 layer: the pipeline's own frame rate, no camera controls)");
+    }
+    out
+}
+
 /// The whole report, as printed by `roomcam devices`.
 pub fn report() -> String {
     let mut out = String::new();
@@ -143,6 +168,28 @@ pub fn report() -> String {
             let _ = writeln!(out, "  also {}", l.display());
         }
         describe_camera(&path, &mut out);
+    }
+    let _ = writeln!(
+        out,
+        "\nCameras (libcamera: camera modules on the CSI connector) — use device = \"libcamera\" (the first) or \"libcamera:ID\":"
+    );
+    match libcamera::compat_library() {
+        None => {
+            let _ = writeln!(
+                out,
+                "  libcamera's V4L2 layer (v4l2-compat.so, package libcamera-v4l2) is not installed: roomcam reads \
+                 libcamera cameras through it (apt install libcamera-v4l2)"
+            );
+        }
+        Some(library) => match libcamera::probe(&library, true) {
+            Ok(text) if text.trim().is_empty() => {
+                let _ = writeln!(out, "  none found (libcamera through {})", library.display());
+            }
+            Ok(text) => out.push_str(&text),
+            Err(e) => {
+                let _ = writeln!(out, "  {e}");
+            }
+        },
     }
     let _ = writeln!(out, "\nSound cards:");
     let cards = list_cards();

@@ -8,7 +8,7 @@ pub mod raw;
 
 pub use mjpeg::MjpegDecoder;
 pub use passthrough::camera_access_unit;
-pub use raw::{nv12_to_i420, raw_to_i420, yu12_to_i420, yuyv_to_i420, yuyv_to_i420_scalar};
+pub use raw::{nv12_to_i420, raw_to_i420, rgb24_to_i420, yu12_to_i420, yuyv_to_i420, yuyv_to_i420_scalar};
 
 /// The camera formats roomcam reads, by V4L2 fourcc: raw ones it converts,
 /// MJPEG it decodes, H.264 it passes through.
@@ -20,6 +20,10 @@ pub enum PixelFormat {
     Nv12,
     /// Planar I420 (fourcc YU12).
     Yu12,
+    /// Packed R,G,B bytes (`RGB3`).
+    Rgb24,
+    /// Packed B,G,R bytes (`BGR3`; libcamera's RGB888, vimc's output).
+    Bgr24,
     /// Motion JPEG: one JFIF picture per buffer.
     Mjpeg,
     /// The camera's own H.264, one Annex-B access unit per buffer.
@@ -32,6 +36,8 @@ impl PixelFormat {
             b"YUYV" => Some(Self::Yuyv),
             b"NV12" => Some(Self::Nv12),
             b"YU12" => Some(Self::Yu12),
+            b"RGB3" => Some(Self::Rgb24),
+            b"BGR3" => Some(Self::Bgr24),
             b"MJPG" | b"JPEG" => Some(Self::Mjpeg),
             b"H264" => Some(Self::H264),
             _ => None,
@@ -43,6 +49,8 @@ impl PixelFormat {
             Self::Yuyv => b"YUYV",
             Self::Nv12 => b"NV12",
             Self::Yu12 => b"YU12",
+            Self::Rgb24 => b"RGB3",
+            Self::Bgr24 => b"BGR3",
             Self::Mjpeg => b"MJPG",
             Self::H264 => b"H264",
         }
@@ -50,15 +58,16 @@ impl PixelFormat {
 
     /// Preference when several formats can deliver the wanted size and
     /// rate, by what the board pays: H.264 from the camera costs neither a
-    /// conversion nor an encode, raw formats cost a copy and an encode,
-    /// MJPEG a decode on top.
+    /// conversion nor an encode, raw YUV formats cost a copy and an encode,
+    /// RGB a colour conversion, MJPEG a decode on top.
     pub fn cost_rank(self) -> u8 {
         match self {
             Self::H264 => 0,
             Self::Yu12 => 1,
             Self::Nv12 => 2,
             Self::Yuyv => 3,
-            Self::Mjpeg => 4,
+            Self::Rgb24 | Self::Bgr24 => 4,
+            Self::Mjpeg => 5,
         }
     }
 
@@ -66,6 +75,7 @@ impl PixelFormat {
     pub fn min_stride(self, width: u32) -> usize {
         match self {
             Self::Yuyv => width as usize * 2,
+            Self::Rgb24 | Self::Bgr24 => width as usize * 3,
             Self::Nv12 | Self::Yu12 | Self::Mjpeg | Self::H264 => width as usize,
         }
     }

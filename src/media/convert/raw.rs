@@ -1,4 +1,4 @@
-//! Raw camera pixel formats (YUYV, NV12, YU12) → I420.
+//! Raw camera pixel formats (YUYV, NV12, YU12, RGB3/BGR3) → I420.
 //!
 //! YUYV goes through yuvutils-rs (SIMD), with the tail of each line redone
 //! in scalar code (yuvutils-rs 0.8.3 gets the last 16 pixels of a line
@@ -173,6 +173,104 @@ pub fn yu12_to_i420(src: &[u8], stride: usize, width: u32, height: u32, out: &mu
     Ok(())
 }
 
+/// Packed 24-bit RGB (`RGB3`: R,G,B in memory; `BGR3`: B,G,R, which is
+/// what libcamera's vimc and many ISPs call RGB888) → I420, BT.601 limited
+/// range (what the encoder and the browsers assume). yuvutils-rs (SIMD)
+/// where the lines are unpadded and wide enough, [`rgb24_to_i420_scalar`]
+/// otherwise.
+pub fn rgb24_to_i420(
+    src: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    blue_first: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), MediaError> {
+    let len = check_size(width, height)?;
+    let (w, h) = (width as usize, height as usize);
+    let row = w * 3;
+    let stride = stride.max(row);
+    let need = stride * (h - 1) + row;
+    if src.len() < need {
+        let name = if blue_first { "BGR3" } else { "RGB3" };
+        return Err(bad(format!("{name} {width}x{height}: buffer has {} bytes, needs {need}", src.len())));
+    }
+    if w < 64 {
+        return rgb24_to_i420_scalar(src, stride, width, height, blue_first, out);
+    }
+    out.resize(len, 0);
+    let (y, uv) = out.split_at_mut(w * h);
+    let (u, v) = uv.split_at_mut(w * h / 4);
+    let mut planar = YuvPlanarImageMut {
+        y_plane: BufferStoreMut::Borrowed(y),
+        y_stride: width,
+        u_plane: BufferStoreMut::Borrowed(u),
+        u_stride: width / 2,
+        v_plane: BufferStoreMut::Borrowed(v),
+        v_stride: width / 2,
+        width,
+        height,
+    };
+    let convert = if blue_first { yuvutils_rs::bgr_to_yuv420 } else { yuvutils_rs::rgb_to_yuv420 };
+    let converted = convert(
+        &mut planar,
+        &src[..need],
+        stride as u32,
+        yuvutils_rs::YuvRange::Limited,
+        yuvutils_rs::YuvStandardMatrix::Bt601,
+        yuvutils_rs::YuvConversionMode::Balanced,
+    );
+    if converted.is_err() {
+        return rgb24_to_i420_scalar(src, stride, width, height, blue_first, out);
+    }
+    Ok(())
+}
+
+/// [`rgb24_to_i420`] in plain Rust (BT.601 limited range, chroma of each
+/// 2x2 block averaged): the reference for the tests.
+pub fn rgb24_to_i420_scalar(
+    src: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    blue_first: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), MediaError> {
+    let len = check_size(width, height)?;
+    let (w, h) = (width as usize, height as usize);
+    let stride = stride.max(w * 3);
+    if src.len() < stride * (h - 1) + w * 3 {
+        return Err(bad(format!("RGB {width}x{height}: buffer has {} bytes", src.len())));
+    }
+    out.resize(len, 0);
+    let (y, uv) = out.split_at_mut(w * h);
+    let (u, v) = uv.split_at_mut(w * h / 4);
+    let rgb = |x: usize, row: usize| {
+        let p = &src[row * stride + 3 * x..row * stride + 3 * x + 3];
+        let (r, g, b) = if blue_first { (p[2], p[1], p[0]) } else { (p[0], p[1], p[2]) };
+        (i32::from(r), i32::from(g), i32::from(b))
+    };
+    for row in 0..h {
+        for x in 0..w {
+            let (r, g, b) = rgb(x, row);
+            y[row * w + x] = (16 + ((66 * r + 129 * g + 25 * b + 128) >> 8)).clamp(0, 255) as u8;
+        }
+    }
+    for row in 0..h / 2 {
+        for x in 0..w / 2 {
+            let (mut r, mut g, mut b) = (0, 0, 0);
+            for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                let p = rgb(2 * x + dx, 2 * row + dy);
+                (r, g, b) = (r + p.0, g + p.1, b + p.2);
+            }
+            let (r, g, b) = ((r + 2) / 4, (g + 2) / 4, (b + 2) / 4);
+            u[row * (w / 2) + x] = (128 + ((-38 * r - 74 * g + 112 * b + 128) >> 8)).clamp(0, 255) as u8;
+            v[row * (w / 2) + x] = (128 + ((112 * r - 94 * g - 18 * b + 128) >> 8)).clamp(0, 255) as u8;
+        }
+    }
+    Ok(())
+}
+
 /// Converts one raw buffer to an I420 frame (MJPEG goes through
 /// [`super::MjpegDecoder`], not here).
 pub fn raw_to_i420(
@@ -188,6 +286,8 @@ pub fn raw_to_i420(
         PixelFormat::Yuyv => yuyv_to_i420(src, stride, width, height, &mut data)?,
         PixelFormat::Nv12 => nv12_to_i420(src, stride, width, height, &mut data)?,
         PixelFormat::Yu12 => yu12_to_i420(src, stride, width, height, &mut data)?,
+        PixelFormat::Rgb24 => rgb24_to_i420(src, stride, width, height, false, &mut data)?,
+        PixelFormat::Bgr24 => rgb24_to_i420(src, stride, width, height, true, &mut data)?,
         PixelFormat::Mjpeg | PixelFormat::H264 => {
             return Err(MediaError::Unsupported(format!("{format:?} through raw_to_i420")));
         }
@@ -309,8 +409,61 @@ mod tests {
         assert_eq!(out, out2);
     }
 
+    /// Colour bars in RGB (the vimc sensor's pattern), `blue_first` as BGR3.
+    fn rgb_bars(w: usize, h: usize, stride: usize, blue_first: bool) -> Vec<u8> {
+        const BARS: [(u8, u8, u8); 8] = [
+            (255, 255, 255),
+            (255, 255, 0),
+            (0, 255, 255),
+            (0, 255, 0),
+            (255, 0, 255),
+            (255, 0, 0),
+            (0, 0, 255),
+            (0, 0, 0),
+        ];
+        let mut buf = vec![0u8; stride * h];
+        for row in 0..h {
+            for x in 0..w {
+                let (r, g, b) = BARS[x * 8 / w];
+                let p = &mut buf[row * stride + 3 * x..row * stride + 3 * x + 3];
+                p.copy_from_slice(&if blue_first { [b, g, r] } else { [r, g, b] });
+            }
+        }
+        buf
+    }
+
+    #[test]
+    fn rgb_and_bgr_become_the_bt601_colours_simd_and_scalar_alike() {
+        // 128 wide: yuvutils-rs; 16 wide with a padded stride: the scalar path.
+        for (w, h, stride) in [(128usize, 4usize, 128 * 3), (16, 4, 16 * 3 + 8), (640, 6, 640 * 3)] {
+            for blue_first in [false, true] {
+                let src = rgb_bars(w, h, stride, blue_first);
+                let mut fast = Vec::new();
+                rgb24_to_i420(&src, stride, w as u32, h as u32, blue_first, &mut fast).unwrap();
+                let mut reference = Vec::new();
+                rgb24_to_i420_scalar(&src, stride, w as u32, h as u32, blue_first, &mut reference).unwrap();
+                let worst = fast.iter().zip(&reference).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+                assert!(worst <= 2, "{w}x{h} blue_first={blue_first}: differs from the reference by {worst}");
+                // Known BT.601 limited-range values, mid-bar: white, red, blue.
+                let (y, u, v) = (&fast[..w * h], &fast[w * h..w * h * 5 / 4], &fast[w * h * 5 / 4..]);
+                let at = |bar: usize| {
+                    let x = bar * w / 8 + w / 16;
+                    (y[x], u[x / 2], v[x / 2])
+                };
+                let near = |got: (u8, u8, u8), want: (u8, u8, u8)| {
+                    got.0.abs_diff(want.0) <= 2 && got.1.abs_diff(want.1) <= 2 && got.2.abs_diff(want.2) <= 2
+                };
+                assert!(near(at(0), (235, 128, 128)), "white {:?}", at(0));
+                assert!(near(at(5), (81, 90, 240)), "red {:?} (blue_first={blue_first})", at(5));
+                assert!(near(at(6), (41, 240, 110)), "blue {:?} (blue_first={blue_first})", at(6));
+            }
+        }
+    }
+
     #[test]
     fn lying_buffers_are_errors_not_panics() {
+        assert!(rgb24_to_i420(&[0; 100], 640 * 3, 640, 480, true, &mut Vec::new()).is_err());
+        assert!(rgb24_to_i420_scalar(&[0; 100], 48, 16, 16, false, &mut Vec::new()).is_err());
         let mut out = Vec::new();
         assert!(yuyv_to_i420(&[], 1280, 640, 480, &mut out).is_err());
         assert!(yuyv_to_i420(&[0; 1280 * 479 + 1000], 1280, 640, 480, &mut out).is_err());

@@ -201,6 +201,52 @@ struct Open {
     bad_buffers: u32,
     /// H.264 cameras: whether V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME exists.
     can_force_keyframe: bool,
+    /// Set when the camera's rate could not be set: drops what is too early.
+    pacer: Option<FramePacer>,
+}
+
+/// Keeps at most `fps` frames a second out of a camera that sends more,
+/// evenly: a frame is kept when it is no more than a quarter period early
+/// for the next slot, and a late one does not make the next ones early.
+#[derive(Debug)]
+pub struct FramePacer {
+    period: Duration,
+    next_due: Option<Duration>,
+}
+
+impl FramePacer {
+    pub fn new(fps: f64) -> Self {
+        Self { period: Duration::from_secs_f64(1.0 / fps.max(1.0)), next_due: None }
+    }
+
+    /// `at`: the frame's capture time on any monotonic clock.
+    pub fn keep(&mut self, at: Duration) -> bool {
+        let slot = match self.next_due {
+            None => at,
+            Some(due) if at + self.period / 4 < due => return false,
+            // Far behind (the camera stalled): start again from this frame.
+            Some(due) if at > due + self.period => at,
+            Some(due) => due,
+        };
+        self.next_due = Some(slot + self.period);
+        true
+    }
+}
+
+/// Drivers round sizes to their steps (libcamera's vimc: multiples of 6):
+/// a size within 16 pixels of the wanted one, even, in the same format, is
+/// taken as the driver gives it.
+fn accept_adjusted_size(choice: &Choice, fourcc: [u8; 4], width: u32, height: u32) -> Option<Choice> {
+    let close = width.abs_diff(choice.width) <= 16 && height.abs_diff(choice.height) <= 16;
+    let changed = (width, height) != (choice.width, choice.height);
+    (changed
+        && close
+        && fourcc == *choice.format.fourcc()
+        && width.is_multiple_of(2)
+        && height.is_multiple_of(2)
+        && width > 0
+        && height > 0)
+        .then(|| Choice { width, height, ..choice.clone() })
 }
 
 /// A V4L2 camera behind [`VideoSource`]. Opens lazily; when the camera
@@ -238,6 +284,12 @@ impl V4l2Camera {
     /// cheapest for the board among those that give the wanted size and rate.
     pub fn with_format(mut self, format: Option<PixelFormat>) -> Self {
         self.only_format = format;
+        self
+    }
+
+    /// How logs and errors name the camera (default: its path).
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
         self
     }
 
@@ -290,7 +342,7 @@ impl V4l2Camera {
                     offered.join(", ")
                 ),
                 None => format!(
-                    "camera {label}: none of its formats ({}) is one roomcam reads (YUYV, NV12, YU12, MJPEG, H264)",
+                    "camera {label}: none of its formats ({}) is one roomcam reads (YUYV, NV12, YU12, RGB3, BGR3, MJPEG, H264)",
                     offered.join(", ")
                 ),
             }));
@@ -298,6 +350,19 @@ impl V4l2Camera {
         let fmt = dev
             .set_format(&Format::new(choice.width, choice.height, FourCC::new(choice.format.fourcc())))
             .map_err(|e| device_error(&label, "set format", &e))?;
+        let choice = match accept_adjusted_size(&choice, fmt.fourcc.repr, fmt.width, fmt.height) {
+            Some(adjusted) => {
+                log::info!(
+                    "camera {label}: the driver adjusted {}x{} to {}x{} (its size steps); using that",
+                    choice.width,
+                    choice.height,
+                    fmt.width,
+                    fmt.height
+                );
+                adjusted
+            }
+            None => choice,
+        };
         if fmt.fourcc.repr != *choice.format.fourcc() || (fmt.width, fmt.height) != (choice.width, choice.height) {
             return Err(MediaError::Device {
                 device: label,
@@ -314,11 +379,17 @@ impl V4l2Camera {
         }
         // Rate: best effort; many drivers round.
         let interval = Fraction::new(1000, (choice.fps * 1000.0).round() as u32);
-        let fps = match dev.set_params(&Parameters::new(interval)) {
-            Ok(p) => rate_of(&p.interval),
+        let (fps, pacer) = match dev.set_params(&Parameters::new(interval)) {
+            Ok(p) => (rate_of(&p.interval), None),
             Err(e) => {
-                log::debug!("camera {label}: cannot set the frame rate: {e}");
-                choice.fps
+                // libcamera's V4L2 layer has no S_PARM: the pipeline runs at
+                // its own rate, and frames beyond the wanted one are dropped
+                // here, before any conversion is paid for.
+                log::info!(
+                    "camera {label}: cannot set the frame rate ({e}); keeping at most {:.1} fps of what it sends",
+                    choice.fps
+                );
+                (choice.fps, Some(FramePacer::new(choice.fps)))
             }
         };
         let stride = (fmt.stride as usize).max(choice.format.min_stride(fmt.width));
@@ -344,6 +415,7 @@ impl V4l2Camera {
             mjpeg: MjpegDecoder::new(),
             bad_buffers: 0,
             can_force_keyframe,
+            pacer,
         })
     }
 
@@ -446,6 +518,17 @@ impl VideoSource for V4l2Camera {
     }
 
     fn next_frame(&mut self) -> Result<CameraFrame, MediaError> {
+        loop {
+            if let Some(frame) = self.next_kept_frame()? {
+                return Ok(frame);
+            }
+        }
+    }
+}
+
+impl V4l2Camera {
+    /// One buffer from the camera: a frame, or `None` when the pacer drops it.
+    fn next_kept_frame(&mut self) -> Result<Option<CameraFrame>, MediaError> {
         if self.open.is_none() {
             match self.try_open() {
                 Ok(open) => {
@@ -474,6 +557,13 @@ impl VideoSource for V4l2Camera {
                 return Err(err);
             }
         };
+        if let Some(pacer) = &mut open.pacer {
+            let at = Duration::from_secs(meta.timestamp.sec.max(0) as u64)
+                + Duration::from_micros(meta.timestamp.usec.max(0) as u64);
+            if !pacer.keep(at) {
+                return Ok(None);
+            }
+        }
         let used = (meta.bytesused as usize).min(buf.len());
         let data = &buf[..used];
         let captured_at = wall_clock(&meta.timestamp);
@@ -493,7 +583,7 @@ impl VideoSource for V4l2Camera {
         match frame {
             Ok(f) => {
                 open.bad_buffers = 0;
-                Ok(f)
+                Ok(Some(f))
             }
             Err(e) => {
                 open.bad_buffers += 1;
@@ -550,6 +640,33 @@ mod tests {
         // But not at the price of the wanted size.
         let modes = [mode(b"YUYV", 640, 480, &[30.0]), mode(b"H264", 1920, 1080, &[30.0])];
         assert_eq!(choose(&modes, 640, 480, 30).unwrap().format, PixelFormat::Yuyv);
+    }
+
+    #[test]
+    fn a_60_fps_pipeline_paced_to_25_keeps_25_evenly() {
+        let mut pacer = FramePacer::new(25.0);
+        let frame = Duration::from_secs_f64(1.0 / 60.0);
+        let kept: Vec<u32> = (0..600u32).filter(|&i| pacer.keep(frame * i)).collect();
+        assert!((249..=251).contains(&kept.len()), "{} frames kept of 10 s at 60 fps", kept.len());
+        let gaps: Vec<u32> = kept.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| (2..=3).contains(g)), "uneven: {gaps:?}");
+        // A stall of a second, then frames again: no burst to catch up.
+        let resumed: Vec<bool> = (0..6u32).map(|i| pacer.keep(frame * (660 + i))).collect();
+        assert_eq!(resumed.iter().filter(|k| **k).count(), 3, "{resumed:?}");
+        // A camera slower than wanted loses nothing.
+        let mut pacer = FramePacer::new(25.0);
+        assert!((0..100u32).all(|i| pacer.keep(Duration::from_millis(50) * i)));
+    }
+
+    #[test]
+    fn a_driver_rounding_the_size_is_accepted_a_different_one_is_not() {
+        let choice = Choice { format: PixelFormat::Bgr24, width: 640, height: 480, fps: 25.0, reason: String::new() };
+        let adjusted = accept_adjusted_size(&choice, *b"BGR3", 636, 480).unwrap();
+        assert_eq!((adjusted.width, adjusted.height), (636, 480));
+        assert!(accept_adjusted_size(&choice, *b"BGR3", 640, 480).is_none(), "unchanged");
+        assert!(accept_adjusted_size(&choice, *b"BGR3", 320, 240).is_none(), "not close");
+        assert!(accept_adjusted_size(&choice, *b"RGB3", 636, 480).is_none(), "other format");
+        assert!(accept_adjusted_size(&choice, *b"BGR3", 635, 480).is_none(), "odd");
     }
 
     #[test]
