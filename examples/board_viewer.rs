@@ -17,6 +17,10 @@
 //!    back on the SAME peer connection (no reconnect), the daemon still up.
 //!
 //! Prints the figures and exits non-zero on any failure.
+//!
+//! `--video-only LABEL` checks only (1), for a second camera of the same
+//! board (libcamera's vimc: its sensor draws the same 75 % bars), and
+//! prints `LABEL: … fps, colours ok`.
 
 #[path = "../tests/support/member.rs"]
 mod member;
@@ -52,6 +56,7 @@ struct Args {
     tap: String,
     frames: u64,
     min_fps: f64,
+    video_only: Option<String>,
 }
 
 fn args() -> Args {
@@ -62,6 +67,7 @@ fn args() -> Args {
         tap: "hw:Loopback,1,1".into(),
         frames: 30,
         min_fps: 3.0,
+        video_only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -73,6 +79,7 @@ fn args() -> Args {
             "--tap" => a.tap = v,
             "--frames" => a.frames = v.parse().expect("--frames N"),
             "--min-fps" => a.min_fps = v.parse().expect("--min-fps F"),
+            "--video-only" => a.video_only = Some(v),
             _ => panic!("unknown argument {k}"),
         }
     }
@@ -269,6 +276,35 @@ async fn wait_frames(rv: &RoomViewer, n: u64, timeout: Duration) -> viewer::View
     }
 }
 
+/// Pictures only: `a.frames` frames at `a.min_fps` or better, colour bars.
+async fn video_only(a: &Args, label: &str) {
+    let t_start = Instant::now();
+    let rv = RoomViewer::join_waiting(&a.server, &a.room, ViewerOptions::default(), Some(Duration::from_secs(60))).await;
+    if !rv.viewer.wait_connected(Duration::from_secs(60)).await {
+        fail(&format!("{label}: viewer did not connect within 60 s"));
+    }
+    let first = wait_frames(&rv, 5, Duration::from_secs(90)).await;
+    let connected_s = t_start.elapsed().as_secs_f64();
+    let (t1, n1) = (Instant::now(), first.frames_decoded);
+    let stats = wait_frames(&rv, n1 + a.frames, Duration::from_secs(90)).await;
+    let fps = (stats.frames_decoded - n1) as f64 / t1.elapsed().as_secs_f64();
+    let last = stats.last_frame.clone().expect("frame");
+    if looks_like_placeholder(&last) {
+        fail(&format!("{label}: the viewer sees \"camera unavailable\""));
+    }
+    let bars = bars(&last).unwrap_or_else(|e| fail(&format!("{label}: {e}")));
+    if fps < a.min_fps {
+        fail(&format!("{label}: {fps:.1} fps is below {}", a.min_fps));
+    }
+    println!(
+        "{label}: {fps:.1} fps, {}x{}, colours ok (bars Y = {:?}), first pictures {connected_s:.1} s after joining",
+        last.width,
+        last.height,
+        bars.iter().map(|x| x.0.round() as i32).collect::<Vec<_>>()
+    );
+    rv.leave().await;
+}
+
 fn sh(cmd: &str) -> bool {
     Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false)
 }
@@ -276,6 +312,10 @@ fn sh(cmd: &str) -> bool {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = args();
+    if let Some(label) = &a.video_only {
+        video_only(&a, label).await;
+        return;
+    }
     let t_start = Instant::now();
     let ring = Arc::new(Mutex::new(Tap::default()));
     feed(a.feed.clone());
