@@ -279,7 +279,8 @@ async fn wait_frames(rv: &RoomViewer, n: u64, timeout: Duration) -> viewer::View
 /// Pictures only: `a.frames` frames at `a.min_fps` or better, colour bars.
 async fn video_only(a: &Args, label: &str) {
     let t_start = Instant::now();
-    let rv = RoomViewer::join_waiting(&a.server, &a.room, ViewerOptions::default(), Some(Duration::from_secs(60))).await;
+    let rv =
+        RoomViewer::join_waiting(&a.server, &a.room, ViewerOptions::default(), Some(Duration::from_secs(60))).await;
     if !rv.viewer.wait_connected(Duration::from_secs(60)).await {
         fail(&format!("{label}: viewer did not connect within 60 s"));
     }

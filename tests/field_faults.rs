@@ -424,7 +424,8 @@ fn a_page_says_when_the_picture_froze_and_when_it_is_back() {
 }
 
 /// `ip link set lo down`, 3 s, `up`, while the page watches: the peer
-/// connection rides it out (ICE only calls a path failed after longer).
+/// connection rides it out (ICE only calls a path failed after longer), and
+/// the rate goes down while no feedback comes.
 #[test]
 fn the_link_going_down_and_up_keeps_the_call() {
     let netns = Netns::new("netns");
@@ -448,5 +449,11 @@ fn the_link_going_down_and_up_keeps_the_call() {
     let report = page_report(&mut page, Duration::from_secs(90));
     eprintln!("link down 3 s; page report: {report}");
     assert_eq!(report["watch"]["pcChanges"], 0, "the call did not survive: {report}");
+    // No feedback for 3 s: the device did not keep sending its full rate
+    // into a black path (webrtc-rs' GCC alone would, it only moves on
+    // feedback), and noticed the feedback's return.
+    let lowered = device.count_lines(|l| l.contains("no transport-wide feedback for"));
+    let back = device.count_lines(|l| l.contains("transport-wide feedback back after"));
+    assert!(lowered >= 1 && back >= 1, "lowered {lowered} times, back {back} times:\n{:#?}", device.lines());
     assert!(device.is_running());
 }

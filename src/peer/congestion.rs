@@ -28,6 +28,19 @@ pub(crate) const ESTIMATE_RAISE_INTERVAL: Duration = Duration::from_secs(1);
 /// rate would queue every packet behind it (audio too: the queue is one
 /// FIFO) for as long as the burst is worth in average-rate time.
 pub(crate) const PACING_FACTOR: f64 = 2.5;
+/// Viewers send transport-wide feedback every 50–100 ms. None for this
+/// long means the path went black (Wi-Fi gone, a queue dropping everything,
+/// feedback included): webrtc-rs' GCC then keeps its last estimate forever,
+/// since it only moves on feedback; libwebrtc lowers its rate instead, and
+/// so does [`FeedbackTimeout`].
+pub(crate) const FEEDBACK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// While feedback stays away: the rate is cut by [`TIMEOUT_CUT`] this often
+/// (libwebrtc: 20 % a second).
+pub(crate) const TIMEOUT_CUT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const TIMEOUT_CUT: f64 = 0.8;
+/// Once feedback is back, the cap climbs this much a second until GCC's own
+/// estimate is below it (GCC's own climb: 8 %/s).
+pub(crate) const CAP_CLIMB_PER_SECOND: f64 = 0.08;
 
 /// How a peer's congestion control is set up; `PeerSettings::congestion =
 /// None` turns it off (no transport-wide CC negotiated, fixed rate).
@@ -195,21 +208,96 @@ impl EstimateSink {
     }
 }
 
-/// `Gcc`, delegated to, publishing its estimate into an [`EstimateSink`].
+/// The rate cap while transport-wide feedback is missing, and its climb
+/// back when feedback returns. Pure: time is passed in.
+#[derive(Debug, Default)]
+pub(crate) struct FeedbackTimeout {
+    last_feedback: Option<Instant>,
+    last_cut: Option<Instant>,
+    /// (cap, when it was last moved)
+    cap: Option<(f64, Instant)>,
+}
+
+impl FeedbackTimeout {
+    /// Feedback arrived; `estimate` is GCC's own after it.
+    pub(crate) fn feedback(&mut self, now: Instant, estimate: f64) {
+        self.last_feedback = Some(now);
+        // The climb counts from the feedback's return, not from the last cut.
+        let returning = self.last_cut.take().is_some();
+        if let Some((cap, since)) = self.cap {
+            let climbing_for = if returning { Duration::ZERO } else { now.saturating_duration_since(since) };
+            let climbed = cap * (1.0 + CAP_CLIMB_PER_SECOND * climbing_for.as_secs_f64());
+            self.cap = (climbed < estimate).then_some((climbed, now));
+        }
+    }
+
+    /// Cuts the cap when feedback has been missing for [`FEEDBACK_TIMEOUT`]
+    /// (then every [`TIMEOUT_CUT_INTERVAL`]); returns whether it went down.
+    pub(crate) fn tick(&mut self, now: Instant, estimate: f64, min_bps: f64) -> bool {
+        let Some(last) = self.last_feedback else { return false };
+        let due = match self.last_cut {
+            None => last + FEEDBACK_TIMEOUT,
+            Some(cut) => cut + TIMEOUT_CUT_INTERVAL,
+        };
+        if now < due {
+            return false;
+        }
+        let from = self.cap.map_or(estimate, |(cap, _)| cap.min(estimate));
+        let cut = (from * TIMEOUT_CUT).max(min_bps);
+        self.cap = Some((cut, now));
+        self.last_cut = Some(now);
+        // At the floor already: nothing changed, nothing to report.
+        cut < from
+    }
+
+    /// The estimate under the cap.
+    pub(crate) fn apply(&self, estimate: f64) -> f64 {
+        self.cap.map_or(estimate, |(cap, _)| estimate.min(cap))
+    }
+
+    /// When [`tick`](Self::tick) next has something to do: never before any
+    /// feedback (a viewer that never sends any is REMB's or nobody's business).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let last = self.last_feedback?;
+        Some(match self.last_cut {
+            None => last + FEEDBACK_TIMEOUT,
+            Some(cut) => cut + TIMEOUT_CUT_INTERVAL,
+        })
+    }
+
+    pub(crate) fn silent_for(&self, now: Instant) -> Option<Duration> {
+        self.last_feedback.map(|last| now.saturating_duration_since(last))
+    }
+}
+
+/// `Gcc`, delegated to, publishing its estimate into an [`EstimateSink`],
+/// with [`FeedbackTimeout`] over it.
 ///
 /// Its `target_bitrate` is what the chain's pacer is set to (the only use
 /// `CongestionControlInterceptor` makes of it): the estimate, never below the
 /// pacing floor, times [`PACING_FACTOR`]. The estimate itself goes to the sink.
 pub(crate) struct ReportingGcc {
     inner: Gcc,
+    min_bps: f64,
     pacing_floor_bps: f64,
+    timeout: FeedbackTimeout,
     sink: Arc<EstimateSink>,
 }
 
 impl ReportingGcc {
     pub(crate) fn new(settings: &CongestionSettings, sink: Arc<EstimateSink>) -> ReportingGcc {
         let inner = Gcc::new(settings.start_bps as f64, settings.min_bps as f64, settings.max_bps as f64);
-        ReportingGcc { inner, pacing_floor_bps: settings.pacing_floor_bps as f64, sink }
+        ReportingGcc {
+            inner,
+            min_bps: settings.min_bps as f64,
+            pacing_floor_bps: settings.pacing_floor_bps as f64,
+            timeout: FeedbackTimeout::default(),
+            sink,
+        }
+    }
+
+    fn estimate(&self) -> f64 {
+        self.timeout.apply(self.inner.target_bitrate())
     }
 }
 
@@ -219,20 +307,36 @@ impl BandwidthEstimator for ReportingGcc {
         // Only feedback that named packets says anything about the path; the
         // first such batch is also the proof that feedback flows at all.
         if !reports.is_empty() {
-            self.sink.twcc(now, self.inner.target_bitrate());
+            if let Some(silent) = self.timeout.silent_for(now).filter(|s| *s >= FEEDBACK_TIMEOUT) {
+                log::info!("congestion: transport-wide feedback back after {silent:?}");
+            }
+            self.timeout.feedback(now, self.inner.target_bitrate());
+            self.sink.twcc(now, self.estimate());
         }
     }
 
     fn target_bitrate(&self) -> f64 {
-        pacing_rate(self.inner.target_bitrate(), self.pacing_floor_bps)
+        pacing_rate(self.estimate(), self.pacing_floor_bps)
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.inner.handle_timeout(now);
+        if self.timeout.tick(now, self.inner.target_bitrate(), self.min_bps) {
+            let estimate = self.estimate();
+            log::info!(
+                "congestion: no transport-wide feedback for {:?}: lowering the estimate to {} kbit/s",
+                self.timeout.silent_for(now).unwrap_or_default(),
+                (estimate / 1000.0).round()
+            );
+            self.sink.twcc(now, estimate);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.inner.poll_timeout()
+        match (self.inner.poll_timeout(), self.timeout.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn stats(&self) -> EstimatorStats {
@@ -316,6 +420,41 @@ mod tests {
         // TWCC says more, REMB still bounds it.
         assert_eq!(gate.twcc(t0 + ms(2000), 2_000_000.0), None);
         assert_eq!(gate.remb(t0 + ms(2100), 1_500_000.0), Some(1_500_000));
+    }
+
+    #[test]
+    fn silent_feedback_cuts_the_rate_each_second_and_it_climbs_back_after() {
+        let t0 = Instant::now();
+        let mut timeout = FeedbackTimeout::default();
+        assert_eq!(timeout.next_deadline(), None, "no deadline before any feedback");
+        assert!(!timeout.tick(t0 + ms(10_000), 1_500_000.0, 200_000.0));
+        timeout.feedback(t0, 1_500_000.0);
+        assert_eq!(timeout.next_deadline(), Some(t0 + FEEDBACK_TIMEOUT));
+        assert!(!timeout.tick(t0 + ms(1000), 1_500_000.0, 200_000.0), "1 s of silence is nothing yet");
+        assert_eq!(timeout.apply(1_500_000.0), 1_500_000.0);
+        // 1.5 s: cut by 20 %, then every second, never below the floor.
+        assert!(timeout.tick(t0 + ms(1500), 1_500_000.0, 200_000.0));
+        assert_eq!(timeout.apply(1_500_000.0), 1_200_000.0);
+        assert!(!timeout.tick(t0 + ms(2000), 1_500_000.0, 200_000.0));
+        assert!(timeout.tick(t0 + ms(2500), 1_500_000.0, 200_000.0));
+        assert_eq!(timeout.apply(1_500_000.0).round(), 960_000.0);
+        for s in 3..30 {
+            timeout.tick(t0 + ms(s * 1000 + 500), 1_500_000.0, 200_000.0);
+        }
+        assert_eq!(timeout.apply(1_500_000.0), 200_000.0);
+        assert!(!timeout.tick(t0 + ms(30_500), 1_500_000.0, 200_000.0), "at the floor: no change to report");
+        // Feedback is back, GCC's own estimate still stale at 1.5 Mbit/s:
+        // the cap climbs 8 %/s from the floor until GCC is below it.
+        let back = t0 + ms(31_000);
+        timeout.feedback(back, 1_500_000.0);
+        assert_eq!(timeout.apply(1_500_000.0), 200_000.0);
+        timeout.feedback(back + ms(1000), 1_500_000.0);
+        assert_eq!(timeout.apply(1_500_000.0).round(), 216_000.0);
+        assert!(!timeout.tick(back + ms(2000), 1_500_000.0, 200_000.0), "feedback flows: no cut");
+        // GCC itself went lower meanwhile (it saw the queue): the cap goes.
+        timeout.feedback(back + ms(2000), 150_000.0);
+        assert_eq!(timeout.apply(150_000.0), 150_000.0);
+        assert_eq!(timeout.apply(1_000_000.0), 1_000_000.0, "no cap any more");
     }
 
     #[test]
