@@ -40,7 +40,41 @@ pub enum ProtocolChoice {
     Eio4,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// A secret from the config (coturn's shared secret): compared and used,
+/// never shown by `Debug`, which errors and debug logs print.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(text: &str) -> Self {
+        Secret(text.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `Some("<redacted>")` / `None`, for hand-written `Debug`s of config
+/// sections that hold a token as a plain string.
+fn redacted_option(secret: &Option<String>) -> Option<Secret> {
+    secret.as_ref().map(|_| Secret(String::new()))
+}
+
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SignalingConfig {
     /// http(s):// or ws(s):// URL of the socket.io server.
@@ -50,6 +84,18 @@ pub struct SignalingConfig {
     pub protocol: ProtocolChoice,
     /// Extra CA certificate (PEM) trusted for wss:// besides the system roots.
     pub extra_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SignalingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalingConfig")
+            .field("server", &self.server)
+            .field("room", &self.room)
+            .field("token", &redacted_option(&self.token))
+            .field("protocol", &self.protocol)
+            .field("extra_ca", &self.extra_ca)
+            .finish()
+    }
 }
 
 impl Default for SignalingConfig {
@@ -259,12 +305,22 @@ impl Default for AudioConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IceServerConfig {
     pub urls: Vec<String>,
     pub username: Option<String>,
     pub credential: Option<String>,
+}
+
+impl std::fmt::Debug for IceServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServerConfig")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &redacted_option(&self.credential))
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -353,7 +409,7 @@ pub struct ServerConfig {
     pub viewer_ice_servers: Vec<IceServerConfig>,
     /// coturn's `static-auth-secret`: with it, every admitted member gets
     /// short-lived credentials of its own for `turn-urls` (the `turn` event).
-    pub turn_secret: Option<String>,
+    pub turn_secret: Option<Secret>,
     /// The turn:/turns: URLs the minted credentials are for.
     pub turn_urls: Vec<String>,
     /// Seconds the minted credentials are valid; fresh ones are sent at 80 %.
@@ -496,12 +552,22 @@ impl ServerConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RoomConfig {
     pub name: String,
     pub token: Option<String>,
     pub capacity: Option<usize>,
+}
+
+impl std::fmt::Debug for RoomConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomConfig")
+            .field("name", &self.name)
+            .field("token", &redacted_option(&self.token))
+            .field("capacity", &self.capacity)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -867,12 +933,29 @@ capacity = 4
     }
 
     #[test]
+    fn debug_never_shows_a_secret() {
+        let config = parse(
+            "[signaling]\ntoken = \"room-token-1\"\n[[webrtc.ice-servers]]\nurls = [\"turn:t.example:3478\"]\n\
+             username = \"u\"\ncredential = \"turn-pass-2\"\n[server]\nturn-secret = \"coturn-secret-3\"\n\
+             turn-urls = [\"turn:t.example:3478\"]\n[[server.rooms]]\nname = \"nursery\"\ntoken = \"room-token-4\"\n\
+             [alerts]\nmqtt = \"mqtt://ha:mqtt-pass-5@broker.local\"\n",
+        )
+        .unwrap();
+        let shown = format!("{config:?} {config:#?}");
+        for secret in ["room-token-1", "turn-pass-2", "coturn-secret-3", "room-token-4", "mqtt-pass-5"] {
+            assert!(!shown.contains(secret), "Debug shows {secret}: {shown}");
+        }
+        assert!(shown.contains("<redacted>") && shown.contains("nursery") && shown.contains("turn:t.example:3478"));
+        assert_eq!(config.signaling.token.as_deref(), Some("room-token-1"), "the value itself is intact");
+    }
+
+    #[test]
     fn turn_secret_urls_and_ttl() {
         let config = parse(
             "[server]\nturn-secret = \"s\"\nturn-urls = [\"turn:t.example:3478\", \"turns:t.example:5349\"]\nturn-ttl = 600\n\n[webrtc]\nice-transport-policy = \"relay\"\n",
         )
         .unwrap();
-        assert_eq!(config.server.turn_secret.as_deref(), Some("s"));
+        assert_eq!(config.server.turn_secret.as_ref().map(Secret::expose), Some("s"));
         assert_eq!(config.server.turn_urls.len(), 2);
         assert_eq!(config.server.turn_ttl(), Duration::from_secs(600));
         assert_eq!(config.webrtc.ice_transport_policy, IceTransportPolicyChoice::Relay);

@@ -123,7 +123,7 @@ struct TurnMint {
 impl TurnMint {
     fn from_config(config: &ServerConfig) -> Option<TurnMint> {
         let secret = config.turn_secret.clone().filter(|_| !config.turn_urls.is_empty())?;
-        Some(TurnMint { secret, urls: config.turn_urls.clone(), ttl: config.turn_ttl() })
+        Some(TurnMint { secret: secret.expose().to_owned(), urls: config.turn_urls.clone(), ttl: config.turn_ttl() })
     }
 
     fn mint(&self, room: &str, member: &str) -> TurnCredentials {
