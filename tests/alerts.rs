@@ -141,4 +141,8 @@ fn listen_only_stops_the_video_to_that_page_and_keeps_the_sound() {
     let said = |what: &str| device.count_lines(|l| l.contains(what));
     assert_eq!(said("listen-only: video stopped, audio goes on"), 1, "{:#?}", device.lines());
     assert_eq!(said("video again (listen-only ended)"), 1, "{:#?}", device.lines());
+    // Its only viewer listening: nothing encoded the picture meanwhile, and
+    // the picture came back (keyFrames above) once it asked again.
+    assert_eq!(said("the video encoder rests"), 1, "{:#?}", device.lines());
+    assert_eq!(said("takes the picture again; 1 viewer(s) take the picture"), 1, "{:#?}", device.lines());
 }

@@ -20,11 +20,14 @@ pub(super) struct StreamRate {
     /// `None` with congestion control off: the stream keeps its configured rate.
     controller: Option<RateController>,
     throttle: KeyframeThrottle,
+    /// Viewers that take no video (listen-only, no H.264): with congestion
+    /// control on or off, the pipeline rests the encoder when all do.
+    without_video: std::collections::BTreeSet<PeerId>,
 }
 
 impl StreamRate {
     pub(super) fn new(room: String, controller: Option<RateController>) -> StreamRate {
-        StreamRate { room, controller, throttle: KeyframeThrottle::default() }
+        StreamRate { room, controller, throttle: KeyframeThrottle::default(), without_video: Default::default() }
     }
 
     /// A viewer's congestion controller has a new estimate of its path.
@@ -81,6 +84,16 @@ impl StreamRate {
         receives_video: bool,
         pipeline: &MediaPipeline,
     ) -> Vec<LayerChange> {
+        let changed =
+            if receives_video { self.without_video.remove(peer) } else { self.without_video.insert(peer.clone()) };
+        if changed {
+            pipeline.set_viewers_without_video(self.without_video.len());
+            let room = &self.room;
+            let watching = pipeline.viewers().saturating_sub(self.without_video.len());
+            let what = if receives_video { "takes the picture again" } else { "takes no picture (listen-only)" };
+            let rest = if watching == 0 { "; the video encoder rests" } else { "" };
+            info!(room:% = room, peer:% = peer; "room {room} peer {peer}: {what}; {watching} viewer(s) take the picture{rest}");
+        }
         let Some(controller) = self.controller.as_mut() else { return Vec::new() };
         let update = controller.set_receives_video(peer, receives_video);
         self.apply(update, pipeline)
@@ -89,6 +102,9 @@ impl StreamRate {
     /// The viewer's peer is closed: its estimate and its keyframe history go.
     pub(super) fn on_viewer_left(&mut self, peer: &PeerId, pipeline: &MediaPipeline) -> Vec<LayerChange> {
         self.throttle.forget_viewer(peer);
+        if self.without_video.remove(peer) {
+            pipeline.set_viewers_without_video(self.without_video.len());
+        }
         let Some(controller) = self.controller.as_mut() else { return Vec::new() };
         let update = controller.remove_viewer(peer);
         self.apply(update, pipeline)

@@ -49,7 +49,7 @@ pub(super) fn capture_loop(
             Ok(frame) => {
                 retry.reset();
                 bump(&shared.counters.frames_captured);
-                let watched = shared.viewers.load(Ordering::Acquire) > 0;
+                let watched = shared.video_watched();
                 match frame {
                     CameraFrame::Picture(picture) => {
                         size = (picture.width, picture.height);
@@ -75,7 +75,7 @@ pub(super) fn capture_loop(
                 }
             }
             Err(e) => {
-                if shared.viewers.load(Ordering::Acquire) > 0
+                if shared.video_watched()
                     && let Some(frame) = camera_unavailable(size.0, size.1, SystemTime::now())
                 {
                     shared.handover.put_frame(frame, &shared.counters);

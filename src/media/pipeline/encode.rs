@@ -97,7 +97,7 @@ pub(super) fn encode_loop(
     // The camera was asked for the IDR that `need_idr_first` waits for.
     let mut asked_camera = false;
     while let Some(next) = shared.handover.take(&shared.stop) {
-        if shared.viewers.load(Ordering::Acquire) == 0 {
+        if !shared.video_watched() {
             bump(&shared.counters.frames_dropped);
             need_idr_first = true;
             want_key = true;

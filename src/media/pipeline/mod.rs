@@ -130,6 +130,13 @@ struct Counters {
     source_errors: AtomicU64,
 }
 
+impl Shared {
+    /// Whether any viewer takes the picture now.
+    fn video_watched(&self) -> bool {
+        self.viewers.load(Ordering::Acquire) > self.viewers_without_video.load(Ordering::Acquire)
+    }
+}
+
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -137,6 +144,9 @@ fn bump(c: &AtomicU64) {
 struct Shared {
     stop: AtomicBool,
     viewers: AtomicUsize,
+    /// Viewers that take no video (listen-only, or no H.264): when all do,
+    /// nothing is encoded for the picture, only the sound.
+    viewers_without_video: AtomicUsize,
     keyframe_requested: AtomicBool,
     /// Set on 0 → >0 viewers: the next thing sent must be an IDR.
     restart: AtomicBool,
@@ -280,6 +290,7 @@ impl MediaPipeline {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             viewers: AtomicUsize::new(0),
+            viewers_without_video: AtomicUsize::new(0),
             keyframe_requested: AtomicBool::new(false),
             restart: AtomicBool::new(false),
             camera_keyframe_wanted: AtomicBool::new(false),
@@ -350,10 +361,16 @@ impl MediaPipeline {
     /// reading the microphone continuously avoids ALSA overruns on resume.
     /// Capture is cheap next to encoding, which is what this saves.
     pub fn set_viewers(&self, n: usize) {
-        let before = self.shared.viewers.swap(n, Ordering::AcqRel);
-        if before == 0 && n > 0 {
-            // The encoder's references are stale after a pause, and the new
-            // viewer needs SPS/PPS: restart the stream with an IDR.
+        let watched_before = self.shared.video_watched();
+        self.shared.viewers.store(n, Ordering::Release);
+        self.resume_with_idr_if(watched_before);
+    }
+
+    /// After a pause of the picture (no viewer, or none taking video), the
+    /// encoder's references are stale and the viewer needs SPS/PPS: the
+    /// stream restarts with an IDR.
+    fn resume_with_idr_if(&self, watched_before: bool) {
+        if !watched_before && self.shared.video_watched() {
             self.shared.restart.store(true, Ordering::Release);
             self.shared.keyframe_requested.store(true, Ordering::Release);
         }
@@ -361,6 +378,16 @@ impl MediaPipeline {
 
     pub fn viewers(&self) -> usize {
         self.shared.viewers.load(Ordering::Acquire)
+    }
+
+    /// How many of the viewers take no video (listen-only on a phone in a
+    /// pocket, or a viewer without H.264). When that is all of them the
+    /// encoder rests (on a Pi Zero that is most of the daemon's CPU) and
+    /// the picture resumes with an IDR when one of them wants it again.
+    pub fn set_viewers_without_video(&self, n: usize) {
+        let watched_before = self.shared.video_watched();
+        self.shared.viewers_without_video.store(n, Ordering::Release);
+        self.resume_with_idr_if(watched_before);
     }
 
     /// The stream's bitrate and frame rate from now on (the rate policy's

@@ -199,6 +199,33 @@ fn video_flows_only_while_watched_and_each_session_starts_with_an_idr() {
 }
 
 #[test]
+fn the_encoder_rests_while_every_viewer_listens_only_and_resumes_with_an_idr() {
+    let mut s = Stepped::start(pattern(30), h264(320, 240));
+    let mut rx = s.p.video_sender().subscribe();
+    s.p.set_viewers(2);
+    for _ in 0..3 {
+        s.next_sent(&mut rx);
+    }
+    // One of two listens only: the other still gets every picture.
+    s.p.set_viewers_without_video(1);
+    assert!(!s.next_sent(&mut rx).0.keyframe);
+    // Both do: after what is in flight, nothing more is encoded.
+    s.p.set_viewers_without_video(2);
+    s.frame();
+    while rx.try_recv().is_ok() {}
+    let encoded = s.p.stats().frames_encoded;
+    for _ in 0..5 {
+        s.frame();
+    }
+    assert_eq!(s.p.stats().frames_encoded, encoded, "encoding while nobody takes video");
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)), "sent while nobody takes video");
+    // One wants the picture again: it starts with an IDR.
+    s.p.set_viewers_without_video(1);
+    assert!(s.next_sent(&mut rx).0.keyframe, "resuming the picture starts with an IDR");
+    assert!(!s.next_sent(&mut rx).0.keyframe);
+}
+
+#[test]
 fn request_keyframe_yields_an_idr_promptly() {
     let mut s = Stepped::start(pattern(30), h264(320, 240));
     let mut rx = s.p.video_sender().subscribe();
