@@ -149,6 +149,7 @@ pub struct CameraConfig {
     /// `test` (moving test pattern), `test-busy` (the same with motion and
     /// noise on every pixel: it fills the configured bitrate) or `test-h264`
     /// (the test pattern from a simulated camera that encodes H.264 itself).
+    #[serde(deserialize_with = "camera_device")]
     pub device: String,
     /// Which of the camera's formats to use; `auto` picks the cheapest for
     /// the board among those with the wanted size and rate.
@@ -237,10 +238,21 @@ pub struct AlertsConfig {
     /// An MQTT broker (Home Assistant): `mqtt://[user:pass@]host[:port]` or `mqtts://`.
     #[serde(deserialize_with = "mqtt_broker")]
     pub mqtt: Option<crate::alerts::mqtt::MqttBroker>,
+    /// A CA (PEM) the mqtts:// broker's certificate is signed by, besides
+    /// the system's roots (a Home Assistant broker with its own CA).
+    pub mqtt_ca: Option<PathBuf>,
     /// An http(s):// URL that gets one POST per alert start and end.
     #[serde(deserialize_with = "webhook_url")]
     pub webhook: Option<url::Url>,
     pub webhook_format: crate::alerts::webhook::WebhookFormat,
+}
+
+impl AlertsConfig {
+    /// A key that contradicts another: (the key to point at, why).
+    fn conflict(&self) -> Option<(&'static str, String)> {
+        (self.mqtt_ca.is_some() && !self.mqtt.as_ref().is_some_and(|b| b.tls))
+            .then(|| ("mqtt-ca", "alerts.mqtt-ca is for an mqtts:// broker: set alerts.mqtt = \"mqtts://…\"".into()))
+    }
 }
 
 impl Default for AlertsConfig {
@@ -252,10 +264,19 @@ impl Default for AlertsConfig {
             hold: d.hold_s,
             cooldown: d.cooldown_s,
             mqtt: None,
+            mqtt_ca: None,
             webhook: None,
             webhook_format: Default::default(),
         }
     }
+}
+
+// Checked while parsing, so that a bad name is reported at its line and column.
+fn camera_device<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::media::sources::CameraSpec::parse(&text)
+        .map(|_| text.clone())
+        .map_err(|e| serde::de::Error::custom(format!("camera.device {text:?} {e}")))
 }
 
 // Checked while parsing, so that a bad URL is reported at its line and column.
@@ -638,8 +659,12 @@ impl Config {
             ConfigError::Syntax { path: path.to_owned(), line, column, message: e.message().trim().to_owned() }
         })?;
         // Cross-field errors that one key causes are reported at that key.
-        if let Some((key, message)) = config.server.conflict() {
-            let (line, column) = key_location(text, "server", key).unwrap_or((1, 1));
+        let conflicts = [
+            config.server.conflict().map(|(key, message)| ("server", key, message)),
+            config.alerts.conflict().map(|(key, message)| ("alerts", key, message)),
+        ];
+        if let Some((table, key, message)) = conflicts.into_iter().flatten().next() {
+            let (line, column) = key_location(text, table, key).unwrap_or((1, 1));
             return Err(ConfigError::Syntax { path: path.to_owned(), line, column, message });
         }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
@@ -689,6 +714,9 @@ impl Config {
         }
         if !(0.0..=86_400.0).contains(&alerts.cooldown) {
             return Err(format!("alerts.cooldown {} s must be 0..86400", alerts.cooldown));
+        }
+        if let Some((_, message)) = alerts.conflict() {
+            return Err(message);
         }
         for server in self.webrtc.ice_servers.iter().chain(&self.server.viewer_ice_servers) {
             validate_ice_server(server)?;
@@ -880,6 +908,19 @@ capacity = 4
         let (line, _, message) = syntax_error("[alerts]\nwebhook-format = \"xml\"\n");
         assert_eq!(line, 2);
         assert!(message.contains("json") && message.contains("ntfy"), "{message}");
+        let (line, _, message) = syntax_error("[alerts]\nmqtt = \"mqtt://b\"\n\nmqtt-ca = \"/etc/ca.pem\"\n");
+        assert_eq!(line, 4, "at mqtt-ca");
+        assert!(message.contains("mqtts://"), "{message}");
+        let config = parse("[alerts]\nmqtt = \"mqtts://b\"\nmqtt-ca = \"/etc/ca.pem\"\n").unwrap();
+        assert_eq!(config.alerts.mqtt_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+    }
+
+    #[test]
+    fn a_camera_device_that_cannot_be_is_reported_at_its_line() {
+        let (line, column, message) = syntax_error("[camera]\nfps = 25\ndevice = \"libcamera:\"\n");
+        assert_eq!((line, column), (3, 10));
+        assert!(message.contains("camera id"), "{message}");
+        assert_eq!(parse("[camera]\ndevice = \"libcamera:imx708\"\n").unwrap().camera.device, "libcamera:imx708");
     }
 
     #[test]

@@ -216,7 +216,7 @@ fn a_broker_with_a_password_takes_the_url_s_user_and_refuses_a_wrong_one_with_on
 }
 
 #[test]
-fn mqtts_checks_the_broker_s_certificate_against_the_system_roots_or_ssl_cert_file() {
+fn mqtts_checks_the_broker_s_certificate_against_the_system_roots_ssl_cert_file_or_mqtt_ca() {
     let (dir, microphone) = test_dir("mqtts");
     let ca = test_ca(&dir);
     let (cert, key) = server_cert(&dir, &ca, "broker");
@@ -232,17 +232,38 @@ fn mqtts_checks_the_broker_s_certificate_against_the_system_roots_or_ssl_cert_fi
     let port = free_port();
     let _server = roomcam_serve(port, None);
     let url = format!("http://127.0.0.1:{port}");
-    let config = config(&dir, "mqtts.toml", &format!("mqtt = \"mqtts://127.0.0.1:{tls_port}\"\n"));
+    let plain_config = config(&dir, "mqtts.toml", &format!("mqtt = \"mqtts://127.0.0.1:{tls_port}\"\n"));
 
-    let mut untrusting = roomcam_hearing(&url, "hall", &microphone, Some(&config));
+    let mut untrusting = roomcam_hearing(&url, "hall", &microphone, Some(&plain_config));
     let refused =
         untrusting.wait_for_line("the unknown CA", Duration::from_secs(20), |l| l.contains("mqtt: room hall:"));
     assert!(refused.contains("cannot reach mqtts://127.0.0.1") && refused.contains("TLS"), "{refused}");
 
     let ca_file = dir.join("ca.pem");
-    let _device = roomcam_hearing_env(&url, "nursery", &microphone, Some(&config), &[("SSL_CERT_FILE", &ca_file)]);
+    let _device =
+        roomcam_hearing_env(&url, "nursery", &microphone, Some(&plain_config), &[("SSL_CERT_FILE", &ca_file)]);
     wait_for_payload(&mut sub, "roomcam/nursery/availability", "online", 1, Duration::from_secs(20));
     assert!(messages(&sub, "roomcam/hall/availability").is_empty());
+
+    // Or the broker's CA in the config, the system's roots left as they are.
+    let with_ca = config(
+        &dir,
+        "mqtts-ca.toml",
+        &format!("mqtt = \"mqtts://127.0.0.1:{tls_port}\"\nmqtt-ca = \"{}\"\n", ca_file.display()),
+    );
+    let _trusting = roomcam_hearing(&url, "porch", &microphone, Some(&with_ca));
+    wait_for_payload(&mut sub, "roomcam/porch/availability", "online", 1, Duration::from_secs(20));
+    // A CA file that is not one: said at start, naming the file.
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let bad = config(
+        &dir,
+        "mqtts-junk.toml",
+        &format!("mqtt = \"mqtts://127.0.0.1:{tls_port}\"\nmqtt-ca = \"{}\"\n", junk.display()),
+    );
+    let mut refused = roomcam_hearing(&url, "attic", &microphone, Some(&bad));
+    let said = refused.wait_for_line("the bad CA file", Duration::from_secs(20), |l| l.contains("mqtt: room attic:"));
+    assert!(said.contains("junk.pem") && said.contains("no PEM certificate"), "{said}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

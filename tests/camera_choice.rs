@@ -126,6 +126,6 @@ fn a_camera_device_that_cannot_be_is_a_config_error_with_its_place() {
     let out = Command::new(roomcam_bin()).arg("check-config").arg(&file).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(err.contains("roomcam.toml") && err.contains("camera id"), "{err}");
+    assert!(err.contains("roomcam.toml:2:10:") && err.contains("camera id"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

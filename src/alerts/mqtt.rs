@@ -6,7 +6,6 @@
 //! still matters when the broker is slow or gone); [`spawn`] is the I/O.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -284,7 +283,7 @@ pub fn backoff(failures: u32) -> Duration {
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     #[error("mqtts:// TLS set-up: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(String),
 }
 
 /// A short keep-alive, so that the broker tells `offline` (the will) within
@@ -322,7 +321,14 @@ enum Link {
 
 /// Publishes `room`'s sounds to `broker` from its own task: the media
 /// threads only ever see a broadcast channel, which never waits for anyone.
-pub fn spawn(broker: &MqttBroker, room: &str, sounds: broadcast::Receiver<RoomSound>) -> Result<MqttTask, MqttError> {
+/// `ca`: a CA of the user's own the broker's certificate is signed by
+/// (`[alerts] mqtt-ca`), besides the system's roots.
+pub fn spawn(
+    broker: &MqttBroker,
+    ca: Option<&std::path::Path>,
+    room: &str,
+    sounds: broadcast::Receiver<RoomSound>,
+) -> Result<MqttTask, MqttError> {
     let alerts = MqttAlerts::new(room);
     let mut options = MqttOptions::new(format!("roomcam-{}", topic_level(room)), &broker.host, broker.port);
     options.set_keep_alive(KEEP_ALIVE).set_clean_session(true).set_request_channel_capacity(CLIENT_QUEUE);
@@ -332,7 +338,8 @@ pub fn spawn(broker: &MqttBroker, room: &str, sounds: broadcast::Receiver<RoomSo
     let will = alerts.last_will();
     options.set_last_will(LastWill::new(will.topic, will.payload, QoS::AtLeastOnce, will.retain));
     if broker.tls {
-        options.set_transport(Transport::tls_with_config(tls_config()?.into()));
+        let tls = crate::util::client_config(ca).map_err(MqttError::Tls)?;
+        options.set_transport(Transport::tls_with_config(tls.into()));
     }
     let (client, mut eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
     let (links_tx, links) = mpsc::unbounded_channel();
@@ -370,18 +377,6 @@ pub fn spawn(broker: &MqttBroker, room: &str, sounds: broadcast::Receiver<RoomSo
         driver.abort();
     });
     Ok(MqttTask { stop: Some(stop_tx), task })
-}
-
-fn tls_config() -> Result<rustls::ClientConfig, MqttError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 async fn publisher(

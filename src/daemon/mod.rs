@@ -265,7 +265,7 @@ impl AlertOutlets {
             return AlertOutlets { mqtt: None, webhook: None };
         }
         let mqtt = alerts.mqtt.as_ref().and_then(|broker| {
-            crate::alerts::mqtt::spawn(broker, room, pipeline.sound_events())
+            crate::alerts::mqtt::spawn(broker, alerts.mqtt_ca.as_deref(), room, pipeline.sound_events())
                 .inspect_err(|e| error!(room:% = room; "mqtt: room {room}: {e}; no alerts to {broker}"))
                 .ok()
         });

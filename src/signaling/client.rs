@@ -391,29 +391,7 @@ impl Link {
 
 fn tls_connector(settings: &ClientSettings) -> Result<Option<tokio_tungstenite::Connector>, ClientError> {
     let Some(extra_ca) = &settings.extra_ca else { return Ok(None) };
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    let pem =
-        std::fs::read(extra_ca).map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", extra_ca.display())))?;
-    use rustls::pki_types::pem::PemObject;
-    let mut added = 0;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| ClientError::Tls(format!("{}: {e}", extra_ca.display())))?;
-        roots.add(cert).map_err(|e| ClientError::Tls(format!("{}: {e}", extra_ca.display())))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(ClientError::Tls(format!("{}: no PEM certificate found", extra_ca.display())));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::util::client_config(Some(extra_ca)).map_err(ClientError::Tls)?;
     Ok(Some(tokio_tungstenite::Connector::Rustls(Arc::new(config))))
 }
 
