@@ -236,7 +236,7 @@ if [ "$mode" = board ]; then
     [ ${#todo[@]} -gt 0 ] || return 0
     mkdir -p "$lc/deb" "$lc/pkg"
     say "downloading ${todo[*]}"
-    (cd "$lc/deb" && apt-get download -q "${todo[@]}" >/dev/null)
+    (cd "$lc/deb" && apt-get download -q "${todo[@]}" 2>&1 >/dev/null | { grep -v '^W: Download is performed unsandboxed' || true; } >&2)
     for p in "${todo[@]}"; do
       p=${p%:*}
       rm -rf "$lc/pkg/$p.tmp"
@@ -255,7 +255,10 @@ if [ "$mode" = board ]; then
   done
   lc_find() {  # SONAME [RUNPATH-DIR...]: prints PACKAGE PATH of the first hit (PACKAGE "-" = the host)
     local p d lib=$1; shift
-    for d in "$@"; do [ -e "$d/$lib" ] && { echo "${from} $d/$lib"; return; }; done
+    for d in "$@"; do  # an absolute RUNPATH is the packages' path first
+      for p in $(ls "$lc/pkg"); do [ -e "$lc/pkg/$p$d/$lib" ] && { echo "$p $lc/pkg/$p$d/$lib"; return; }; done
+      [ -e "$d/$lib" ] && { echo "${from} $d/$lib"; return; }
+    done
     set -- "$lib"
     for p in $(ls "$lc/pkg"); do
       for d in "$lc/pkg/$p/lib/$triple" "$lc/pkg/$p/usr/lib/$triple"; do
@@ -283,7 +286,8 @@ if [ "$mode" = board ]; then
       hit=$(lc_find "$lib" $runpath)
       if [ -z "$hit" ] && [ "$from" != - ]; then
         deps=$(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
-          "$from:$deb_arch" | awk '/^ *\|?(Pre)?Depends: [^<]/{print $2}' | sed 's/:.*//' | sort -u)
+          "$from:$deb_arch" | awk '/^ *\|?(Pre)?Depends: [^<]/{print $2}' | sed 's/:.*//' | grep -v '^libqt5' | sort -u)
+        # (not Qt: only qcam, which is left out, needs it)
         # shellcheck disable=SC2086
         lc_fetch $deps
         # shellcheck disable=SC2086
