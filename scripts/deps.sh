@@ -37,6 +37,17 @@ declare -A ROOMCAM_BOARD_PACKAGES=(
   [cpio]=/usr/bin/cpio
   [kmod]=/usr/bin/kmod
   [binutils]=/usr/bin/objdump
+  # board/emulated/test-drivers.sh: vimc, vicodec and v4l2-mem2mem built
+  # from Debian's kernel source (the arm64 ones with scripts/cross-build's
+  # gcc-aarch64-linux-gnu).
+  [make]=/usr/bin/make
+  [gcc-12]=/usr/bin/gcc-12
+  [flex]=/usr/bin/flex
+  [bison]=/usr/bin/bison
+  [bc]=/usr/bin/bc
+  [libelf-dev]=/usr/include/libelf.h
+  [libssl-dev]=/usr/include/openssl/ssl.h
+  [xz-utils]=/usr/bin/xz
 )
 
 roomcam_say() { printf '\033[1m%s\033[0m\n' "$*" >&2; }

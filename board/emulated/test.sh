@@ -21,9 +21,20 @@
 # after rmmod/modprobe vivid (see examples/board_viewer.rs). Prints the
 # figures; exit status 0 only if every check passed.
 #
+# Before that, a smoke check of the test drivers Debian does not ship,
+# vimc and vicodec (built once by board/emulated/test-drivers.sh from
+# Debian's source of the same kernel), and of Debian's libcamera 0.0.3
+# (its packages extracted into the initramfs at their real paths):
+# `cam -l` must list the vimc camera, `cam --capture=10` capture 10
+# frames, vicodec make its encoder/decoder nodes. It prints
+# "BOARD: vimc/libcamera smoke FAILED: ..." on failure but does not stop
+# or fail the roomcam checks; vivid is loaded first and stays /dev/video0.
+#
 # Needs: qemu-system-x86 / qemu-system-arm, busybox-static, cpio, kmod,
-# and for aarch64 the cross toolchain of scripts/cross-build
-# (gcc-aarch64-linux-gnu, libasound2-dev:arm64, libc6:arm64).
+# the kernel build tools of test-drivers.sh (all in scripts/deps.sh
+# ROOMCAM_BOARD_PACKAGES), and for aarch64 the cross toolchain of
+# scripts/cross-build (gcc-aarch64-linux-gnu, libasound2-dev:arm64,
+# libc6:arm64).
 set -euo pipefail
 arch=${1:?usage: board/emulated/test.sh x86_64|aarch64 [--encode-cost]}
 mode=board
@@ -81,6 +92,15 @@ if [ ! -f "$cache/kernel.ok" ]; then
 fi
 kver=$(cat "$cache/kernel.ok")
 kimage=$(ls "$cache"/kernel/boot/vmlinuz-*)
+
+# ---------------------------------------------------------------- test drivers
+# vimc and vicodec (and v4l2-mem2mem where the image lacks it), built once
+# from Debian's source of this kernel (board/emulated/test-drivers.sh).
+if [ "$mode" = board ]; then
+  t_drivers=$(date +%s)
+  drivers=$("$root/board/emulated/test-drivers.sh" "$arch")
+  drivers_s=$(( $(date +%s) - t_drivers ))
+fi
 
 # ---------------------------------------------------------------- binaries
 if [ "$mode" = board ]; then
@@ -166,6 +186,120 @@ echo "$mods" | awk '/^insmod/{print $2}' | sort -u | while read -r ko; do
   esac
 done
 sed -e 's/\.ko\.xz/.ko/g; s/\.ko\.zst/.ko/g' "$cache/kernel/lib/modules/$kver/modules.dep" > "$mdir/modules.dep"
+if [ "$mode" = board ]; then
+  # The test drivers in extra/, with the image's modules they depend on
+  # (mc, videodev, videobuf2-*, v4l2-tpg, v4l2-mem2mem on arm64), and
+  # their modules.dep lines from a depmod run over the initramfs' tree.
+  mkdir -p "$mdir/extra"
+  cp "$drivers"/*.ko "$mdir/extra/"
+  built=" $(cd "$drivers" && ls *.ko | sed 's/\.ko$//' | tr '\n' ' ')"
+  for ko in "$drivers"/*.ko; do
+    for dep in $(modinfo -F depends "$ko" | tr ',' ' '); do
+      [[ "$built" == *" $dep "* ]] && continue
+      modprobe -d "$cache/kernel" -S "$kver" --show-depends "$dep" | awk '/^insmod/{print $2}'
+    done
+  done | sort -u | while read -r ko; do
+    rel=${ko#"$cache/kernel/lib/modules/$kver/"}
+    mkdir -p "$mdir/$(dirname "$rel")"
+    case $ko in
+      *.xz) xz -dc "$ko" > "$mdir/${rel%.xz}" ;;
+      *.zst) zstd -qdc "$ko" > "$mdir/${rel%.zst}" ;;
+      *) cp "$ko" "$mdir/$rel" ;;
+    esac
+  done
+  tmpdep=$(mktemp -d)
+  mkdir -p "$tmpdep/lib/modules"
+  cp -r "$mdir" "$tmpdep/lib/modules/$kver"
+  rm -f "$tmpdep/lib/modules/$kver/modules."*
+  for f in modules.order modules.builtin modules.builtin.modinfo; do
+    sed -e 's/\.ko\.xz/.ko/g; s/\.ko\.zst/.ko/g' "$cache/kernel/lib/modules/$kver/$f" > "$tmpdep/lib/modules/$kver/$f"
+  done
+  depmod -b "$tmpdep" "$kver"
+  grep '^extra/' "$tmpdep/lib/modules/$kver/modules.dep" >> "$mdir/modules.dep"
+  rm -rf "$tmpdep"
+fi
+
+# libcamera (Debian 12's 0.0.3: libcamera0.0.3, -ipa, -v4l2 and -tools for
+# `cam`), its files at their real paths (/usr/lib/TRIPLE/libcamera/ for the
+# IPA modules, their .sign files and proxies, /usr/lib/TRIPLE/v4l2-compat.so,
+# /usr/share/libcamera) and every library they need. The packages, and any
+# dependency package a library is needed from (its direct Depends, fetched
+# only when a NEEDED library is in neither the initramfs nor the host's
+# directories for TRIPLE), are downloaded once and kept extracted in
+# target/emulated/ARCH/libcamera/.
+if [ "$mode" = board ]; then
+  lc=$cache/libcamera
+  lc_pkgs=(libcamera0.0.3 libcamera-ipa libcamera-v4l2 libcamera-tools)
+  lc_fetch() {  # PACKAGE... : download and extract into $lc/pkg/NAME
+    local p todo=()
+    for p in "$@"; do [ -d "$lc/pkg/$p" ] || todo+=("$p:$deb_arch"); done
+    [ ${#todo[@]} -gt 0 ] || return 0
+    mkdir -p "$lc/deb" "$lc/pkg"
+    say "downloading ${todo[*]}"
+    (cd "$lc/deb" && apt-get download -q "${todo[@]}" 2>&1 >/dev/null | { grep -v '^W: Download is performed unsandboxed' || true; } >&2)
+    for p in "${todo[@]}"; do
+      p=${p%:*}
+      rm -rf "$lc/pkg/$p.tmp"
+      dpkg-deb -x "$(ls "$lc/deb/${p}"_*_"$deb_arch".deb "$lc/deb/${p}"_*_all.deb 2>/dev/null | head -1)" "$lc/pkg/$p.tmp"
+      mv "$lc/pkg/$p.tmp" "$lc/pkg/$p"
+    done
+  }
+  lc_fetch "${lc_pkgs[@]}"
+  # cam and the libraries, modules, proxies and data; not qcam (Qt) nor
+  # lc-compliance.
+  for p in "${lc_pkgs[@]}"; do
+    (cd "$lc/pkg/$p" && find . \( -type f -o -type l \) ! -path './usr/share/doc/*' ! -path './usr/share/lintian/*' \
+       ! -name qcam ! -name lc-compliance ! -name libcamerify) | while read -r f; do
+      mkdir -p "$rd/$(dirname "$f")"; cp -a "$lc/pkg/$p/$f" "$rd/$f"
+    done
+  done
+  lc_find() {  # SONAME [RUNPATH-DIR...]: prints PACKAGE PATH of the first hit (PACKAGE "-" = the host)
+    local p d lib=$1; shift
+    for d in "$@"; do  # an absolute RUNPATH is the packages' path first
+      for p in $(ls "$lc/pkg"); do [ -e "$lc/pkg/$p$d/$lib" ] && { echo "$p $lc/pkg/$p$d/$lib"; return; }; done
+      [ -e "$d/$lib" ] && { echo "${from} $d/$lib"; return; }
+    done
+    set -- "$lib"
+    for p in $(ls "$lc/pkg"); do
+      for d in "$lc/pkg/$p/lib/$triple" "$lc/pkg/$p/usr/lib/$triple"; do
+        [ -e "$d/$1" ] && { echo "$p $d/$1"; return; }
+      done
+    done
+    for d in "${libdirs[@]}"; do [ -e "$d/$1" ] && { echo "- $d/$1"; return; }; done
+    return 0
+  }
+  # (file, package it came from) pairs still to walk
+  lc_todo=()
+  for p in "${lc_pkgs[@]}"; do
+    while read -r f; do lc_todo+=("$p" "$f"); done < <(cd "$rd" && find usr/bin usr/lib -type f \
+      \( -name '*.so*' -o -name '*_proxy' -o -name cam \) ! -name '*.sign' | while read -r f; do
+        [ -e "$lc/pkg/$p/$f" ] && echo "$rd/$f"; done)
+  done
+  while [ ${#lc_todo[@]} -gt 0 ]; do
+    from=${lc_todo[0]}; f=${lc_todo[1]}; lc_todo=("${lc_todo[@]:2}")
+    # RUNPATH (e.g. libpulse's $ORIGIN/pulseaudio), searched first.
+    runpath=$(objdump -p "$f" | awk '/RUNPATH|RPATH/{print $2}' | tr ':' ' ')
+    runpath=${runpath//\$ORIGIN/$(dirname "$f")}
+    for lib in $(needed "$f"); do
+      [ -e "$rd/lib/$triple/$lib" ] || [ -e "$rd/usr/lib/$triple/$lib" ] && continue
+      # shellcheck disable=SC2086
+      hit=$(lc_find "$lib" $runpath)
+      if [ -z "$hit" ] && [ "$from" != - ]; then
+        deps=$(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
+          "$from:$deb_arch" | awk '/^ *\|?(Pre)?Depends: [^<]/{print $2}' | sed 's/:.*//' | grep -v '^libqt5' | sort -u)
+        # (not Qt: only qcam, which is left out, needs it)
+        # shellcheck disable=SC2086
+        lc_fetch $deps
+        # shellcheck disable=SC2086
+        hit=$(lc_find "$lib" $runpath)
+      fi
+      [ -n "$hit" ] || { echo "libcamera: library $lib (needed by $f) not found" >&2; exit 1; }
+      mkdir -p "$rd/lib/$triple"
+      cp -L "${hit#* }" "$rd/lib/$triple/$lib"
+      lc_todo+=("${hit%% *}" "${hit#* }")
+    done
+  done
+fi
 
 # The daemon's settings that differ from a real board: TCG needs longer
 # ALSA buffers (>= 8 periods, or it overruns), and the camera format forced
@@ -178,6 +312,61 @@ format = "${BOARD_CAMERA_FORMAT:-$camera_format}"
 periods = 8
 EOF
 vivid_opts="n_devs=1 node_types=0x1"
+if [ "$mode" = board ]; then
+  # The vimc/libcamera and vicodec smoke check, run after vivid has taken
+  # /dev/video0; a failure is reported and the roomcam checks go on.
+  cat > "$rd/bin/board-smoke" <<'EOF'
+#!/bin/busybox sh
+failed() { echo "BOARD: vimc/libcamera smoke FAILED: $*"; }
+export PATH=/bin:/sbin:/usr/bin
+export LIBCAMERA_LOG_LEVELS='*:WARN' LIBCAMERA_LOG_NO_COLOR=1
+# libcamera enumerates through libudev, which skips a device udevd has not
+# recorded (no /run/udev/data/cMAJOR:MINOR): no udevd here, so record the
+# media and V4L2 nodes there are.
+udev_db() {
+  mkdir -p /run/udev/data
+  for d in /sys/class/video4linux/* /sys/bus/media/devices/*; do
+    [ -e "$d/dev" ] && : > "/run/udev/data/c$(cat "$d/dev")"
+  done
+}
+t0=$(cut -d' ' -f1 /proc/uptime)
+if ! modprobe vimc; then
+  failed "modprobe vimc"
+else
+  i=0; while ! grep -qs vimc /sys/bus/media/devices/*/model && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  udev_db
+  cam -l >/tmp/cam-l 2>&1; rc=$?
+  sed 's/^/[cam -l] /' /tmp/cam-l
+  cam_id=$(grep -m1 -E "^[0-9]+: .*vimc" /tmp/cam-l)
+  if [ -z "$cam_id" ]; then
+    failed "cam -l lists no vimc camera (exit $rc)"
+  else
+    echo "BOARD: libcamera camera $cam_id"
+    n=${cam_id%%:*}
+    timeout 150 cam -c "$n" --capture=10 >/tmp/cam-c 2>&1; rc=$?
+    sed 's/^/[cam -c] /' /tmp/cam-c
+    frames=$(grep -c 'seq:' /tmp/cam-c)
+    last=$(grep 'seq:' /tmp/cam-c | tail -1)
+    if [ "$rc" = 0 ] && [ "$frames" -ge 10 ]; then
+      echo "BOARD: libcamera captured $frames frames from vimc; last: $last"
+    else
+      failed "cam -c $n --capture=10: exit $rc, $frames frames${last:+; last: $last}"
+    fi
+  fi
+fi
+if ! modprobe vicodec; then
+  failed "modprobe vicodec"
+else
+  sleep 0.5
+  echo "BOARD: video nodes: $(ls /dev/video* | tr '\n' ' ')"
+  for d in /sys/class/video4linux/video*; do echo "BOARD:   /dev/${d##*/}: $(cat "$d/name")"; done
+  grep -q stateful-encoder /sys/class/video4linux/video*/name && grep -q stateful-decoder /sys/class/video4linux/video*/name \
+    || failed "vicodec made no encoder/decoder /dev/video nodes"
+fi
+echo "BOARD: vimc/libcamera/vicodec smoke took $(awk -v t0="$t0" '{printf "%.1f", $1 - t0}' /proc/uptime) s"
+EOF
+  chmod +x "$rd/bin/board-smoke"
+fi
 if [ "$mode" = encode-cost ]; then
   cat > "$rd/init" <<EOF
 #!/bin/busybox sh
@@ -202,6 +391,7 @@ echo "BOARD: kernel \$(uname -r), \$(nproc) cpus, up \$(cut -d' ' -f1 /proc/upti
 modprobe vivid $vivid_opts || echo "BOARD: modprobe vivid failed"
 modprobe snd-aloop pcm_substreams=2 || echo "BOARD: modprobe snd-aloop failed"
 ls /dev/video* /dev/snd/ 2>&1 | tr '\n' ' '; echo
+board-smoke 2>&1
 export BOARD_VIVID_OPTS="$vivid_opts"
 roomcam devices 2>&1 | sed 's/^/[devices] /'
 roomcam serve --listen 127.0.0.1:8080 2>&1 | sed 's/^/[serve] /' &
@@ -225,6 +415,7 @@ say "booting $kimage under ${qemu[0]} (TCG, -nic none)"
 t_boot=$(date +%s)
 log=$cache/console.log; [ "$mode" = board ] || log=$cache/console-$mode.log
 set +e
+# (grep -a: `roomcam devices` prints vimc's bus_info with its NUL padding.)
 # -nic none already gives the guest no network; the namespace makes sure
 # the host side of qemu has none either.
 if [ "$(id -u)" = 0 ]; then netns=(unshare -n); else netns=(unshare -rn); fi
@@ -236,11 +427,11 @@ else
 fi
 timeout "${BOARD_TIMEOUT:-420}" "${netns[@]}" "${qemu[@]}" -accel tcg -nographic -no-reboot -nic none \
   -kernel "$kimage" -initrd "$cache/initramfs.cpio.gz" \
-  -append "console=$console rdinit=/init panic=-1 quiet loglevel=3" </dev/null 2>&1 | tee "$log" | grep --line-buffered -E '^(BOARD|board|ENCODE)|\[device\].*(camera|microphone|speaker|talk-back|WARN|ERROR)|panicked'
+  -append "console=$console rdinit=/init panic=-1 quiet loglevel=3" </dev/null 2>&1 | tee "$log" | grep -a --line-buffered -E '^(BOARD|board|ENCODE)|\[device\].*(camera|microphone|speaker|talk-back|WARN|ERROR)|panicked'
 set -e
 boot_s=$(( $(date +%s) - t_boot ))
 code=$(sed -n 's/.*BOARD-EXIT=\([0-9]*\).*/\1/p' "$log" | tail -1)
-say "build ${build_s} s, guest ${boot_s} s, total $(( $(date +%s) - t_start )) s; console log: $log"
+say "build ${build_s} s${drivers_s:+, test drivers ${drivers_s} s}, guest ${boot_s} s, total $(( $(date +%s) - t_start )) s; console log: $log"
 if [ "$code" != 0 ]; then
   say "FAILED (exit ${code:-none}); last lines:"
   tail -40 "$log" >&2
