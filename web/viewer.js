@@ -1076,6 +1076,8 @@
       closePc('left');
       peerId = null;
     });
+    // Out of the room, the server says no more of its camera.
+    clearDeviceOffline('left the room');
     setState('left');
   }
 
