@@ -101,12 +101,15 @@ impl Member {
 }
 
 /// Engine.IO's ping interval and timeout on roomcam's server (socketioxide's
-/// defaults are 25 s and 20 s): a device whose network vanished (no FIN) is
-/// found gone within their sum, 15 s. Clients take these values from the
-/// open packet (socket.io 2 clients ping every interval and wait the timeout
-/// for the pong; socket.io 4 clients answer the server's pings and wait the sum).
-pub const PING_INTERVAL: Duration = Duration::from_secs(10);
-pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// defaults are 25 s and 20 s). The server finds a client gone (its network
+/// vanished: no FIN) at most interval + timeout = 17 s after its last pong;
+/// a client drops a server that is silent for interval + timeout, so a
+/// server that stalls for less than the timeout (12 s) loses nobody. Clients
+/// take these values from the open packet (socket.io 2 clients ping every
+/// interval and wait the timeout for the pong; socket.io 4 clients answer
+/// the server's pings and wait the sum).
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// Rooms whose device the server remembers (to tell a viewer that joins
 /// that it is gone); past it, those without members are forgotten.
