@@ -244,7 +244,8 @@ async fn send(client: &reqwest::Client, url: &url::Url, request: &WebhookRequest
     for (name, value) in &request.headers {
         post = post.header(*name, value);
     }
-    let response = post.send().await.map_err(WebhookError::Send)?;
+    // reqwest's errors name the URL, and an ntfy token may be in it: logged without.
+    let response = post.send().await.map_err(|e| WebhookError::Send(e.without_url()))?;
     match response.status() {
         status if status.is_success() => Ok(()),
         status => Err(WebhookError::Status(status)),
@@ -341,6 +342,16 @@ mod tests {
     fn retries_wait_longer_each_time() {
         let waits: Vec<_> = (1..ATTEMPTS).map(|n| retry_wait(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_s_error_does_not_repeat_the_url() {
+        // Nothing listens on port 9 of loopback: refused at once.
+        let url = url::Url::parse("http://u:pw_secret@127.0.0.1:9/topic?auth=tk_secret").unwrap();
+        let client = reqwest::Client::new();
+        let request = request(WebhookFormat::Json, "r", WebhookEvent::DeviceOffline, at());
+        let error = send(&client, &url, &request).await.unwrap_err().to_string();
+        assert!(!error.contains("secret") && !error.contains("127.0.0.1:9"), "{error}");
     }
 
     #[test]
