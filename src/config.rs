@@ -288,10 +288,19 @@ fn mqtt_broker<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::alerts::
 }
 
 fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<url::Url>, D::Error> {
+    http_url(d, "alerts.webhook")
+}
+
+fn server_webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<url::Url>, D::Error> {
+    http_url(d, "server.webhook")
+}
+
+fn http_url<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<Option<url::Url>, D::Error> {
     let text = String::deserialize(d)?;
     match url::Url::parse(&text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(Some(url)),
-        _ => Err(serde::de::Error::custom(format!("alerts.webhook {text:?} must be an http:// or https:// URL"))),
+        // The URL itself is not repeated: an ntfy token may be in it.
+        Ok(_) | Err(_) => Err(serde::de::Error::custom(format!("{key} must be an http:// or https:// URL"))),
     }
 }
 
@@ -467,6 +476,11 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// Origins of pages that may connect (`None`: any); the server's own always may.
     pub allowed_origins: Option<Vec<String>>,
+    /// An http(s):// URL that gets one POST when a room's device goes offline
+    /// (its connection to this server ended) and one when it is back.
+    #[serde(deserialize_with = "server_webhook_url")]
+    pub webhook: Option<url::Url>,
+    pub webhook_format: crate::alerts::webhook::WebhookFormat,
 }
 
 /// A month: longer-lived credentials are static ones in all but name.
@@ -502,6 +516,8 @@ impl Default for ServerConfig {
             room_name_characters: limits::DEFAULT_ROOM_NAME_CHARACTERS.into(),
             trusted_proxies: Vec::new(),
             allowed_origins: None,
+            webhook: None,
+            webhook_format: Default::default(),
         }
     }
 }
@@ -921,6 +937,19 @@ capacity = 4
         assert_eq!((line, column), (3, 10));
         assert!(message.contains("camera id"), "{message}");
         assert_eq!(parse("[camera]\ndevice = \"libcamera:imx708\"\n").unwrap().camera.device, "libcamera:imx708");
+    }
+
+    #[test]
+    fn the_server_s_webhook_for_an_absent_device() {
+        let defaults = parse("").unwrap().server;
+        assert_eq!((defaults.webhook, defaults.webhook_format), (None, crate::alerts::webhook::WebhookFormat::Json));
+        let server =
+            parse("[server]\nwebhook = \"https://ntfy.sh/cams?auth=tk\"\nwebhook-format = \"ntfy\"\n").unwrap().server;
+        assert_eq!(server.webhook.unwrap().as_str(), "https://ntfy.sh/cams?auth=tk");
+        assert_eq!(server.webhook_format, crate::alerts::webhook::WebhookFormat::Ntfy);
+        let (line, _, message) = syntax_error("[server]\n\nwebhook = \"ftp://x?auth=tk\"\n");
+        assert_eq!(line, 3);
+        assert!(message.contains("server.webhook") && !message.contains("tk"), "{message}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Proc, free_port, repo_root, roomcam_bin, roomcam_run, server_cert, test_ca};
+use common::{Proc, free_port, node_client, repo_root, roomcam_bin, roomcam_run, server_cert, test_ca};
 use rcgen::{CertificateParams, KeyPair};
 use roomcam::signaling::tls::CertInfo;
 use serde_json::Value;
@@ -38,21 +38,6 @@ fn serve_https(port: u16, args: &[&str]) -> Proc {
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// A member on the real socket.io `version` client (`tests/classic/client.js`).
-fn node_client(version: u8, url: &str, room: &str, ca: Option<&Path>) -> Proc {
-    let dir = repo_root().join("tests/classic");
-    assert!(
-        dir.join("node_modules/socketio-client2").exists() && dir.join("node_modules/socketio-client4").exists(),
-        "the socket.io clients need their npm packages: run `npm ci --prefix tests/classic` (scripts/test does)"
-    );
-    let mut cmd = Command::new("node");
-    cmd.current_dir(&dir).arg("client.js").args(["--version", &version.to_string(), "--url", url, "--room", room]);
-    if let Some(ca) = ca {
-        cmd.arg("--ca").arg(ca);
-    }
-    Proc::spawn(&format!("socket.io-client-{version}"), &mut cmd)
 }
 
 /// Waits for the client's JSON line with `"event": event` (and `check`).

@@ -74,7 +74,7 @@
   const ui = {
     room: $('room'), status: $('status'), pick: $('pick'), viewer: $('viewer'),
     video: $('remote'), placeholder: $('placeholder'), unmute: $('unmute'), notice: $('notice'),
-    stalled: $('stalled'), secure: $('secure'), stage: $('stage'), fullscreen: $('fullscreen'),
+    stalled: $('stalled'), offline: $('offline'), secure: $('secure'), stage: $('stage'), fullscreen: $('fullscreen'),
     link: $('link'), saver: $('saver'), audio: $('listen-audio'),
     alert: $('alert'), alertText: $('alert-text'), alertDismiss: $('alert-dismiss'),
     level: $('level'), levelBar: $('level-bar'), listen: $('listen'), notify: $('notify'),
@@ -127,6 +127,7 @@
   let channel = null;            // the `roomcam` data channel of the live connection
   let listenOnly = false;        // asked for: audio only, no video
   let listenOnlyOn = false;      // what the camera confirmed
+  let deviceOffline = null;      // since when roomcam's server says the camera is gone (a Date), or null
   let roomLevel = null;          // dBFS, the camera's last word on the room's sound
   const alerts = [];             // { state, at, level_db } as they came
   let swRegistration = null;
@@ -177,6 +178,8 @@
     document.body.dataset.state = next;
     ui.status.textContent = STATES[next] + (detail ? ` (${detail})` : '');
     if (next === 'connected' && stalledText()) ui.status.textContent = stalledText();
+    // Pictures from the camera: it is there, whatever was said before.
+    if (next === 'connected') clearDeviceOffline('connected');
     ui.join.disabled = wantJoined;
     ui.leave.disabled = !wantJoined;
     ui.join.classList.toggle('primary', !wantJoined);
@@ -918,6 +921,25 @@
 
   const mine = (r) => r === room;
 
+  // roomcam's server only (a classic one never says): the camera's
+  // connection to the server ended, at `info.since` (Unix ms).
+  function onDeviceOffline(r, info) {
+    if (!mine(r)) return;
+    const since = new Date(info && Number.isFinite(info.since) ? info.since : Date.now());
+    deviceOffline = since;
+    const hhmm = `${String(since.getHours()).padStart(2, '0')}:${String(since.getMinutes()).padStart(2, '0')}`;
+    ui.offline.textContent = `camera offline since ${hhmm}`;
+    ui.offline.hidden = false;
+    log(`server: the camera is offline since ${hhmm}`);
+  }
+
+  function clearDeviceOffline(why) {
+    if (!deviceOffline) return;
+    deviceOffline = null;
+    ui.offline.hidden = true;
+    log(`the camera is back (${why})`);
+  }
+
   const onJoined = serial((r, id) => {
     if (!mine(r)) return;
     log(`joined as ${id}`);
@@ -1054,6 +1076,8 @@
       closePc('left');
       peerId = null;
     });
+    // Out of the room, the server says no more of its camera.
+    clearDeviceOffline('left the room');
     setState('left');
   }
 
@@ -1200,6 +1224,8 @@
     socket.on('bye', onBye);
     socket.on('full', onFull);
     socket.on('unauthorized', onUnauthorized);
+    socket.on('device-offline', onDeviceOffline);
+    socket.on('device-online', (r) => { if (mine(r)) clearDeviceOffline('server'); });
     socket.on('leaved', (r) => { if (mine(r) && !wantJoined) setState('left'); });
 
     // Tell the room we are going: classic servers send no bye on disconnect.
@@ -1227,6 +1253,7 @@
     get listenOnly() { return listenOnlyOn; },
     get roomLevel() { return roomLevel; },
     get alerts() { return alerts.slice(); },
+    get deviceOffline() { return deviceOffline ? ui.offline.textContent : null; },
     get alertBanner() { return ui.alert.hidden ? null : ui.alertText.textContent; },
     get channel() { return channel ? channel.readyState : null; },
     setListenOnly,

@@ -1,6 +1,8 @@
-//! Sound alerts to a webhook: one POST when an alert starts and one when it
-//! ends, as JSON or as an ntfy notification (plain text, `Title` and
-//! `Priority` headers). [`request`] is pure; [`spawn`] sends, with retries.
+//! Events to a webhook, as JSON or as an ntfy notification (plain text,
+//! `Title` and `Priority` headers): the device's sound alerts (one POST when
+//! an alert starts and one when it ends) and, from roomcam's server, a room's
+//! device going offline and coming back. [`request`] is pure; [`Webhook`]
+//! sends, in order and with retries; [`spawn`] sends a room's sound alerts.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +20,23 @@ pub enum WebhookFormat {
     Json,
     /// <https://ntfy.sh>: the body is the message, headers carry the rest.
     Ntfy,
+}
+
+/// What a webhook is told.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WebhookEvent {
+    /// A sound alert started or ended (the device).
+    Sound(SoundEvent),
+    /// The room's device lost its connection to the server (roomcam's server).
+    DeviceOffline,
+    /// The room's device is back, after `offline_for`.
+    DeviceOnline { offline_for: Duration },
+}
+
+impl From<SoundEvent> for WebhookEvent {
+    fn from(event: SoundEvent) -> Self {
+        WebhookEvent::Sound(event)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -40,35 +59,54 @@ pub fn rfc3339(at: SystemTime) -> String {
     )
 }
 
-/// The request that tells `event` in `room`, heard `at`.
-pub fn request(format: WebhookFormat, room: &str, event: SoundEvent, at: SystemTime) -> WebhookRequest {
-    let (name, level_db) = match event {
-        SoundEvent::Started { level_db, .. } => ("sound_start", level_db),
-        SoundEvent::Ended { peak_db } => ("sound_end", peak_db),
-    };
+/// The request that tells `event` in `room`, heard (or seen) `at`.
+pub fn request(format: WebhookFormat, room: &str, event: impl Into<WebhookEvent>, at: SystemTime) -> WebhookRequest {
+    let event = event.into();
     match format {
-        WebhookFormat::Json => WebhookRequest {
-            headers: vec![("content-type", "application/json".into())],
-            body: serde_json::json!({
-                "event": name,
-                "room": room,
-                // One decimal: the detector is not more exact than that.
-                "level_db": (f64::from(level_db) * 10.0).round() / 10.0,
-                "at": rfc3339(at),
-            })
-            .to_string(),
-        },
+        WebhookFormat::Json => {
+            let mut body = serde_json::json!({ "room": room, "at": rfc3339(at) });
+            match event {
+                WebhookEvent::Sound(sound) => {
+                    let (name, level_db) = match sound {
+                        SoundEvent::Started { level_db, .. } => ("sound_start", level_db),
+                        SoundEvent::Ended { peak_db } => ("sound_end", peak_db),
+                    };
+                    body["event"] = name.into();
+                    // One decimal: the detector is not more exact than that.
+                    body["level_db"] = ((f64::from(level_db) * 10.0).round() / 10.0).into();
+                }
+                WebhookEvent::DeviceOffline => body["event"] = "device_offline".into(),
+                WebhookEvent::DeviceOnline { offline_for } => {
+                    body["event"] = "device_online".into();
+                    body["offline_s"] = offline_for.as_secs().into();
+                }
+            }
+            WebhookRequest { headers: vec![("content-type", "application/json".into())], body: body.to_string() }
+        }
         WebhookFormat::Ntfy => {
             let (title, priority, body) = match event {
-                SoundEvent::Started { level_db, floor_db } => (
+                WebhookEvent::Sound(SoundEvent::Started { level_db, floor_db }) => (
                     format!("Sound in {room}"),
                     "high",
                     format!("Sound in {room}: {level_db:.0} dBFS, {:.0} dB over the room's floor", level_db - floor_db),
                 ),
-                SoundEvent::Ended { peak_db } => (
+                WebhookEvent::Sound(SoundEvent::Ended { peak_db }) => (
                     format!("{room} is quiet again"),
                     "default",
                     format!("{room} is quiet again (peak {peak_db:.0} dBFS)"),
+                ),
+                WebhookEvent::DeviceOffline => (
+                    format!("Camera in {room} offline"),
+                    "high",
+                    format!(
+                        "The camera in {room} is offline since {} (its connection to the server ended)",
+                        rfc3339(at)
+                    ),
+                ),
+                WebhookEvent::DeviceOnline { offline_for } => (
+                    format!("Camera in {room} back"),
+                    "default",
+                    format!("The camera in {room} is back online (offline for {} s)", offline_for.as_secs()),
                 ),
             };
             WebhookRequest {
@@ -116,6 +154,52 @@ pub enum WebhookError {
     Status(reqwest::StatusCode),
 }
 
+/// A webhook's sender: events queued here are POSTed in order, each with
+/// retries, by its own task. The task ends once every clone is dropped and
+/// the queue is sent.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    queue: mpsc::Sender<(String, WebhookEvent, SystemTime)>,
+}
+
+impl Webhook {
+    /// Starts the task that sends to `url` (needs a tokio runtime).
+    pub fn spawn(url: url::Url, format: WebhookFormat) -> Result<(Webhook, tokio::task::JoinHandle<()>), WebhookError> {
+        let client = reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build().map_err(WebhookError::Client)?;
+        let (queue, mut queued) = mpsc::channel::<(String, WebhookEvent, SystemTime)>(QUEUE);
+        let task = tokio::spawn(async move {
+            let mut failing = false;
+            while let Some((room, event, at)) = queued.recv().await {
+                let request = request(format, &room, event, at);
+                match send_with_retries(&client, &url, &request).await {
+                    Ok(()) if failing => {
+                        info!(room:% = room; "webhook: room {room}: {} works again", redacted(&url));
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        warn!(room:% = room; "webhook: room {room}: {} failed after {ATTEMPTS} attempts: {e}", redacted(&url));
+                        failing = true;
+                    }
+                }
+            }
+        });
+        Ok((Webhook { queue }, task))
+    }
+
+    /// Queues `event` of `room`, seen now; never waits (a full queue drops it, logged).
+    pub fn tell(&self, room: &str, event: impl Into<WebhookEvent>) {
+        self.tell_at(room, event, SystemTime::now());
+    }
+
+    pub fn tell_at(&self, room: &str, event: impl Into<WebhookEvent>, at: SystemTime) {
+        // Closed: the sender was stopped (shutdown), nothing to say.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send((room.to_owned(), event.into(), at)) {
+            warn!(room:% = room; "webhook: room {room}: {QUEUE} events already wait; this one is dropped");
+        }
+    }
+}
+
 /// Sends `room`'s alerts to `url` from its own tasks: one hears the
 /// broadcast (never lagging behind a slow webhook), one sends in order.
 pub fn spawn(
@@ -124,41 +208,19 @@ pub fn spawn(
     room: &str,
     mut sounds: broadcast::Receiver<RoomSound>,
 ) -> Result<tokio::task::JoinHandle<()>, WebhookError> {
-    let client = reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build().map_err(WebhookError::Client)?;
-    let (queue, mut queued) = mpsc::channel::<(SoundEvent, SystemTime)>(QUEUE);
+    let (webhook, sender) = Webhook::spawn(url, format)?;
     let room = room.to_owned();
-    let listener_room = room.clone();
-    let listener = tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             match sounds.recv().await {
-                Ok(RoomSound::Alert(event)) => {
-                    if queue.try_send((event, SystemTime::now())).is_err() {
-                        warn!(room:% = listener_room; "webhook: room {listener_room}: {QUEUE} alerts already wait; this one is dropped");
-                    }
-                }
+                Ok(RoomSound::Alert(event)) => webhook.tell(&room, event),
                 Ok(RoomSound::Level { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // Dropping the webhook lets the sender finish the queue and end.
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     });
-    Ok(tokio::spawn(async move {
-        let mut failing = false;
-        while let Some((event, at)) = queued.recv().await {
-            let request = request(format, &room, event, at);
-            match send_with_retries(&client, &url, &request).await {
-                Ok(()) if failing => {
-                    info!(room:% = room; "webhook: room {room}: {} works again", redacted(&url));
-                    failing = false;
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    warn!(room:% = room; "webhook: room {room}: {} failed after {ATTEMPTS} attempts: {e}", redacted(&url));
-                    failing = true;
-                }
-            }
-        }
-        listener.abort();
-    }))
+    Ok(sender)
 }
 
 async fn send_with_retries(
@@ -182,7 +244,8 @@ async fn send(client: &reqwest::Client, url: &url::Url, request: &WebhookRequest
     for (name, value) in &request.headers {
         post = post.header(*name, value);
     }
-    let response = post.send().await.map_err(WebhookError::Send)?;
+    // reqwest's errors name the URL, and an ntfy token may be in it: logged without.
+    let response = post.send().await.map_err(|e| WebhookError::Send(e.without_url()))?;
     match response.status() {
         status if status.is_success() => Ok(()),
         status => Err(WebhookError::Status(status)),
@@ -255,9 +318,40 @@ mod tests {
     }
 
     #[test]
+    fn device_offline_and_back_in_json_and_ntfy() {
+        let offline: serde_json::Value =
+            serde_json::from_str(&request(WebhookFormat::Json, "nursery", WebhookEvent::DeviceOffline, at()).body)
+                .unwrap();
+        assert_eq!(
+            offline,
+            serde_json::json!({"event": "device_offline", "room": "nursery", "at": "2026-12-03T15:30:07Z"})
+        );
+        let back = WebhookEvent::DeviceOnline { offline_for: Duration::from_secs(75) };
+        let online: serde_json::Value =
+            serde_json::from_str(&request(WebhookFormat::Json, "nursery", back, at()).body).unwrap();
+        assert_eq!((&online["event"], &online["offline_s"]), (&"device_online".into(), &75.into()));
+        let offline = request(WebhookFormat::Ntfy, "nursery", WebhookEvent::DeviceOffline, at());
+        assert_eq!(header(&offline, "priority"), Some("high"));
+        assert!(offline.body.contains("offline since 2026-12-03T15:30:07Z"), "{}", offline.body);
+        let online = request(WebhookFormat::Ntfy, "nursery", back, at());
+        assert_eq!(header(&online, "priority"), Some("default"));
+        assert!(online.body.contains("back online"), "{}", online.body);
+    }
+
+    #[test]
     fn retries_wait_longer_each_time() {
         let waits: Vec<_> = (1..ATTEMPTS).map(|n| retry_wait(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_s_error_does_not_repeat_the_url() {
+        // Nothing listens on port 9 of loopback: refused at once.
+        let url = url::Url::parse("http://u:pw_secret@127.0.0.1:9/topic?auth=tk_secret").unwrap();
+        let client = reqwest::Client::new();
+        let request = request(WebhookFormat::Json, "r", WebhookEvent::DeviceOffline, at());
+        let error = send(&client, &url, &request).await.unwrap_err().to_string();
+        assert!(!error.contains("secret") && !error.contains("127.0.0.1:9"), "{error}");
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub async fn run_with(
     let mut session_settings = SessionSettings::new(config.signaling.room.clone());
     session_settings.token = config.signaling.token.clone();
     session_settings.disconnect_timeout = config.webrtc.disconnect_timeout();
-    session_settings.member_id = Some(protocol::new_member_id("device"));
+    session_settings.member_id = Some(protocol::new_member_id(protocol::DEVICE_MEMBER_PREFIX));
     let mut session = Session::new(session_settings);
 
     let (client_events_tx, mut client_events) = mpsc::unbounded_channel();

@@ -294,7 +294,9 @@ impl Session {
             | RoomEvent::Unauthorized { room }
             | RoomEvent::Message { room, .. }
             | RoomEvent::Bye { room, .. }
-            | RoomEvent::Left { room } => room,
+            | RoomEvent::Left { room }
+            | RoomEvent::DeviceOffline { room, .. }
+            | RoomEvent::DeviceOnline { room } => room,
         };
         if *event_room != room {
             warn!(room:% = room; "room {room}: ignoring an event for room {event_room:?}");
@@ -343,6 +345,8 @@ impl Session {
                 self.room = RoomState::Refused { retry_at: now + retry };
             }
             RoomEvent::Left { .. } => info!(room:% = room; "room {room}: left"),
+            // For viewers: the server says so of this device, which is here.
+            RoomEvent::DeviceOffline { .. } | RoomEvent::DeviceOnline { .. } => {}
             RoomEvent::OtherJoined { id, .. } => {
                 self.present.insert(id.clone());
                 self.recovering.remove(&id);

@@ -8,13 +8,42 @@ use crate::peer::{IceCandidate, PeerId, SdpKind};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum RoomEvent {
-    Joined { room: String, id: String },
-    OtherJoined { room: String, id: String },
-    Full { room: String },
-    Unauthorized { room: String },
-    Message { room: String, data: SignalData, from: Option<PeerId> },
-    Bye { room: String, id: String },
-    Left { room: String },
+    Joined {
+        room: String,
+        id: String,
+    },
+    OtherJoined {
+        room: String,
+        id: String,
+    },
+    Full {
+        room: String,
+    },
+    Unauthorized {
+        room: String,
+    },
+    Message {
+        room: String,
+        data: SignalData,
+        from: Option<PeerId>,
+    },
+    Bye {
+        room: String,
+        id: String,
+    },
+    Left {
+        room: String,
+    },
+    /// roomcam's server: the room's device lost its connection at `since_ms`
+    /// (Unix milliseconds); sent to the viewers, and to one that joins meanwhile.
+    DeviceOffline {
+        room: String,
+        since_ms: u64,
+    },
+    /// roomcam's server: the room's device is back.
+    DeviceOnline {
+        room: String,
+    },
 }
 
 /// What travels inside `message` between the two ends.
@@ -52,6 +81,15 @@ impl RoomEvent {
             "unauthorized" => RoomEvent::Unauthorized { room: room("unauthorized")? },
             "bye" => RoomEvent::Bye { room: room("bye")?, id: string_arg(args, "bye", 1)? },
             "leaved" => RoomEvent::Left { room: room("leaved")? },
+            "device-offline" => {
+                RoomEvent::DeviceOffline {
+                    room: room("device-offline")?,
+                    since_ms: args.get(1).and_then(|a| a.get("since")).and_then(Value::as_u64).ok_or(
+                        ProtocolError::BadArgument { event: "device-offline", index: 1, expected: "{since: ms}" },
+                    )?,
+                }
+            }
+            "device-online" => RoomEvent::DeviceOnline { room: room("device-online")? },
             "message" => {
                 let room = room("message")?;
                 let data = args.get(1).ok_or(ProtocolError::BadArgument {
@@ -155,6 +193,15 @@ pub fn valid_member_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What a device's member id starts with ([`new_member_id`]`(DEVICE_MEMBER_PREFIX)`):
+/// roomcam's server takes the member whose id has it as the room's device.
+pub const DEVICE_MEMBER_PREFIX: &str = "device";
+
+/// Is `id` a device's member id (`device-…`)?
+pub fn is_device_member(id: &str) -> bool {
+    id.strip_prefix(DEVICE_MEMBER_PREFIX).is_some_and(|rest| rest.starts_with('-')) && valid_member_id(id)
+}
+
 /// A member id for this process: the same across its reconnections, so
 /// viewers on roomcam's server know the device again after an outage.
 pub fn new_member_id(prefix: &str) -> String {
@@ -182,6 +229,16 @@ mod tests {
         assert_eq!(
             RoomEvent::from_socket_event("otherjoin", &[json!("r"), json!("v1")]).unwrap(),
             RoomEvent::OtherJoined { room: "r".into(), id: "v1".into() }
+        );
+        assert_eq!(
+            RoomEvent::from_socket_event("device-offline", &[json!("r"), json!({"since": 1_796_311_807_000u64})])
+                .unwrap(),
+            RoomEvent::DeviceOffline { room: "r".into(), since_ms: 1_796_311_807_000 }
+        );
+        assert!(RoomEvent::from_socket_event("device-offline", &[json!("r")]).is_err());
+        assert_eq!(
+            RoomEvent::from_socket_event("device-online", &[json!("r")]).unwrap(),
+            RoomEvent::DeviceOnline { room: "r".into() }
         );
         assert_eq!(
             RoomEvent::from_socket_event("full", &[json!("r"), json!("me")]).unwrap(),
@@ -255,6 +312,8 @@ mod tests {
         assert_eq!(join_event("r", Some("s"), None).1, vec![json!("r"), json!({"token":"s"})]);
         assert_eq!(join_event("r", Some("s"), Some("m-1")).1, vec![json!("r"), json!({"token":"s", "member":"m-1"})]);
         assert!(valid_member_id(&new_member_id("device")));
+        assert!(is_device_member(&new_member_id(DEVICE_MEMBER_PREFIX)));
+        assert!(!is_device_member("viewer-01") && !is_device_member("devices-1") && !is_device_member("device"));
         assert!(!valid_member_id("") && !valid_member_id("a b") && !valid_member_id(&"x".repeat(65)));
     }
 }

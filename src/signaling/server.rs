@@ -9,6 +9,13 @@
 //! departure (no `bye`), so a device and a page whose connections to the
 //! server blipped, or a restarted server, do not tear down a call whose
 //! media never needed the server.
+//!
+//! The member whose id is a device's (`device-…`, see
+//! [`protocol::is_device_member`]) is the room's device. When its socket
+//! drops (closed, or no pong within [`PING_INTERVAL`] + [`PING_TIMEOUT`])
+//! or it leaves, the room's other members get `device-offline` (`room`,
+//! `{since}`) at once, as does a member that joins while it is gone, and
+//! `device-online` (`room`) when it is back; `[server] webhook` is told both.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -29,8 +36,10 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use tokio::net::TcpListener;
 
+use crate::alerts::webhook::{Webhook, WebhookEvent, WebhookFormat, redacted};
 use crate::config::{IceServerConfig, RoomConfig, ServerConfig};
 use crate::signaling::limits::{Limits, PeerAddr, tokens_match};
+use crate::signaling::protocol;
 use crate::signaling::tls::{ServerTls, TlsListener};
 use crate::signaling::turn_credentials::{self, TurnCredentials};
 use crate::util::{LogLimit, lock_ignoring_poison, warn_limited};
@@ -91,12 +100,51 @@ impl Member {
     }
 }
 
+/// Engine.IO's ping interval and timeout on roomcam's server (socketioxide's
+/// defaults are 25 s and 20 s). The server finds a client gone (its network
+/// vanished: no FIN) at most interval + timeout = 17 s after its last pong;
+/// a client drops a server that is silent for interval + timeout, so a
+/// server that stalls for less than the timeout (12 s) loses nobody. Clients
+/// take these values from the open packet (socket.io 2 clients ping every
+/// interval and wait the timeout for the pong; socket.io 4 clients answer
+/// the server's pings and wait the sum).
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// Rooms whose device the server remembers (to tell a viewer that joins
+/// that it is gone); past it, those without members are forgotten.
+const MAX_REMEMBERED_DEVICES: usize = 4096;
+
+/// A room's device: its member id, and since when it is gone.
+struct RoomDevice {
+    id: String,
+    offline_since: Option<SystemTime>,
+}
+
 #[derive(Default)]
 struct Rooms {
     members: HashMap<String, Vec<Member>>,
     /// socket id → the room it is in and its id there (one room per socket).
     room_of: HashMap<String, (String, String)>,
+    /// room → its device, as last seen.
+    devices: HashMap<String, RoomDevice>,
     next_epoch: u64,
+}
+
+impl Rooms {
+    fn connected(&self, room: &str, id: &str) -> bool {
+        self.members.get(room).is_some_and(|ms| ms.iter().any(|m| m.id == id && m.socket.is_some()))
+    }
+
+    /// Tells every connected member of `room` but `except`.
+    fn tell_others(&self, room: &str, except: &str, event: &str, args: &impl serde::Serialize) -> usize {
+        let others = self.members.get(room).map(Vec::as_slice).unwrap_or_default();
+        others.iter().filter(|m| m.id != except && m.socket.is_some()).inspect(|m| m.emit(event, args)).count()
+    }
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 struct RoomPolicy {
@@ -137,6 +185,9 @@ struct Hub {
     turn: Option<TurnMint>,
     limits: Limits,
     refusals: RefusalLogs,
+    /// `[server] webhook`, and its sender once started (it needs the runtime).
+    webhook: Option<(url::Url, WebhookFormat)>,
+    webhook_sender: std::sync::OnceLock<Option<Webhook>>,
 }
 
 /// Refusals a hostile client can repeat many times a second: at most one
@@ -148,6 +199,7 @@ struct RefusalLogs {
     garbage: LogLimit,
     bad_joins: LogLimit,
     stray: LogLimit,
+    second_device: LogLimit,
 }
 
 impl Default for RefusalLogs {
@@ -160,6 +212,7 @@ impl Default for RefusalLogs {
             garbage: second(),
             bad_joins: second(),
             stray: second(),
+            second_device: second(),
         }
     }
 }
@@ -171,6 +224,86 @@ struct Admitted {
 }
 
 impl Hub {
+    fn webhook(&self) -> Option<&Webhook> {
+        self.webhook_sender
+            .get_or_init(|| {
+                let (url, format) = self.webhook.clone()?;
+                Webhook::spawn(url.clone(), format)
+                    .inspect_err(|e| {
+                        log::error!("server: webhook {}: {e}; devices going offline are not told", redacted(&url))
+                    })
+                    .ok()
+                    .map(|(webhook, _task)| webhook)
+            })
+            .as_ref()
+    }
+
+    /// `id`, just admitted to `room`: the room's device if it says it is one
+    /// and no other device of the room is connected; told to the others if it
+    /// was gone. A member that joins while the device is gone is told so.
+    fn device_joined(&self, rooms: &mut Rooms, socket: &SocketRef, room: &str, id: &str) {
+        if protocol::is_device_member(id) {
+            let current = rooms.devices.get(room);
+            if let Some(device) = current.filter(|d| d.id != id && rooms.connected(room, &d.id)) {
+                warn_limited!(
+                    self.refusals.second_device,
+                    "server: room {room}: {id} says it is a device, but the room's device {} is connected; \
+                     taken as an ordinary member",
+                    device.id
+                );
+            } else {
+                let was_gone = current.and_then(|d| d.offline_since);
+                if current.is_none() && rooms.devices.len() >= MAX_REMEMBERED_DEVICES {
+                    let Rooms { devices, members, .. } = rooms;
+                    devices.retain(|r, _| members.contains_key(r));
+                }
+                rooms.devices.insert(room.to_owned(), RoomDevice { id: id.to_owned(), offline_since: None });
+                if let Some(since) = was_gone {
+                    let told = rooms.tell_others(room, id, "device-online", &(room,));
+                    let offline_for = since.elapsed().unwrap_or_default();
+                    info!(
+                        "server: room {room}: device {id} is back after {:.1}s offline ({told} member(s) told)",
+                        offline_for.as_secs_f64()
+                    );
+                    if let Some(webhook) = self.webhook() {
+                        webhook.tell(room, WebhookEvent::DeviceOnline { offline_for });
+                    }
+                }
+                return;
+            }
+        }
+        if let Some(since) = rooms.devices.get(room).and_then(|d| d.offline_since) {
+            let _ = socket.emit("device-offline", &(room, json!({ "since": unix_ms(since) })));
+        }
+    }
+
+    /// `id` lost its connection to `room` or left it: if it is the room's
+    /// device, it is gone, and the room's members are told at once.
+    fn device_gone(&self, rooms: &mut Rooms, room: &str, id: &str, why: &str) {
+        let Some(device) = rooms.devices.get_mut(room).filter(|d| d.id == id && d.offline_since.is_none()) else {
+            return;
+        };
+        // Another device of the room, still connected (a restarted board
+        // whose old connection had not yet timed out): the room's device now.
+        let successor = rooms.members.get(room).and_then(|ms| {
+            ms.iter()
+                .find(|m| m.id != id && m.socket.is_some() && protocol::is_device_member(&m.id))
+                .map(|m| m.id.clone())
+        });
+        if let Some(successor) = successor {
+            info!("server: room {room}: device {id} {why}; {successor} is the room's device now");
+            device.id = successor;
+            return;
+        }
+        let since = SystemTime::now();
+        device.offline_since = Some(since);
+        let told = rooms.tell_others(room, id, "device-offline", &(room, json!({ "since": unix_ms(since) })));
+        info!("server: room {room}: device {id} {why}: offline ({told} member(s) told)");
+        if let Some(webhook) = self.webhook() {
+            webhook.tell_at(room, WebhookEvent::DeviceOffline, since);
+        }
+    }
+
     /// Sends `socket`, admitted to `room` as `id`, TURN credentials of its
     /// own; returns when to send fresh ones (None without `turn-secret`).
     fn send_turn(&self, socket: &SocketRef, room: &str, id: &str, why: &str) -> Option<tokio::time::Instant> {
@@ -283,6 +416,7 @@ impl Hub {
             Some(_) => info!("server: room {room}: {id} is back ({count} member(s))"),
             None => info!("server: room {room}: {id} joined ({count} member(s))"),
         }
+        self.device_joined(&mut rooms, socket, room, &id);
         Some(Admitted { room: room.to_owned(), id })
     }
 
@@ -312,6 +446,7 @@ impl Hub {
         let mut rooms = lock_ignoring_poison(&self.rooms);
         let (room, id) = rooms.room_of.remove(&socket.id.to_string())?;
         remove_member(&mut rooms, &room, &id, why);
+        self.device_gone(&mut rooms, &room, &id, "left");
         Some((room, id))
     }
 
@@ -321,6 +456,12 @@ impl Hub {
         let sid = socket.id.to_string();
         let mut rooms = lock_ignoring_poison(&self.rooms);
         let Some((room, id)) = rooms.room_of.remove(&sid) else { return };
+        // Before the member's place is held or given up, so that the others
+        // hear it at once either way.
+        if let Some(member) = rooms.members.get_mut(&room).and_then(|ms| ms.iter_mut().find(|m| m.id == id)) {
+            member.socket = None;
+        }
+        self.device_gone(&mut rooms, &room, &id, "lost its connection");
         let held = rooms.members.get_mut(&room).and_then(|members| members.iter_mut().find(|m| m.id == id));
         match held {
             Some(member) if id != sid => {
@@ -399,10 +540,17 @@ pub fn app_with_ca(config: &ServerConfig, ca_pem: Option<&[u8]>) -> Router {
         turn: TurnMint::from_config(config),
         limits: Limits::new(config),
         refusals: RefusalLogs::default(),
+        webhook: config.webhook.clone().map(|url| (url, config.webhook_format)),
+        webhook_sender: Default::default(),
     });
+    if let Some(url) = &config.webhook {
+        info!("server: rooms' devices going offline and coming back are POSTed to {}", redacted(url));
+    }
     let config_hub = hub.clone();
     let max_bytes = config.max_message_bytes;
     let (layer, io) = SocketIo::builder()
+        .ping_interval(PING_INTERVAL)
+        .ping_timeout(PING_TIMEOUT)
         .max_payload(max_bytes as u64)
         .ws_max_message_size(max_bytes)
         .ws_max_frame_size(max_bytes)

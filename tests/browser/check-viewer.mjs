@@ -47,6 +47,10 @@
 //                       is frozen ("Picture frozen since HH:MM:SS", status dot not green), and
 //                       clear that once frames come back
 //   --frozen-screenshot FILE  PNG of the page while it says so
+//   --expect-offline    then (the test kills the device meanwhile) the page must say "camera offline
+//                       since HH:MM" over the picture (roomcam's server's device-offline), and
+//                       clear that once the device is back (device-online, or pictures again)
+//   --offline-screenshot FILE  PNG of the page while it says so
 //   --wait-file FILE    then wait until FILE exists (the test's cue: e.g. the device has adapted)
 //   --measure-fps S     then count decoded frames over S seconds (fps over that window, the
 //                       longest stall in it) and, with --expect-bars, check the bars again after
@@ -127,6 +131,7 @@ const opts = {
   url: null, expectVideo: false, expectBars: false, anyCodec: false, expectAudio: false, talk: 0, rejoin: false,
   expectState: null, expectRole: null, stay: 0, readyFile: null, doneFile: null, screenshot: null, timeout: 30,
   videoFile: null, keepWatching: 0, expectFrozen: false, frozenScreenshot: null, phone: false,
+  expectOffline: false, offlineScreenshot: null,
   waitFile: null, measureFps: 0, measuredFile: null, trace: 0, traceFile: null, watchEndFile: null,
   chromiumArgs: [], expectSecureContext: false,
   expectInsecure: false, expectNoMic: false, noPermission: false, hostRules: null,
@@ -162,6 +167,8 @@ const opts = {
       case '--video-file': opts.videoFile = str(i); i++; break;
       case '--keep-watching': opts.keepWatching = num(i); i++; break;
       case '--expect-frozen': opts.expectFrozen = true; break;
+      case '--expect-offline': opts.expectOffline = true; break;
+      case '--offline-screenshot': opts.offlineScreenshot = str(i); i++; break;
       case '--phone': opts.phone = true; break;
       case '--expect-insecure': opts.expectInsecure = true; break;
       case '--expect-no-mic': opts.expectNoMic = true; break;
@@ -404,6 +411,34 @@ async function expectFrozen(page, stats) {
   const s = await stats();
   return { banner: frozen.banner, status: frozen.status, liveDot: live.dot, frozenDot: frozen.dot, backStatus: back.status,
     framesDecoded: s && s.inVideo ? s.inVideo.framesDecoded : 0 };
+}
+
+// The device is gone (the test killed it): the page must say so over the
+// picture, then clear it once the device is back.
+async function expectOffline(page) {
+  const look = () => page.evaluate(() => {
+    const banner = document.querySelector('#offline');
+    const stage = document.querySelector('#stage').getBoundingClientRect();
+    const box = banner ? banner.getBoundingClientRect() : null;
+    return { text: window.roomcamViewer.deviceOffline, shown: !!banner && !banner.hidden, banner: banner ? banner.textContent : '',
+      overPicture: !!box && box.width > 0 && box.top >= stage.top && box.bottom <= stage.bottom,
+      state: window.roomcamViewer.state };
+  });
+  const before = await look();
+  if (before.shown) throw new Failure(`expect-offline: the page says offline while the device is there: ${JSON.stringify(before)}`);
+  const started = Date.now();
+  const offline = await waitFor('expect-offline', async () => {
+    const l = await look();
+    return l.shown && /^camera offline since \d\d:\d\d$/.test(l.banner) ? l : null;
+  }, async () => `the page never said the camera is offline: ${JSON.stringify(await look())}`, 50);
+  const toldAfterMs = Date.now() - started;
+  if (!offline.overPicture) throw new Failure(`expect-offline: the banner is not over the picture: ${JSON.stringify(offline)}`);
+  if (opts.offlineScreenshot) await page.screenshot({ path: opts.offlineScreenshot });
+  const back = await waitFor('expect-offline (back)', async () => {
+    const l = await look();
+    return !l.shown && !l.text ? l : null;
+  }, async () => `the page still says offline: ${JSON.stringify(await look())}`, 100);
+  return { banner: offline.banner, toldAfterMs, backState: back.state };
 }
 
 // Decoded frames over --measure-fps seconds, sampled every 200 ms: the frame
@@ -912,6 +947,7 @@ async function run(page) {
   }
   if (opts.videoFile) writeFileSync(opts.videoFile, JSON.stringify(result.video || null) + '\n');
   if (opts.expectFrozen) result.frozen = await expectFrozen(page, stats);
+  if (opts.expectOffline) result.offline = await expectOffline(page);
   if (opts.waitFile) {
     await waitFor('wait-file', () => existsSync(opts.waitFile), () => `${opts.waitFile} never appeared`);
   }

@@ -16,6 +16,7 @@ pub use member::Member;
 pub mod netns;
 #[path = "../support/page.rs"]
 pub mod page;
+pub mod webhook;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -148,6 +149,21 @@ pub fn classic_server(version: u8, port: u16, extra: &[&str]) -> Proc {
     let mut proc = Proc::spawn(&format!("socket.io-{version}"), &mut cmd);
     proc.wait_for_line("`listening`", Duration::from_secs(20), |l| l.contains("listening"));
     proc
+}
+
+/// A member on the real socket.io `version` client (`tests/classic/client.js`).
+pub fn node_client(version: u8, url: &str, room: &str, ca: Option<&Path>) -> Proc {
+    let dir = repo_root().join("tests/classic");
+    assert!(
+        dir.join("node_modules/socketio-client2").exists() && dir.join("node_modules/socketio-client4").exists(),
+        "the socket.io clients need their npm packages: run `npm ci --prefix tests/classic` (scripts/test does)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir).arg("client.js").args(["--version", &version.to_string(), "--url", url, "--room", room]);
+    if let Some(ca) = ca {
+        cmd.arg("--ca").arg(ca);
+    }
+    Proc::spawn(&format!("socket.io-client-{version}"), &mut cmd)
 }
 
 pub fn roomcam_bin() -> PathBuf {
