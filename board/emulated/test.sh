@@ -18,7 +18,11 @@
 # (TCG) with -nic none, and inside the guest runs `roomcam serve`,
 # `roomcam run --camera /dev/video0 --microphone/--speaker on the loopback`
 # and board_viewer, which checks pictures, tones, talk-back and resume
-# after rmmod/modprobe vivid (see examples/board_viewer.rs). Prints the
+# after rmmod/modprobe vivid (see examples/board_viewer.rs; the camera is
+# `auto`, which must pick vivid among vimc's and vicodec's nodes); then
+# `roomcam run --camera libcamera` on vimc through libcamera's V4L2 layer,
+# and board_viewer --video-only checks its pictures (informational for now:
+# it does not find the camera yet, see the V4L2Compat lines). Prints the
 # figures; exit status 0 only if every check passed.
 #
 # Before that, a smoke check of the test drivers Debian does not ship,
@@ -54,7 +58,7 @@ case $arch in
     qemu=(qemu-system-x86_64 -M q35 -cpu qemu64 -m 1024)
     console=ttyS0
     # TCG on x86_64 keeps up with 640x480 at 25 fps.
-    video="--size 640x480 --fps 25 --bitrate 600"; frames=40; min_fps=3
+    video="--size 640x480 --fps 25 --bitrate 600"; frames=40; min_fps=3; libcamera_frames=20
     # vivid prefers YU12 (a plain copy); force YUYV here so the SIMD
     # conversion runs on a real driver (aarch64 keeps YU12).
     camera_format=YUYV ;;
@@ -64,7 +68,7 @@ case $arch in
     console=ttyAMA0
     # Emulating arm64 on x86 is several times slower: a smaller picture at
     # a lower rate.
-    video="--size 320x240 --fps 10 --bitrate 300"; frames=20; min_fps=1
+    video="--size 320x240 --fps 10 --bitrate 300"; frames=20; min_fps=1; libcamera_frames=10
     camera_format=auto ;;
   *) echo "unknown arch $arch (x86_64 or aarch64)" >&2; exit 2 ;;
 esac
@@ -305,6 +309,8 @@ fi
 # ALSA buffers (>= 8 periods, or it overruns), and the camera format forced
 # where a conversion path is to be exercised on a real driver.
 mkdir -p "$rd/etc"
+# libcamera's vimc gives RGB only: the camera format is left to roomcam.
+printf '[audio]\nperiods = 8\n' > "$rd/etc/roomcam-libcamera.toml"
 cat > "$rd/etc/roomcam.toml" <<EOF
 [camera]
 format = "${BOARD_CAMERA_FORMAT:-$camera_format}"
@@ -396,13 +402,28 @@ export BOARD_VIVID_OPTS="$vivid_opts"
 roomcam devices 2>&1 | sed 's/^/[devices] /'
 roomcam serve --listen 127.0.0.1:8080 2>&1 | sed 's/^/[serve] /' &
 sleep 1
-RUST_LOG=info,roomcam::media::sinks::alsa_speaker=debug roomcam run --config /etc/roomcam.toml --server http://127.0.0.1:8080 --room board --camera /dev/video0 \\
-  --microphone hw:Loopback,1,0 --speaker hw:Loopback,0,1 $video \\
+# camera auto: vivid (video0) among vimc's and vicodec's nodes, never a
+# codec node.
+sh -c 'echo \$\$ > /tmp/vivid-device.pid; exec env RUST_LOG=info,roomcam::media::sinks::alsa_speaker=debug roomcam run --config /etc/roomcam.toml --server http://127.0.0.1:8080 --room board --camera auto \\
+  --microphone hw:Loopback,1,0 --speaker hw:Loopback,0,1 $video' \\
   2>&1 | sed 's/^/[device] /' &
 sleep 2
 board_viewer --server http://127.0.0.1:8080 --room board --feed hw:Loopback,0,0 --tap hw:Loopback,1,1 \\
   --frames ${BOARD_FRAMES:-$frames} --min-fps ${BOARD_MIN_FPS:-$min_fps}
-echo "BOARD-EXIT=\$?"
+vivid_exit=\$?
+kill \$(cat /tmp/vivid-device.pid); sleep 1
+# libcamera (vimc) through libcamera's own V4L2 layer, which roomcam loads
+# itself (re-executing with v4l2-compat.so preloaded).
+LIBCAMERA_LOG_LEVELS='*:WARN,V4L2Compat:DEBUG' RUST_LOG=info roomcam run --config /etc/roomcam-libcamera.toml --server http://127.0.0.1:8080 --room libcamera \\
+  --camera libcamera --microphone none --speaker null $video 2>&1 | sed 's/^/[device] /' &
+sleep 2
+board_viewer --server http://127.0.0.1:8080 --room libcamera --video-only "libcamera (vimc)" \\
+  --frames ${BOARD_LIBCAMERA_FRAMES:-$libcamera_frames} --min-fps ${BOARD_MIN_FPS:-$min_fps}
+libcamera_exit=\$?
+# Not yet part of the verdict: roomcam finds no libcamera camera through
+# the layer here although cam sees vimc (the V4L2Compat lines say why).
+echo "BOARD: libcamera (vimc) phase exit \$libcamera_exit (informational)"
+echo "BOARD-EXIT=\$vivid_exit"
 poweroff -f
 EOF
 fi
@@ -427,7 +448,7 @@ else
 fi
 timeout "${BOARD_TIMEOUT:-420}" "${netns[@]}" "${qemu[@]}" -accel tcg -nographic -no-reboot -nic none \
   -kernel "$kimage" -initrd "$cache/initramfs.cpio.gz" \
-  -append "console=$console rdinit=/init panic=-1 quiet loglevel=3" </dev/null 2>&1 | tee "$log" | grep -a --line-buffered -E '^(BOARD|board|ENCODE)|\[device\].*(camera|microphone|speaker|talk-back|WARN|ERROR)|panicked'
+  -append "console=$console rdinit=/init panic=-1 quiet loglevel=3" </dev/null 2>&1 | tee "$log" | grep -a --line-buffered -E '^(BOARD|board|ENCODE|libcamera \(vimc\))|V4L2Compat|\[device\].*(camera|microphone|speaker|talk-back|WARN|ERROR)|panicked'
 set -e
 boot_s=$(( $(date +%s) - t_boot ))
 code=$(sed -n 's/.*BOARD-EXIT=\([0-9]*\).*/\1/p' "$log" | tail -1)

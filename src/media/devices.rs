@@ -89,7 +89,13 @@ fn describe_camera(path: &Path, out: &mut String) {
             return;
         }
     };
-    let _ = writeln!(out, "  driver {}, card {:?}, bus {}", caps.driver, caps.card, caps.bus);
+    let _ = writeln!(
+        out,
+        "  driver {}, card {:?}, bus {}",
+        discovery::until_nul(&caps.driver),
+        discovery::until_nul(&caps.card),
+        discovery::until_nul(&caps.bus)
+    );
     if let Some(node) = discovery::summarize(path)
         && let Some(why) = discovery::classify(&node).explain()
     {

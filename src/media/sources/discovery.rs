@@ -132,6 +132,12 @@ pub fn first_camera(nodes: &[NodeSummary]) -> Option<&NodeSummary> {
     nodes.iter().find(|n| classify(n) == NodeKind::Camera)
 }
 
+/// A QUERYCAP string up to its first NUL: some drivers (vimc's bus_info)
+/// leave bytes after the terminator that the `v4l` crate keeps.
+pub fn until_nul(field: &str) -> &str {
+    field.split('\0').next().unwrap_or_default()
+}
+
 /// Opens one node and describes it; `None` when it cannot be opened (gone,
 /// busy, no permission: `roomcam devices` says which).
 pub fn summarize(path: &Path) -> Option<NodeSummary> {
@@ -145,8 +151,8 @@ pub fn summarize(path: &Path) -> Option<NodeSummary> {
     };
     Some(NodeSummary {
         path: path.to_owned(),
-        driver: caps.driver,
-        card: caps.card,
+        driver: until_nul(&caps.driver).to_owned(),
+        card: until_nul(&caps.card).to_owned(),
         capture: c.contains(Flags::VIDEO_CAPTURE) && c.contains(Flags::STREAMING),
         mem2mem: c.intersects(Flags::VIDEO_M2M | Flags::VIDEO_M2M_MPLANE),
         formats,
@@ -223,6 +229,12 @@ mod tests {
             mem2mem,
             formats: formats.iter().map(|f| **f).collect(),
         }
+    }
+
+    #[test]
+    fn querycap_fields_end_at_their_first_nul() {
+        assert_eq!(until_nul("platform:vimc\0\0x\0"), "platform:vimc");
+        assert_eq!(until_nul("uvcvideo"), "uvcvideo");
     }
 
     #[test]

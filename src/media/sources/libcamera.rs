@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use v4l::Device;
 
+use super::discovery::until_nul;
 use crate::media::MediaError;
 use crate::media::devices::video_nodes;
 
@@ -137,12 +138,13 @@ pub fn cameras_in_process(dev_dir: &Path) -> Vec<LibcameraCamera> {
     let mut out: Vec<LibcameraCamera> = Vec::new();
     for (node, _) in video_nodes(dev_dir) {
         let Ok(caps) = Device::with_path(&node).and_then(|d| d.query_caps()) else { continue };
-        if caps.driver != "libcamera" {
+        if until_nul(&caps.driver) != "libcamera" {
             continue;
         }
-        let index = caps.bus.strip_prefix("libcamera:").and_then(|i| i.parse().ok()).unwrap_or(u32::MAX);
+        let bus = until_nul(&caps.bus);
+        let index = bus.strip_prefix("libcamera:").and_then(|i| i.parse().ok()).unwrap_or(u32::MAX);
         if !out.iter().any(|c| c.index == index) {
-            out.push(LibcameraCamera { index, id: caps.card, node });
+            out.push(LibcameraCamera { index, id: until_nul(&caps.card).to_owned(), node });
         }
     }
     out.sort_by_key(|c| c.index);

@@ -16,6 +16,7 @@ use v4l::video::Capture;
 use v4l::video::capture::Parameters;
 use v4l::{Device, Format, FourCC, Fraction};
 
+use super::discovery::until_nul;
 use crate::media::convert::{MjpegDecoder, PixelFormat, camera_access_unit, raw_to_i420};
 use crate::media::{CameraFrame, KeyframeRequest, MediaError, VideoSource};
 
@@ -322,7 +323,8 @@ impl V4l2Camera {
                 device: label,
                 reason: format!(
                     "{} ({}) is not a streaming capture device (a metadata or output node?); `roomcam devices` lists the capture nodes",
-                    caps.card, caps.driver
+                    until_nul(&caps.card),
+                    until_nul(&caps.driver)
                 ),
             });
         }
@@ -399,9 +401,9 @@ impl V4l2Camera {
         stream.set_timeout(FRAME_TIMEOUT);
         log::info!(
             "camera {label}: {} (driver {}, bus {}): {}x{} {} at {fps:.1} fps, {BUFFERS} mmap buffers; chosen because: {}",
-            caps.card,
-            caps.driver,
-            caps.bus,
+            until_nul(&caps.card),
+            until_nul(&caps.driver),
+            until_nul(&caps.bus),
             choice.width,
             choice.height,
             String::from_utf8_lossy(choice.format.fourcc()),
