@@ -17,6 +17,23 @@ fn bad(what: String) -> MediaError {
     MediaError::Decoder(what)
 }
 
+/// A tightly packed I420 buffer (`check_size` long) as yuvutils-rs' planes.
+fn i420_planes(out: &mut [u8], width: u32, height: u32) -> YuvPlanarImageMut<'_, u8> {
+    let luma = width as usize * height as usize;
+    let (y, uv) = out.split_at_mut(luma);
+    let (u, v) = uv.split_at_mut(luma / 4);
+    YuvPlanarImageMut {
+        y_plane: BufferStoreMut::Borrowed(y),
+        y_stride: width,
+        u_plane: BufferStoreMut::Borrowed(u),
+        u_stride: width / 2,
+        v_plane: BufferStoreMut::Borrowed(v),
+        v_stride: width / 2,
+        width,
+        height,
+    }
+}
+
 fn check_size(width: u32, height: u32) -> Result<usize, MediaError> {
     I420Frame::expected_len(width, height).ok_or_else(|| bad(format!("unusable picture size {width}x{height}")))
 }
@@ -34,18 +51,7 @@ pub fn yuyv_to_i420(src: &[u8], stride: usize, width: u32, height: u32, out: &mu
     }
     out.resize(len, 0);
     {
-        let (y, uv) = out.split_at_mut(w * h);
-        let (u, v) = uv.split_at_mut(w * h / 4);
-        let mut planar = YuvPlanarImageMut {
-            y_plane: BufferStoreMut::Borrowed(y),
-            y_stride: width,
-            u_plane: BufferStoreMut::Borrowed(u),
-            u_stride: width / 2,
-            v_plane: BufferStoreMut::Borrowed(v),
-            v_stride: width / 2,
-            width,
-            height,
-        };
+        let mut planar = i420_planes(out, width, height);
         let packed = YuvPackedImage { yuy: &src[..row * h], yuy_stride: row as u32, width, height };
         if yuvutils_rs::yuyv422_to_yuv420(&mut planar, &packed).is_err() {
             return yuyv_to_i420_scalar(src, stride, width, height, out);
@@ -199,18 +205,7 @@ pub fn rgb24_to_i420(
         return rgb24_to_i420_scalar(src, stride, width, height, blue_first, out);
     }
     out.resize(len, 0);
-    let (y, uv) = out.split_at_mut(w * h);
-    let (u, v) = uv.split_at_mut(w * h / 4);
-    let mut planar = YuvPlanarImageMut {
-        y_plane: BufferStoreMut::Borrowed(y),
-        y_stride: width,
-        u_plane: BufferStoreMut::Borrowed(u),
-        u_stride: width / 2,
-        v_plane: BufferStoreMut::Borrowed(v),
-        v_stride: width / 2,
-        width,
-        height,
-    };
+    let mut planar = i420_planes(out, width, height);
     let convert = if blue_first { yuvutils_rs::bgr_to_yuv420 } else { yuvutils_rs::rgb_to_yuv420 };
     let converted = convert(
         &mut planar,
