@@ -234,12 +234,7 @@ impl FeedbackTimeout {
     /// Cuts the cap when feedback has been missing for [`FEEDBACK_TIMEOUT`]
     /// (then every [`TIMEOUT_CUT_INTERVAL`]); returns whether it went down.
     pub(crate) fn tick(&mut self, now: Instant, estimate: f64, min_bps: f64) -> bool {
-        let Some(last) = self.last_feedback else { return false };
-        let due = match self.last_cut {
-            None => last + FEEDBACK_TIMEOUT,
-            Some(cut) => cut + TIMEOUT_CUT_INTERVAL,
-        };
-        if now < due {
+        if self.next_deadline().is_none_or(|due| now < due) {
             return false;
         }
         let from = self.cap.map_or(estimate, |(cap, _)| cap.min(estimate));

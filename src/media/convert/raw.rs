@@ -179,6 +179,26 @@ pub fn yu12_to_i420(src: &[u8], stride: usize, width: u32, height: u32, out: &mu
     Ok(())
 }
 
+/// An RGB3/BGR3 buffer's sizes: (I420 length, stride, bytes read), or why
+/// the buffer is too short for the picture.
+fn check_rgb24(
+    src: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    blue_first: bool,
+) -> Result<(usize, usize, usize), MediaError> {
+    let len = check_size(width, height)?;
+    let row = width as usize * 3;
+    let stride = stride.max(row);
+    let need = stride * (height as usize - 1) + row;
+    if src.len() < need {
+        let name = if blue_first { "BGR3" } else { "RGB3" };
+        return Err(bad(format!("{name} {width}x{height}: buffer has {} bytes, needs {need}", src.len())));
+    }
+    Ok((len, stride, need))
+}
+
 /// Packed 24-bit RGB (`RGB3`: R,G,B in memory; `BGR3`: B,G,R, which is
 /// what libcamera's vimc and many ISPs call RGB888) → I420, BT.601 limited
 /// range (what the encoder and the browsers assume). yuvutils-rs (SIMD)
@@ -192,16 +212,8 @@ pub fn rgb24_to_i420(
     blue_first: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), MediaError> {
-    let len = check_size(width, height)?;
-    let (w, h) = (width as usize, height as usize);
-    let row = w * 3;
-    let stride = stride.max(row);
-    let need = stride * (h - 1) + row;
-    if src.len() < need {
-        let name = if blue_first { "BGR3" } else { "RGB3" };
-        return Err(bad(format!("{name} {width}x{height}: buffer has {} bytes, needs {need}", src.len())));
-    }
-    if w < 64 {
+    let (len, stride, need) = check_rgb24(src, stride, width, height, blue_first)?;
+    if width < 64 {
         return rgb24_to_i420_scalar(src, stride, width, height, blue_first, out);
     }
     out.resize(len, 0);
@@ -231,12 +243,8 @@ pub fn rgb24_to_i420_scalar(
     blue_first: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), MediaError> {
-    let len = check_size(width, height)?;
+    let (len, stride, _) = check_rgb24(src, stride, width, height, blue_first)?;
     let (w, h) = (width as usize, height as usize);
-    let stride = stride.max(w * 3);
-    if src.len() < stride * (h - 1) + w * 3 {
-        return Err(bad(format!("RGB {width}x{height}: buffer has {} bytes", src.len())));
-    }
     out.resize(len, 0);
     let (y, uv) = out.split_at_mut(w * h);
     let (u, v) = uv.split_at_mut(w * h / 4);
