@@ -176,10 +176,9 @@
     if (next !== state) log(`state: ${state} -> ${next}${detail ? ` (${detail})` : ''}`);
     state = next;
     document.body.dataset.state = next;
-    ui.status.textContent = STATES[next] + (detail ? ` (${detail})` : '');
-    if (next === 'connected' && stalledText()) ui.status.textContent = stalledText();
     // Pictures from the camera: it is there, whatever was said before.
     if (next === 'connected') clearDeviceOffline('connected');
+    ui.status.textContent = next === 'connected' ? liveStatus() : STATES[next] + (detail ? ` (${detail})` : '');
     ui.join.disabled = wantJoined;
     ui.leave.disabled = !wantJoined;
     ui.join.classList.toggle('primary', !wantJoined);
@@ -334,13 +333,19 @@
     return parts.join('; ');
   }
 
+  // The status line of a live call: what is wrong with it, if anything.
+  function liveStatus() {
+    if (deviceOffline) return 'Camera offline';
+    return stalledText() || STATES.connected;
+  }
+
   function showStalled() {
     const text = stalledText();
     ui.stalled.hidden = !text;
     ui.stalled.textContent = text;
     if (text) document.body.dataset.stalled = '';
     else delete document.body.dataset.stalled;
-    if (state === 'connected') ui.status.textContent = text || STATES.connected;
+    if (state === 'connected') ui.status.textContent = liveStatus();
   }
 
   function resetWatch() {
@@ -930,6 +935,8 @@
     const hhmm = `${String(since.getHours()).padStart(2, '0')}:${String(since.getMinutes()).padStart(2, '0')}`;
     ui.offline.textContent = `camera offline since ${hhmm}`;
     ui.offline.hidden = false;
+    document.body.dataset.offline = '';
+    if (state === 'connected') ui.status.textContent = liveStatus();
     log(`server: the camera is offline since ${hhmm}`);
   }
 
@@ -937,6 +944,8 @@
     if (!deviceOffline) return;
     deviceOffline = null;
     ui.offline.hidden = true;
+    delete document.body.dataset.offline;
+    if (state === 'connected') ui.status.textContent = liveStatus();
     log(`the camera is back (${why})`);
   }
 

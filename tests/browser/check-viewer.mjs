@@ -422,7 +422,8 @@ async function expectOffline(page) {
     const box = banner ? banner.getBoundingClientRect() : null;
     return { text: window.roomcamViewer.deviceOffline, shown: !!banner && !banner.hidden, banner: banner ? banner.textContent : '',
       overPicture: !!box && box.width > 0 && box.top >= stage.top && box.bottom <= stage.bottom,
-      state: window.roomcamViewer.state };
+      state: window.roomcamViewer.state, status: document.querySelector('#status').textContent,
+      dot: getComputedStyle(document.querySelector('#status'), '::before').backgroundColor };
   });
   const before = await look();
   if (before.shown) throw new Failure(`expect-offline: the page says offline while the device is there: ${JSON.stringify(before)}`);
@@ -433,12 +434,16 @@ async function expectOffline(page) {
   }, async () => `the page never said the camera is offline: ${JSON.stringify(await look())}`, 50);
   const toldAfterMs = Date.now() - started;
   if (!offline.overPicture) throw new Failure(`expect-offline: the banner is not over the picture: ${JSON.stringify(offline)}`);
+  // The status line does not say "Live" next to it, nor shows the live dot.
+  if (offline.status === 'Live' || offline.dot === before.dot) {
+    throw new Failure(`expect-offline: the status still looks live: ${JSON.stringify({ before, offline })}`);
+  }
   if (opts.offlineScreenshot) await page.screenshot({ path: opts.offlineScreenshot });
   const back = await waitFor('expect-offline (back)', async () => {
     const l = await look();
     return !l.shown && !l.text ? l : null;
   }, async () => `the page still says offline: ${JSON.stringify(await look())}`, 100);
-  return { banner: offline.banner, toldAfterMs, backState: back.state };
+  return { banner: offline.banner, status: offline.status, toldAfterMs, backState: back.state };
 }
 
 // Decoded frames over --measure-fps seconds, sampled every 200 ms: the frame
