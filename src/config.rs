@@ -168,8 +168,27 @@ pub struct CameraConfig {
     /// on a much weaker path than the others can be sent only the rest
     /// (half the frame rate) instead of lowering everyone's bitrate; 1:
     /// slightly better pictures at the same bitrate, the weakest viewer
-    /// sets the rate for all.
+    /// sets the rate for all. The hardware encoder makes one layer.
     pub temporal_layers: u8,
+    /// Who encodes H.264: `auto` (the board's hardware encoder when it has
+    /// one, else OpenH264), `openh264` or `v4l2m2m` (the hardware one, or
+    /// an error).
+    pub encoder: EncoderChoice,
+    /// The V4L2 memory-to-memory encoder node; default: the first that
+    /// encodes H.264 (bcm2835-codec's /dev/video11 on a Pi).
+    pub encoder_device: Option<PathBuf>,
+}
+
+/// `camera.encoder`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncoderChoice {
+    #[default]
+    Auto,
+    #[serde(rename = "openh264")]
+    OpenH264,
+    #[serde(rename = "v4l2m2m")]
+    V4l2M2m,
 }
 
 impl Default for CameraConfig {
@@ -183,6 +202,8 @@ impl Default for CameraConfig {
             min_bitrate: 150,
             encoder_threads: 1,
             temporal_layers: 2,
+            encoder: EncoderChoice::Auto,
+            encoder_device: None,
         }
     }
 }
@@ -885,6 +906,19 @@ capacity = 4
         assert_eq!((line, column), (2, 10));
         assert!(message.contains("auto, YUYV, NV12, YU12, RGB3, BGR3, MJPG or H264"), "{message}");
         assert!(matches!(parse("[audio]\nperiods = 1\n"), Err(ConfigError::Invalid { .. })));
+    }
+
+    #[test]
+    fn encoder_choice() {
+        let defaults = parse("").unwrap();
+        assert_eq!((defaults.camera.encoder, defaults.camera.encoder_device), (EncoderChoice::Auto, None));
+        let config = parse("[camera]\nencoder = \"v4l2m2m\"\nencoder-device = \"/dev/video11\"\n").unwrap();
+        assert_eq!(config.camera.encoder, EncoderChoice::V4l2M2m);
+        assert_eq!(config.camera.encoder_device.as_deref(), Some(std::path::Path::new("/dev/video11")));
+        assert_eq!(parse("[camera]\nencoder = \"openh264\"\n").unwrap().camera.encoder, EncoderChoice::OpenH264);
+        let (line, column, message) = syntax_error("[camera]\nencoder = \"x264\"\n");
+        assert_eq!((line, column), (2, 11));
+        assert!(message.contains("auto") && message.contains("openh264") && message.contains("v4l2m2m"), "{message}");
     }
 
     #[test]

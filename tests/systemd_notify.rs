@@ -204,6 +204,7 @@ async fn watchdog_pings_stop_when_the_capture_thread_hangs() {
         camera: Box::new(HangingCamera { inner: TestPattern::new(320, 240, 25).unwrap(), left: 50 }),
         microphone: None,
         speaker: Box::new(NullSpeaker::new()),
+        hardware_encoder: None,
     };
     // WatchdogSec=1: a ping every 500 ms.
     let notifier = Notifier::from_vars(Some(notify.path().as_ref()), Some("1000000"), None, std::process::id());

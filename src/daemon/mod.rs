@@ -1,6 +1,7 @@
 //! The device daemon: wires the signaling client, the peers and the media
 //! pipeline to the session core, and carries out the core's actions.
 
+pub mod encoder;
 pub mod notify;
 pub mod sources;
 mod stream_rate;
@@ -12,7 +13,7 @@ use log::{error, info, warn};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, CongestionControlChoice, IceTransportPolicyChoice, LoopbackChoice, PlayoutDelayChoice};
-use crate::media::encoders::{H264Encoder, H264Settings, OpusSettings};
+use crate::media::encoders::OpusSettings;
 use crate::media::pipeline::{MediaPipeline, PipelineSettings, SoundAlerts};
 use crate::media::{AudioSink, AudioSource, MediaError, VideoSource};
 use crate::peer::{
@@ -45,6 +46,8 @@ pub struct Devices {
     pub camera: Box<dyn VideoSource>,
     pub microphone: Option<Box<dyn AudioSource>>,
     pub speaker: Box<dyn AudioSink>,
+    /// The board's H.264 encoder; `None`: OpenH264.
+    pub hardware_encoder: Option<encoder::HardwareEncoder>,
 }
 
 impl Devices {
@@ -54,6 +57,7 @@ impl Devices {
             camera: sources::open_camera(config)?,
             microphone: sources::open_microphone(config)?,
             speaker: sources::open_speaker(config)?,
+            hardware_encoder: encoder::open_hardware_encoder(config)?,
         })
     }
 }
@@ -73,20 +77,10 @@ pub async fn run_with(
     notifier: notify::Notifier,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let Devices { camera, microphone, speaker } = devices;
-    let layered = config.camera.temporal_layers > 1 && !camera.delivers_h264();
-    let encoder = H264Encoder::new(H264Settings {
-        width: config.camera.size.width,
-        height: config.camera.size.height,
-        fps: config.camera.fps,
-        bitrate_kbps: config.camera.bitrate,
-        threads: config.camera.encoder_threads,
-        // OpenH264 threads share out slices: without several slices per
-        // picture the extra threads idle. Slices that fit one RTP packet.
-        max_slice_bytes: (config.camera.encoder_threads > 1).then_some(1100),
-        temporal_layers: config.camera.temporal_layers,
-        ..H264Settings::default()
-    })?;
+    let Devices { camera, microphone, speaker, hardware_encoder } = devices;
+    // The hardware encoder makes one temporal layer.
+    let layered = config.camera.temporal_layers > 1 && !camera.delivers_h264() && hardware_encoder.is_none();
+    let encoder = encoder::video_encoder(&config, hardware_encoder, config.camera.temporal_layers)?;
     let pipeline_settings = PipelineSettings {
         opus: OpusSettings { bitrate_bps: config.audio.bitrate * 1000, ..OpusSettings::default() },
         placeholder_size: (config.camera.size.width, config.camera.size.height),
@@ -117,7 +111,7 @@ pub async fn run_with(
         ),
     };
     let pipeline_settings_alerts = pipeline_settings.sound_alerts.is_some();
-    let pipeline = MediaPipeline::start(camera, Box::new(encoder), microphone, speaker, pipeline_settings)?;
+    let pipeline = MediaPipeline::start(camera, encoder, microphone, speaker, pipeline_settings)?;
     let alert_outlets = AlertOutlets::start(&config, &pipeline);
     let taps = MediaTaps {
         video: pipeline.video_sender(),

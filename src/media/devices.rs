@@ -197,6 +197,22 @@ pub fn report() -> String {
             }
         },
     }
+    let _ = writeln!(
+        out,
+        "\nH.264 encoders in hardware (V4L2 memory-to-memory) — [camera] encoder = \"auto\" takes the first:"
+    );
+    let encoders = super::encoders::v4l2m2m::find_encoders(Path::new("/dev"), super::encoders::v4l2m2m::H264);
+    if encoders.is_empty() {
+        let _ = writeln!(
+            out,
+            "  none found: roomcam encodes with OpenH264 (a Pi Zero 2 W, 3 or 4 has bcm2835-codec at /dev/video11; \
+             is the bcm2835_codec module loaded?)"
+        );
+    }
+    for node in encoders {
+        let raw: Vec<String> = node.raw_formats.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+        let _ = writeln!(out, "{}  {} ({}), from {}", node.path.display(), node.card, node.driver, raw.join(", "));
+    }
     let _ = writeln!(out, "\nSound cards:");
     let cards = list_cards();
     if cards.is_empty() {

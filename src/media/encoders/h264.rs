@@ -65,22 +65,33 @@ impl Default for H264Settings {
     }
 }
 
-/// The lowest level that holds the stream, but never below 3.1: browsers
-/// offer `profile-level-id=42e01f` (Constrained Baseline 3.1), so a smaller
-/// picture gains nothing from advertising less.
-fn level_for(width: u32, height: u32, fps: u32) -> Level {
+/// The lowest level that holds the stream, as `level_idc` (31 = 3.1), but
+/// never below 3.1: browsers offer `profile-level-id=42e01f` (Constrained
+/// Baseline 3.1), so a smaller picture gains nothing from advertising less.
+/// The hardware encoder is given the same.
+pub(crate) fn level_idc_for(width: u32, height: u32, fps: u32) -> u8 {
     let mbs = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16));
     let mbps = mbs * u64::from(fps);
     if mbs <= 3_600 && mbps <= 108_000 {
-        Level::Level_3_1
+        31
     } else if mbs <= 5_120 && mbps <= 216_000 {
-        Level::Level_3_2
+        32
     } else if mbs <= 8_192 && mbps <= 245_760 {
-        Level::Level_4_0
+        40
     } else if mbs <= 8_704 && mbps <= 522_240 {
-        Level::Level_4_2
+        42
     } else {
-        Level::Level_5_1
+        51
+    }
+}
+
+fn level_for(width: u32, height: u32, fps: u32) -> Level {
+    match level_idc_for(width, height, fps) {
+        31 => Level::Level_3_1,
+        32 => Level::Level_3_2,
+        40 => Level::Level_4_0,
+        42 => Level::Level_4_2,
+        _ => Level::Level_5_1,
     }
 }
 
