@@ -26,7 +26,9 @@ use roomcam::media::fixtures::{looks_like_test_pattern, read_stamp};
 use roomcam::media::{
     CameraFrame, H264Decoder, H264Encoder, H264Settings, I420Frame, TestPattern, VideoEncoder, VideoSource,
 };
-use v4l2r::ioctl::{self, Capability, FormatFlags, FormatIterator, PlaneMapping, QBufPlane, QBuffer, QueryBuffer, V4l2Buffer};
+use v4l2r::ioctl::{
+    self, Capability, FormatFlags, FormatIterator, PlaneMapping, QBufPlane, QBuffer, QueryBuffer, V4l2Buffer,
+};
 use v4l2r::memory::{MemoryType, MmapHandle};
 use v4l2r::{Format, PixelFormat, QueueType};
 
@@ -100,7 +102,8 @@ fn wait(file: &File, events: libc::c_short, deadline: Instant) {
 impl Decoder {
     fn open(path: &Path) -> Decoder {
         let mut file = open(path);
-        let coded = Format { width: WIDTH, height: HEIGHT, pixelformat: PixelFormat::from(&FWHT), plane_fmt: Vec::new() };
+        let coded =
+            Format { width: WIDTH, height: HEIGHT, pixelformat: PixelFormat::from(&FWHT), plane_fmt: Vec::new() };
         let _: Format = check("S_FMT (output)", ioctl::s_fmt(&mut file, (QueueType::VideoOutput, &coded)));
         let output_maps = map(&file, QueueType::VideoOutput, 2);
         check("STREAMON (output)", ioctl::streamon(&file, QueueType::VideoOutput));
@@ -208,7 +211,13 @@ struct Round {
 /// Encodes `frames` pictures with `encoder`, decodes each with vicodec's
 /// decoder, and checks each against what was encoded.
 fn round_trip(encoder: &mut V4l2M2mEncoder, decoder: &mut Decoder, pattern: &mut TestPattern, frames: usize) -> Round {
-    let mut round = Round { frames: 0, keyframes: Vec::new(), encode_wall: Duration::ZERO, user: Duration::ZERO, system: Duration::ZERO };
+    let mut round = Round {
+        frames: 0,
+        keyframes: Vec::new(),
+        encode_wall: Duration::ZERO,
+        user: Duration::ZERO,
+        system: Duration::ZERO,
+    };
     for i in 0..frames {
         let frame = picture(pattern);
         let stamp = read_stamp(&frame).unwrap_or_else(|| fail("the source picture has no stamp"));
@@ -288,8 +297,8 @@ fn main() {
     drop(encoder);
 
     // 2. Closed and opened again: a new session from a key frame.
-    let mut encoder =
-        V4l2M2mEncoder::open(&encoder_node.path, settings()).unwrap_or_else(|e| fail(format!("reopen the encoder: {e}")));
+    let mut encoder = V4l2M2mEncoder::open(&encoder_node.path, settings())
+        .unwrap_or_else(|e| fail(format!("reopen the encoder: {e}")));
     let mut decoder = Decoder::open(&decoder_node);
     let again = round_trip(&mut encoder, &mut decoder, &mut pattern, 12);
     if again.keyframes.first() != Some(&0) {
@@ -340,7 +349,8 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut encoder = V4l2M2mEncoder::open(&node.path, settings()).unwrap_or_else(|e| fail(format!("open after bind: {e}")));
+    let mut encoder =
+        V4l2M2mEncoder::open(&node.path, settings()).unwrap_or_else(|e| fail(format!("open after bind: {e}")));
     let mut decoder = Decoder::open(&find_decoder());
     let rebound = round_trip(&mut encoder, &mut decoder, &mut pattern, 5);
 

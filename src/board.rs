@@ -54,6 +54,23 @@ pub fn suggest(model: &str) -> &'static str {
     }
 }
 
+/// Whether `/proc/cpuinfo` describes an ARMv6 core (Pi Zero W, Pi 1: an
+/// ARM1176, "ARMv6-compatible processor … (v6l)"), where OpenH264 cannot
+/// keep a useful frame rate and only the hardware encoder is realistic.
+pub fn armv6_core(cpuinfo: &str) -> bool {
+    cpuinfo.lines().any(|line| line.starts_with("model name") && (line.contains("(v6l)") || line.contains("ARMv6")))
+}
+
+/// What to tell the operator of an ARMv6 board that would encode with
+/// OpenH264; `None` elsewhere.
+pub fn software_encoder_warning() -> Option<&'static str> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    armv6_core(&cpuinfo).then_some(
+        "this board's ARMv6 core (Pi Zero W, Pi 1) cannot encode H.264 in software at a useful rate: only the \
+         hardware encoder is realistic here (bcm2835-codec: `modprobe bcm2835_codec`, [camera] encoder = \"v4l2m2m\")",
+    )
+}
+
 /// What `roomcam devices` says about the board: its model, the profile
 /// that suits it, what that profile sets, and how to use it.
 pub fn suggestion(model: Option<&str>) -> String {
@@ -93,6 +110,18 @@ pub fn detect() -> (Option<String>, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn armv6_cores_are_told_apart() {
+        let pi_zero_w = "processor\t: 0\nmodel name\t: ARMv6-compatible processor rev 7 (v6l)\nBogoMIPS\t: 697.95\n\
+                         CPU architecture: 7\nHardware\t: BCM2835\n";
+        let pi_3_armhf = "processor\t: 0\nmodel name\t: ARMv7 Processor rev 4 (v7l)\nCPU architecture: 7\n";
+        let pi_4_arm64 = "processor\t: 0\nBogoMIPS\t: 108.00\nCPU implementer\t: 0x41\nCPU architecture: 8\n";
+        assert!(armv6_core(pi_zero_w));
+        assert!(!armv6_core(pi_3_armhf));
+        assert!(!armv6_core(pi_4_arm64));
+        assert!(!armv6_core(""));
+    }
     use crate::config::{Config, FrameSize};
     use std::path::Path;
 

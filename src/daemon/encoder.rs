@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use log::info;
+use log::{info, warn};
 
 use crate::config::{Config, EncoderChoice};
 use crate::media::encoders::fallback::FallbackEncoder;
@@ -25,6 +25,7 @@ pub fn open_hardware_encoder(config: &Config) -> Result<Option<HardwareEncoder>,
     let camera = &config.camera;
     if camera.encoder == EncoderChoice::OpenH264 {
         info!("H.264 encoder: OpenH264 (camera.encoder = \"openh264\")");
+        warn_on_armv6();
         return Ok(None);
     }
     let opened = hardware_node(camera.encoder_device.as_deref()).and_then(|path| {
@@ -39,9 +40,16 @@ pub fn open_hardware_encoder(config: &Config) -> Result<Option<HardwareEncoder>,
         }
         (Err(why), EncoderChoice::Auto) => {
             info!("H.264 encoder: OpenH264, in software ({why})");
+            warn_on_armv6();
             Ok(None)
         }
         (Err(why), _) => Err(MediaError::Device { device: "camera.encoder = \"v4l2m2m\"".into(), reason: why }),
+    }
+}
+
+fn warn_on_armv6() {
+    if let Some(warning) = crate::board::software_encoder_warning() {
+        warn!("H.264 encoder: {warning}");
     }
 }
 

@@ -208,6 +208,9 @@ pub fn report() -> String {
             "  none found: roomcam encodes with OpenH264 (a Pi Zero 2 W, 3 or 4 has bcm2835-codec at /dev/video11; \
              is the bcm2835_codec module loaded?)"
         );
+        if let Some(warning) = crate::board::software_encoder_warning() {
+            let _ = writeln!(out, "  {warning}");
+        }
     }
     for node in encoders {
         let raw: Vec<String> = node.raw_formats.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
