@@ -100,3 +100,38 @@ pub fn video_encoder(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(camera: &str) -> Config {
+        Config::parse(&format!("[camera]\nsize = \"320x240\"\n{camera}"), Path::new("encoder.toml")).unwrap()
+    }
+
+    #[test]
+    fn auto_without_a_hardware_encoder_is_openh264_and_openh264_is_never_hardware() {
+        assert!(find_encoder_free_machine(), "this test wants a machine without a hardware H.264 encoder");
+        assert!(open_hardware_encoder(&config("")).unwrap().is_none());
+        assert!(open_hardware_encoder(&config("encoder = \"openh264\"\n")).unwrap().is_none());
+        assert!(video_encoder(&config(""), None, 2).is_ok());
+    }
+
+    #[test]
+    fn v4l2m2m_that_cannot_be_had_fails_the_start_saying_why() {
+        assert!(find_encoder_free_machine(), "this test wants a machine without a hardware H.264 encoder");
+        let error = open_hardware_encoder(&config("encoder = \"v4l2m2m\"\n")).err().unwrap().to_string();
+        assert!(error.contains("no V4L2 memory-to-memory node encodes H.264"), "{error}");
+        let error = open_hardware_encoder(&config("encoder = \"v4l2m2m\"\nencoder-device = \"/dev/null\"\n"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("/dev/null") && error.contains("VIDIOC_QUERYCAP"), "{error}");
+        // auto says why in its log line and goes on with OpenH264.
+        assert!(open_hardware_encoder(&config("encoder-device = \"/dev/null\"\n")).unwrap().is_none());
+    }
+
+    fn find_encoder_free_machine() -> bool {
+        v4l2m2m::find_encoders(Path::new("/dev"), v4l2m2m::H264).is_empty()
+    }
+}
