@@ -118,6 +118,16 @@ fn v4l2_level(idc: u8) -> i32 {
     }
 }
 
+/// Whether an FWHT frame (vicodec's `struct fwht_cframe_hdr`: two magic
+/// words, then version, width, height and flags, all big-endian) is an
+/// I-frame (`V4L2_FWHT_FL_I_FRAME`).
+pub fn fwht_is_key_frame(frame: &[u8]) -> bool {
+    const MAGIC: [u8; 8] = [0x4f, 0x4f, 0x4f, 0x4f, 0xff, 0xff, 0xff, 0xff];
+    let word = |at: usize| frame.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    frame.starts_with(&MAGIC)
+        && word(20).is_some_and(|flags| u64::from(flags) & u64::from(v4l2r::bindings::V4L2_FWHT_FL_I_FRAME) != 0)
+}
+
 #[derive(Clone, Debug)]
 pub struct M2mSettings {
     /// [`H264`] for viewers; [`FWHT`] only to prove the plumbing on vicodec.
@@ -306,6 +316,11 @@ impl<D: M2mDevice> V4l2M2mEncoder<D> {
     fn next_picture(&mut self) -> Result<(Vec<u8>, bool), M2mError> {
         for _ in 0..4 {
             let coded = self.device.dequeue_coded(self.settings.deadline)?;
+            if self.settings.codec == FWHT {
+                // vicodec flags no buffer as a key frame; its header does.
+                let key = coded.keyframe || fwht_is_key_frame(&coded.data);
+                return Ok((coded.data, key));
+            }
             if self.settings.codec != H264 {
                 return Ok((coded.data, coded.keyframe));
             }

@@ -303,3 +303,20 @@ fn fwht_gets_its_gop_and_no_h264_controls() {
     let _encoder = V4l2M2mEncoder::with_device(device.clone(), settings).unwrap();
     assert_eq!(device.controls(), vec![Control::GopSize(250)]);
 }
+
+#[test]
+fn fwht_key_frames_are_read_from_the_frame_header() {
+    let header = |flags: u32| {
+        let mut h = vec![0x4f, 0x4f, 0x4f, 0x4f, 0xff, 0xff, 0xff, 0xff];
+        for word in [3u32, 640, 480, flags] {
+            h.extend_from_slice(&word.to_be_bytes());
+        }
+        h
+    };
+    assert!(fwht_is_key_frame(&header(1 << 10)));
+    assert!(!fwht_is_key_frame(&header(0)));
+    let mut not_fwht = header(1 << 10);
+    not_fwht[0] = 0;
+    assert!(!fwht_is_key_frame(&not_fwht));
+    assert!(!fwht_is_key_frame(&header(1 << 10)[..22]));
+}
