@@ -60,7 +60,7 @@ fn group(comm: &str) -> &str {
         c if c.starts_with("tokio-runtime") => "tokio workers (network)",
         c if c.starts_with("roomcam-") => c,
         "roomcam" => "main thread",
-        _ => "other threads",
+        other => other,
     }
 }
 
@@ -91,7 +91,10 @@ async fn main() {
         return;
     }
     let port = free_port();
-    let _server = roomcam_serve(port, None);
+    // Room for the device and four viewers.
+    let config = std::env::temp_dir().join(format!("roomcam-daemon-cost-{}.toml", std::process::id()));
+    std::fs::write(&config, "[server]\ncapacity = 5\n").unwrap();
+    let _server = roomcam_serve(port, Some(&config));
     let url = format!("http://127.0.0.1:{port}");
     let mut device = roomcam_run(
         &url,
