@@ -160,19 +160,44 @@ impl<'a, 'b> CaptureStream<'b> for Stream<'a> {
     fn dequeue(&mut self) -> io::Result<usize> {
         let mut v4l2_buf = self.buffer_desc();
 
-        if self.handle.poll(libc::POLLIN, self.timeout.unwrap_or(-1))? == 0 {
-            // This condition can only happen if there was a timeout.
-            // A timeout is only possible if the `timeout` value is non-zero, meaning we should
-            // propagate it to the caller.
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "VIDIOC_DQBUF"));
-        }
+        // roomcam's patch: a DQBUF that says EAGAIN after poll() said
+        // readable is retried (within the timeout) instead of failing the
+        // stream. libcamera's V4L2 layer (0.0.3) signals its eventfd before
+        // it counts the buffer as available, so under load the DQBUF that
+        // follows the wake-up can find none yet; upstream 0.14.0 returned
+        // the error, after having queued the previous buffer, so the
+        // stream could only be torn down.
+        let deadline = self.timeout.map(|t| std::time::Instant::now() + std::time::Duration::from_millis(t as u64));
+        loop {
+            let timeout = match deadline {
+                None => -1,
+                Some(d) => d.saturating_duration_since(std::time::Instant::now()).as_millis() as i32,
+            };
+            if self.handle.poll(libc::POLLIN, timeout)? == 0 {
+                // This condition can only happen if there was a timeout.
+                // A timeout is only possible if the `timeout` value is non-zero, meaning we should
+                // propagate it to the caller.
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "VIDIOC_DQBUF"));
+            }
 
-        unsafe {
-            v4l2::ioctl(
-                self.handle.fd(),
-                v4l2::vidioc::VIDIOC_DQBUF,
-                &mut v4l2_buf as *mut _ as *mut std::os::raw::c_void,
-            )?;
+            let dq = unsafe {
+                v4l2::ioctl(
+                    self.handle.fd(),
+                    v4l2::vidioc::VIDIOC_DQBUF,
+                    &mut v4l2_buf as *mut _ as *mut std::os::raw::c_void,
+                )
+            };
+            match dq {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The fd stays readable meanwhile: a short pause, not a spin.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    v4l2_buf = self.buffer_desc();
+                }
+                r => {
+                    r?;
+                    break;
+                }
+            }
         }
         self.arena_index = v4l2_buf.index as usize;
 
