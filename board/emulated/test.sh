@@ -23,8 +23,9 @@
 # `roomcam run --camera libcamera` on vimc through libcamera's V4L2 layer,
 # and board_viewer --video-only checks its pictures (vimc's sensor draws
 # the same colour bars) and prints `libcamera (vimc): N fps, colours ok`.
-# Prints the figures; exit status 0 only if every check of both phases
-# passed.
+# After each phase the daemon's capture → encoded access unit latency is
+# printed (BOARD: latency …). Prints the figures; exit status 0 only if
+# every check of both phases passed.
 #
 # BOARD_PHASES="vivid libcamera" (default) or one of them, to work on one;
 # BOARD_LIBCAMERA_LOG sets LIBCAMERA_LOG_LEVELS for the libcamera phase
@@ -74,7 +75,7 @@ case $arch in
     console=ttyAMA0
     # Emulating arm64 on x86 is several times slower: a smaller picture at
     # a lower rate.
-    video="--size 320x240 --fps 10 --bitrate 300"; frames=20; min_fps=1; libcamera_frames=10
+    video="--size 320x240 --fps 10 --bitrate 300"; frames=20; min_fps=1; libcamera_frames=30
     camera_format=auto ;;
   *) echo "unknown arch $arch (x86_64 or aarch64)" >&2; exit 2 ;;
 esac
@@ -413,18 +414,26 @@ export BOARD_VIVID_OPTS="$vivid_opts"
 roomcam devices 2>&1 | sed 's/^/[devices] /'
 roomcam serve --listen 127.0.0.1:8080 2>&1 | sed 's/^/[serve] /' &
 sleep 1
+# Capture → encoded access unit as the daemon logged it when stopped, with
+# the mode its camera ran in (issue 11's figure: V4L2 vs libcamera).
+latency() {
+  l=\$(grep -a -o 'capture to encoded access unit: .*' "\$2" | tail -1)
+  m=\$(grep -a -o -E '[0-9]+x[0-9]+ [A-Z0-9]+ at [0-9.]+ fps, [0-9]+ mmap buffers' "\$2" | tail -1)
+  echo "BOARD: latency \$1 (\${m:-mode not logged}): \${l:-no figure logged}"
+}
 vivid_exit=0
 if [ $run_vivid = 1 ]; then
 # camera auto: vivid (video0) among vimc's and vicodec's nodes, never a
 # codec node.
 sh -c 'echo \$\$ > /tmp/vivid-device.pid; exec env RUST_LOG=info,roomcam::media::sinks::alsa_speaker=debug roomcam run --config /etc/roomcam.toml --server http://127.0.0.1:8080 --room board --camera auto \\
   --microphone hw:Loopback,1,0 --speaker hw:Loopback,0,1 $video' \\
-  2>&1 | sed 's/^/[device] /' &
+  2>&1 | tee /tmp/vivid-device.log | sed 's/^/[device] /' &
 sleep 2
 board_viewer --server http://127.0.0.1:8080 --room board --feed hw:Loopback,0,0 --tap hw:Loopback,1,1 \\
   --frames ${BOARD_FRAMES:-$frames} --min-fps ${BOARD_MIN_FPS:-$min_fps}
 vivid_exit=\$?
 kill \$(cat /tmp/vivid-device.pid); sleep 1
+latency "vivid (V4L2)" /tmp/vivid-device.log
 fi
 libcamera_exit=0
 if [ $run_libcamera = 1 ]; then
@@ -433,12 +442,13 @@ if [ $run_libcamera = 1 ]; then
 # takes the first pattern that matches a category: V4L2Compat before *.
 sh -c 'echo \$\$ > /tmp/libcamera-device.pid; exec env LIBCAMERA_LOG_LEVELS="${BOARD_LIBCAMERA_LOG:-V4L2Compat:INFO,*:WARN}" LIBCAMERA_LOG_NO_COLOR=1 \\
   RUST_LOG=info,roomcam::media::sources::libcamera=debug roomcam run --config /etc/roomcam-libcamera.toml --server http://127.0.0.1:8080 --room libcamera \\
-  --camera libcamera --microphone none --speaker null $video' 2>&1 | sed 's/^/[device] /' &
+  --camera libcamera --microphone none --speaker null $video' 2>&1 | tee /tmp/libcamera-device.log | sed 's/^/[device] /' &
 sleep 2
 board_viewer --server http://127.0.0.1:8080 --room libcamera --video-only "libcamera (vimc)" \\
   --frames ${BOARD_LIBCAMERA_FRAMES:-$libcamera_frames} --min-fps ${BOARD_MIN_FPS:-$min_fps}
 libcamera_exit=\$?
 kill \$(cat /tmp/libcamera-device.pid); sleep 1
+latency "libcamera (vimc)" /tmp/libcamera-device.log
 fi
 echo "BOARD: vivid phase exit \$vivid_exit, libcamera (vimc) phase exit \$libcamera_exit"
 [ \$vivid_exit = 0 ] && [ \$libcamera_exit = 0 ]
