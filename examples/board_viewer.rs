@@ -297,8 +297,9 @@ async fn video_only(a: &Args, label: &str) {
     if fps < a.min_fps {
         fail(&format!("{label}: {fps:.1} fps is below {}", a.min_fps));
     }
+    // The line issue 11 asks for, `LABEL: N fps, colours ok`, then the detail.
     println!(
-        "{label}: {fps:.1} fps, {}x{}, colours ok (bars Y = {:?}), first pictures {connected_s:.1} s after joining",
+        "{label}: {fps:.1} fps, colours ok ({}x{}, bars Y = {:?}, first pictures {connected_s:.1} s after joining)",
         last.width,
         last.height,
         bars.iter().map(|x| x.0.round() as i32).collect::<Vec<_>>()

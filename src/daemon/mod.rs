@@ -221,6 +221,14 @@ pub async fn run_with(
     }
 
     info!("roomcam: stopping");
+    let stats = edges.pipeline.stats();
+    if let Some((mean, max)) = stats.capture_to_au_ms() {
+        // The board test compares camera paths with this line.
+        info!(
+            "video: capture to encoded access unit: mean {mean:.1} ms, max {max:.1} ms over {} pictures",
+            stats.capture_to_au_count
+        );
+    }
     supervisor.stopping();
     let now = std::time::Instant::now();
     let actions = session.handle(Event::Shutdown, now);

@@ -162,6 +162,11 @@ pub(super) fn encode_loop(
                     continue;
                 }
                 bump(&shared.counters.frames_encoded);
+                // From the driver's capture stamp (wall clock, see the
+                // sources): what a camera path costs before the network.
+                if let Ok(latency) = SystemTime::now().duration_since(frame.captured_at) {
+                    shared.counters.record_capture_to_au(latency);
+                }
                 // No receivers is normal (viewer count and subscriptions are
                 // updated by different tasks).
                 let _ = tx.send(ev);

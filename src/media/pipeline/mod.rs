@@ -112,6 +112,25 @@ pub struct PipelineStats {
     /// Talk-back packets that failed to decode or to play.
     pub talkback_errors: u64,
     pub source_errors: u64,
+    /// Capture → encoded access unit, over the pictures roomcam encoded:
+    /// from the driver's capture stamp to the encoder's output (queueing
+    /// in the camera layer, conversion, hand-over, encode).
+    pub capture_to_au_count: u64,
+    pub capture_to_au_us_sum: u64,
+    pub capture_to_au_max_us: u64,
+}
+
+impl PipelineStats {
+    /// Mean and max capture → encoded access unit, in ms; `None` before
+    /// the first encoded picture.
+    pub fn capture_to_au_ms(&self) -> Option<(f64, f64)> {
+        (self.capture_to_au_count > 0).then(|| {
+            (
+                self.capture_to_au_us_sum as f64 / self.capture_to_au_count as f64 / 1000.0,
+                self.capture_to_au_max_us as f64 / 1000.0,
+            )
+        })
+    }
 }
 
 #[derive(Default)]
@@ -128,6 +147,18 @@ struct Counters {
     talkback_muted: AtomicU64,
     talkback_errors: AtomicU64,
     source_errors: AtomicU64,
+    capture_to_au_count: AtomicU64,
+    capture_to_au_us_sum: AtomicU64,
+    capture_to_au_max_us: AtomicU64,
+}
+
+impl Counters {
+    fn record_capture_to_au(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        bump(&self.capture_to_au_count);
+        self.capture_to_au_us_sum.fetch_add(us, Ordering::Relaxed);
+        self.capture_to_au_max_us.fetch_max(us, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -439,6 +470,9 @@ impl MediaPipeline {
             talkback_muted: get(&c.talkback_muted),
             talkback_errors: get(&c.talkback_errors),
             source_errors: get(&c.source_errors),
+            capture_to_au_count: get(&c.capture_to_au_count),
+            capture_to_au_us_sum: get(&c.capture_to_au_us_sum),
+            capture_to_au_max_us: get(&c.capture_to_au_max_us),
         }
     }
 

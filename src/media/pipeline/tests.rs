@@ -748,3 +748,20 @@ fn pipeline_can_be_shared_across_tasks() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<MediaPipeline>();
 }
+
+#[test]
+fn capture_to_au_latency_is_the_mean_and_the_max() {
+    assert_eq!(PipelineStats::default().capture_to_au_ms(), None, "nothing encoded yet");
+    let c = Counters::default();
+    for ms in [10, 30, 20] {
+        c.record_capture_to_au(Duration::from_millis(ms));
+    }
+    let stats = PipelineStats {
+        capture_to_au_count: c.capture_to_au_count.load(Ordering::Relaxed),
+        capture_to_au_us_sum: c.capture_to_au_us_sum.load(Ordering::Relaxed),
+        capture_to_au_max_us: c.capture_to_au_max_us.load(Ordering::Relaxed),
+        ..PipelineStats::default()
+    };
+    assert_eq!(stats.capture_to_au_count, 3);
+    assert_eq!(stats.capture_to_au_ms(), Some((20.0, 30.0)));
+}

@@ -137,7 +137,22 @@ pub fn reexec_with_compat(library: &Path) -> MediaError {
 pub fn cameras_in_process(dev_dir: &Path) -> Vec<LibcameraCamera> {
     let mut out: Vec<LibcameraCamera> = Vec::new();
     for (node, _) in video_nodes(dev_dir) {
-        let Ok(caps) = Device::with_path(&node).and_then(|d| d.query_caps()) else { continue };
+        // Every node's answer is logged: when libcamera claims none, the
+        // drivers that answered instead say which nodes the layer let through.
+        let caps = match Device::with_path(&node).and_then(|d| d.query_caps()) {
+            Ok(caps) => caps,
+            Err(e) => {
+                log::debug!("libcamera: {}: {e}", node.display());
+                continue;
+            }
+        };
+        log::debug!(
+            "libcamera: {}: driver {:?}, card {:?}, bus {:?}",
+            node.display(),
+            until_nul(&caps.driver),
+            until_nul(&caps.card),
+            until_nul(&caps.bus)
+        );
         if until_nul(&caps.driver) != "libcamera" {
             continue;
         }

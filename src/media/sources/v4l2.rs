@@ -250,6 +250,27 @@ fn accept_adjusted_size(choice: &Choice, fourcc: [u8; 4], width: u32, height: u3
         .then(|| Choice { width, height, ..choice.clone() })
 }
 
+/// How many mmap buffers the driver gave when asked for `asked`: REQBUFS
+/// may give fewer or more (libcamera's vimc handler fixes 4), and the v4l
+/// stream does not say. QUERYBUF answers only below the count.
+fn buffers_given(dev: &Device, asked: u32) -> u32 {
+    let fd = dev.handle().fd();
+    (0..asked.saturating_mul(4).max(1))
+        .take_while(|&index| {
+            // SAFETY: v4l2_buffer is plain data; the kernel (or libcamera's
+            // layer) fills the struct we own and nothing else.
+            let mut buf: v4l::v4l_sys::v4l2_buffer = unsafe { std::mem::zeroed() };
+            buf.index = index;
+            buf.type_ = Type::VideoCapture as u32;
+            buf.memory = v4l::memory::Memory::Mmap as u32;
+            unsafe {
+                v4l::v4l2::ioctl(fd, v4l::v4l2::vidioc::VIDIOC_QUERYBUF, &mut buf as *mut _ as *mut std::ffi::c_void)
+            }
+            .is_ok()
+        })
+        .count() as u32
+}
+
 /// A V4L2 camera behind [`VideoSource`]. Opens lazily; when the camera
 /// fails (read error, timeout, node gone) it is closed, `next_frame`
 /// returns `MediaError::Device`, and the next call tries to reopen it.
@@ -399,8 +420,9 @@ impl V4l2Camera {
         let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, BUFFERS)
             .map_err(|e| device_error(&label, "allocate buffers", &e))?;
         stream.set_timeout(FRAME_TIMEOUT);
+        let buffers = buffers_given(&dev, BUFFERS);
         log::info!(
-            "camera {label}: {} (driver {}, bus {}): {}x{} {} at {fps:.1} fps, {BUFFERS} mmap buffers; chosen because: {}",
+            "camera {label}: {} (driver {}, bus {}): {}x{} {} at {fps:.1} fps, {buffers} mmap buffers ({BUFFERS} asked); chosen because: {}",
             until_nul(&caps.card),
             until_nul(&caps.driver),
             until_nul(&caps.bus),
