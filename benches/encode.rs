@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use roomcam::media::AudioSource;
 use roomcam::media::fixtures::add_luma_noise;
 use roomcam::media::{
-    AUDIO_FRAME_SAMPLES, H264Encoder, H264Settings, OpusEncoder, TestPattern, ToneSource, VideoEncoder,
+    AUDIO_FRAME_SAMPLES, H264Encoder, H264Settings, OpusEncoder, OpusSettings, TestPattern, ToneSource, VideoEncoder,
 };
 
 const WARMUP: usize = 20;
@@ -114,18 +114,22 @@ fn main() {
     }
     video("640x480@25 1500 kb/s", H264Settings { fps: 25, ..base(640, 480, 1_500) }, Picture::Busy);
 
-    let mut tone = ToneSource::new(660.0).without_pacing();
-    let mut opus = OpusEncoder::new(32_000).expect("opus");
-    let mut pcm = [0i16; AUDIO_FRAME_SAMPLES];
-    let mut times = Vec::new();
-    for i in 0..50 + 500 {
-        tone.read_frame(&mut pcm).expect("tone");
-        let t0 = Instant::now();
-        black_box(opus.encode(black_box(&pcm)).expect("encode"));
-        if i >= 50 {
-            times.push(t0.elapsed());
+    for complexity in [10u8, 5] {
+        let mut tone = ToneSource::new(660.0).without_pacing();
+        let settings = OpusSettings { complexity, ..OpusSettings::default() };
+        let mut opus = OpusEncoder::with_settings(&settings).expect("opus");
+        let mut pcm = [0i16; AUDIO_FRAME_SAMPLES];
+        let mut times = Vec::new();
+        for i in 0..50 + 500 {
+            tone.read_frame(&mut pcm).expect("tone");
+            let t0 = Instant::now();
+            black_box(opus.encode(black_box(&pcm)).expect("encode"));
+            if i >= 50 {
+                times.push(t0.elapsed());
+            }
         }
+        let (o50, o95) = summary(&mut times);
+        let label = format!("opus 32 kb/s mono, complexity {complexity}");
+        println!("{label:<44} encode {o50:6.3} / {o95:6.3} ms per 20 ms frame (500 frames)");
     }
-    let (o50, o95) = summary(&mut times);
-    println!("{:<44} encode {o50:6.3} / {o95:6.3} ms per 20 ms frame (500 frames)", "opus 32 kb/s mono");
 }

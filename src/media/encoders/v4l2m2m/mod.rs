@@ -166,10 +166,9 @@ pub struct V4l2M2mEncoder<D: M2mDevice = V4l2rDevice> {
     idr_pending: bool,
     parameter_sets: ParameterSets,
     frame_duration: Duration,
-    /// The frame rate congestion control asks for (≤ `settings.fps`): the
-    /// device gets only those pictures.
+    /// The frame rate congestion control asks for (≤ `settings.fps`); the
+    /// pipeline leaves the other pictures out before they get here.
     fps: u32,
-    next_due: Option<SystemTime>,
     first_capture: Option<SystemTime>,
     last_output: Option<Duration>,
 }
@@ -250,7 +249,6 @@ impl<D: M2mDevice> V4l2M2mEncoder<D> {
             frame_duration: Duration::from_nanos(1_000_000_000 / u64::from(settings.fps)),
             fps: settings.fps,
             settings,
-            next_due: None,
             first_capture: None,
             last_output: None,
         })
@@ -258,32 +256,6 @@ impl<D: M2mDevice> V4l2M2mEncoder<D> {
 
     pub fn label(&self) -> &str {
         self.device.label()
-    }
-
-    /// Whether the next picture is one congestion control's frame rate
-    /// keeps (evenly spaced, by capture time).
-    fn keeps(&mut self, captured_at: SystemTime) -> bool {
-        if self.fps >= self.settings.fps {
-            self.next_due = None;
-            return true;
-        }
-        let period = Duration::from_nanos(1_000_000_000 / u64::from(self.fps.max(1)));
-        // Half a camera period of slack, so that jitter does not drop the
-        // picture that was meant to be kept.
-        let slack = self.frame_duration / 2;
-        match self.next_due {
-            Some(due) if captured_at + slack < due => false,
-            Some(due) => {
-                // Never more than one period behind (after a pause).
-                let next = due + period;
-                self.next_due = Some(if captured_at > next { captured_at + period } else { next });
-                true
-            }
-            None => {
-                self.next_due = Some(captured_at + period);
-                true
-            }
-        }
     }
 
     fn write_picture(layout: RawLayout, frame: &I420Frame, buffer: &mut [u8]) -> usize {
@@ -350,9 +322,6 @@ impl<D: M2mDevice> VideoEncoder for V4l2M2mEncoder<D> {
             )));
         }
         self.idr_pending |= force_keyframe;
-        if !self.keeps(frame.captured_at) {
-            return Ok(None);
-        }
         if self.idr_pending
             && self.can_force_keyframe
             && let Err(e) = self.device.set_control(Control::ForceKeyframe)
