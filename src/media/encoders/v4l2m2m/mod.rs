@@ -4,7 +4,7 @@
 //! would spend a core on.
 //!
 //! The logic here (formats, which controls and when, parameter sets on
-//! every IDR, keyframe requests that survive, frame rate given up on a weak
+//! every IDR, keyframe requests that survive, the frame rate of a weak
 //! path) talks to the device through [`device::M2mDevice`]; its unit tests
 //! use a fake device, and [`device::V4l2rDevice`] is the real one.
 //! Pictures are copied into the device's buffers (the pipeline's frames are
