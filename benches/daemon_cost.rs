@@ -20,7 +20,7 @@ mod viewer;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{free_port, roomcam_run, roomcam_serve};
+use common::{free_port, proc_status_kib, roomcam_run, roomcam_serve};
 use room_viewer::RoomViewer;
 use viewer::ViewerOptions;
 
@@ -44,14 +44,7 @@ fn thread_ticks(pid: u32) -> BTreeMap<(String, u32), u64> {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    proc_status_kib(pid, "VmRSS:") as f64 / 1024.0
 }
 
 /// Where a thread's time goes in the report.

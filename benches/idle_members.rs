@@ -13,20 +13,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Member, free_port, roomcam_serve};
+use common::{Member, free_port, proc_status_kib, roomcam_serve};
 use roomcam::config::ProtocolChoice;
 
 const MEMBERS: usize = 1000;
 const BATCH: usize = 50;
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    proc_status_kib(pid, "VmRSS:")
 }
 
 /// Each member is a socket here and in the server: lift the soft file limit

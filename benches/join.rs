@@ -16,7 +16,7 @@ mod viewer;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, roomcam_run, roomcam_serve};
+use common::{free_port, proc_status_kib, roomcam_run, roomcam_serve};
 use room_viewer::RoomViewer;
 use viewer::ViewerOptions;
 
@@ -28,16 +28,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (proc_status_kib(pid, "VmRSS:"), proc_status_kib(pid, "VmHWM:"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
