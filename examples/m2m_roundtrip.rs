@@ -15,21 +15,18 @@
 //! exits non-zero on any failure. `m2m_roundtrip [FRAMES]` (default 60).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use roomcam::media::encoders::fallback::FallbackEncoder;
+use roomcam::media::encoders::v4l2m2m::device::{map_mmap_buffers, open_node, poll_until};
 use roomcam::media::encoders::v4l2m2m::{FWHT, M2mSettings, V4l2M2mEncoder, YU12, find_encoders};
 use roomcam::media::fixtures::{looks_like_test_pattern, read_stamp};
 use roomcam::media::{
     CameraFrame, H264Decoder, H264Encoder, H264Settings, I420Frame, TestPattern, VideoEncoder, VideoSource,
 };
-use v4l2r::ioctl::{
-    self, Capability, FormatFlags, FormatIterator, PlaneMapping, QBufPlane, QBuffer, QueryBuffer, V4l2Buffer,
-};
-use v4l2r::memory::{MemoryType, MmapHandle};
+use v4l2r::ioctl::{self, Capability, FormatFlags, FormatIterator, PlaneMapping, QBufPlane, QBuffer, V4l2Buffer};
+use v4l2r::memory::MmapHandle;
 use v4l2r::{Format, PixelFormat, QueueType};
 
 /// vicodec takes nothing smaller than 640x360.
@@ -44,12 +41,7 @@ fn fail(what: impl std::fmt::Display) -> ! {
 }
 
 fn open(path: &Path) -> File {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())))
+    open_node(path).unwrap_or_else(|e| fail(e))
 }
 
 /// The stateful FWHT decoder node (OUTPUT: FWHT, CAPTURE: raw).
@@ -84,20 +76,12 @@ fn check<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> T {
 }
 
 fn map(file: &File, queue: QueueType, count: u32) -> Vec<PlaneMapping> {
-    let granted: usize = check("REQBUFS", ioctl::reqbufs(file, queue, MemoryType::Mmap, count));
-    (0..granted)
-        .map(|i| {
-            let info: QueryBuffer = check("QUERYBUF", ioctl::querybuf(file, queue, i));
-            check("mmap", ioctl::mmap(file, info.planes[0].mem_offset, info.planes[0].length))
-        })
-        .collect()
+    map_mmap_buffers(file, queue, count).unwrap_or_else(|(what, e)| fail(format!("decoder {what}: {e}")))
 }
 
 fn wait(file: &File, events: libc::c_short, deadline: Instant) {
-    let mut fd = libc::pollfd { fd: file.as_raw_fd(), events, revents: 0 };
-    let left = deadline.saturating_duration_since(Instant::now()).as_millis() as i32;
-    // SAFETY: one pollfd, valid for the call.
-    unsafe { libc::poll(&mut fd, 1, left) };
+    // Whatever poll says, the next DQBUF tells.
+    let _ = poll_until(file, events, deadline);
 }
 
 impl Decoder {

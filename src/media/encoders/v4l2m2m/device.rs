@@ -106,7 +106,9 @@ pub fn probe_encoder(path: &Path, coded: [u8; 4]) -> Result<Option<EncoderNode>,
     Ok(Some(EncoderNode { path: path.to_owned(), card: caps.card, driver: caps.driver, raw_formats }))
 }
 
-fn open_node(path: &Path) -> Result<File, M2mError> {
+/// Opens a V4L2 node non-blocking: DQBUF then answers EAGAIN instead of
+/// waiting, and [`poll_until`] does the waiting, with a deadline.
+pub fn open_node(path: &Path) -> Result<File, M2mError> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -124,6 +126,42 @@ fn queue_types(caps: Capabilities) -> Option<(QueueType, QueueType)> {
     } else {
         None
     }
+}
+
+/// REQBUFS `count` MMAP buffers on `queue` and maps each one's first plane;
+/// the error names the ioctl that failed.
+pub fn map_mmap_buffers(
+    file: &File,
+    queue: QueueType,
+    count: u32,
+) -> Result<Vec<PlaneMapping>, (&'static str, String)> {
+    let granted: usize =
+        ioctl::reqbufs(file, queue, MemoryType::Mmap, count).map_err(|e| ("VIDIOC_REQBUFS", e.to_string()))?;
+    if granted == 0 {
+        return Err(("VIDIOC_REQBUFS", "the driver granted no buffer".into()));
+    }
+    (0..granted)
+        .map(|index| {
+            let info: QueryBuffer =
+                ioctl::querybuf(file, queue, index).map_err(|e| ("VIDIOC_QUERYBUF", e.to_string()))?;
+            let plane = info.planes.first().ok_or(("VIDIOC_QUERYBUF", "a buffer without planes".to_string()))?;
+            ioctl::mmap(file, plane.mem_offset, plane.length).map_err(|e| ("mmap", e.to_string()))
+        })
+        .collect()
+}
+
+/// Waits for `events` on `file` up to `deadline`; the events that came
+/// (none: the deadline passed, or a signal interrupted the wait).
+pub fn poll_until(file: &File, events: libc::c_short, deadline: Instant) -> std::io::Result<libc::c_short> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut fd = libc::pollfd { fd: file.as_raw_fd(), events, revents: 0 };
+    let millis = left.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, for the duration of the call.
+    if unsafe { libc::poll(&mut fd, 1, millis) } < 0 {
+        let error = std::io::Error::last_os_error();
+        return if error.kind() == std::io::ErrorKind::Interrupted { Ok(0) } else { Err(error) };
+    }
+    Ok(fd.revents)
 }
 
 /// Two OUTPUT buffers: one being encoded while the next picture is written.
@@ -171,20 +209,7 @@ impl V4l2rDevice {
     }
 
     fn map_buffers(&self, queue: QueueType, count: u32) -> Result<Vec<PlaneMapping>, M2mError> {
-        let granted: usize =
-            ioctl::reqbufs(&self.file, queue, MemoryType::Mmap, count).map_err(|e| self.fail("VIDIOC_REQBUFS", e))?;
-        if granted == 0 {
-            return Err(self.fail("VIDIOC_REQBUFS", "the driver granted no buffer"));
-        }
-        (0..granted)
-            .map(|index| {
-                let info: QueryBuffer =
-                    ioctl::querybuf(&self.file, queue, index).map_err(|e| self.fail("VIDIOC_QUERYBUF", e))?;
-                let plane =
-                    info.planes.first().ok_or_else(|| self.fail("VIDIOC_QUERYBUF", "a buffer without planes"))?;
-                ioctl::mmap(&self.file, plane.mem_offset, plane.length).map_err(|e| self.fail("mmap", e))
-            })
-            .collect()
+        map_mmap_buffers(&self.file, queue, count).map_err(|(what, reason)| self.fail(what, reason))
     }
 
     fn queue_capture(&self, index: u32) -> Result<(), M2mError> {
@@ -206,22 +231,11 @@ impl V4l2rDevice {
 
     /// Waits for `events` on the device, up to `deadline`.
     fn wait(&self, events: libc::c_short, deadline: Instant) -> Result<bool, M2mError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut fd = libc::pollfd { fd: self.file.as_raw_fd(), events, revents: 0 };
-        let millis = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd, for the duration of the call.
-        let ready = unsafe { libc::poll(&mut fd, 1, millis) };
-        if ready < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(self.fail("poll", error));
-        }
-        if fd.revents & libc::POLLERR != 0 && fd.revents & events == 0 {
+        let revents = poll_until(&self.file, events, deadline).map_err(|e| self.fail("poll", e))?;
+        if revents & libc::POLLERR != 0 && revents & events == 0 {
             return Err(self.fail("poll", "the device reports an error (was it removed?)"));
         }
-        Ok(ready > 0)
+        Ok(revents != 0)
     }
 }
 
