@@ -26,6 +26,8 @@ declare -A ROOMCAM_TEST_PACKAGES=(
   [mosquitto-clients]=/usr/bin/mosquitto_sub
   # tests/camera_choice.rs: libcamera's own V4L2 layer, as on a Pi.
   [libcamera-v4l2]=/usr/lib/*/v4l2-compat.so
+  # tests/metrics.rs: promtool lints /metrics as Prometheus would read it.
+  [prometheus]=/usr/bin/promtool
 )
 
 # The emulated board (board/emulated/test.sh): qemu, busybox and the tools

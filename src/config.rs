@@ -25,6 +25,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub alerts: AlertsConfig,
+    pub metrics: MetricsConfig,
     /// A board profile (`board/profiles/NAME.toml`): its camera settings
     /// apply wherever this file sets none.
     pub board: Option<String>,
@@ -639,6 +640,17 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { level: "info".into() }
     }
+}
+
+/// Prometheus text at `/metrics` and `/healthz`, on the device (`run`), the
+/// server (`serve`) or both on one listener (`demo`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// Off unless set; the README's suggestion is 127.0.0.1:9733 (not
+    /// Prometheus' own 9090). Anyone who reaches it reads the device's
+    /// state, so the packaged config keeps it on loopback.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod peer;
 pub mod rate;
 pub mod session;

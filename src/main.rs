@@ -217,7 +217,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 log_tls(tls.as_deref(), addr);
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 log::info!("server: listening on {scheme}://{addr}/");
-                roomcam::signaling::server::serve_tls(listener, &config.server, tls, shutdown_signal()).await?;
+                let metrics = server_metrics(&config, addr)?;
+                let app = roomcam::signaling::server::app_with(
+                    &config.server,
+                    tls.as_ref().and_then(|t| t.ca_pem()),
+                    metrics.as_ref().map(|(_, server)| server.clone()),
+                );
+                if let (Some(listen), Some((metrics, _))) = (config.metrics.listen, metrics) {
+                    roomcam::metrics::spawn(listen, metrics).await?;
+                }
+                roomcam::signaling::server::serve_router(listener, app, tls, shutdown_signal()).await?;
                 Ok(())
             })
         }
@@ -235,6 +244,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `[metrics] listen` for the server whose app listens on `addr`: the
+/// registry and the server's metrics in it, with `/healthz` asking that
+/// listener.
+fn server_metrics(
+    config: &Config,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<Option<(roomcam::metrics::Metrics, Arc<roomcam::metrics::server::ServerMetrics>)>> {
+    if config.metrics.listen.is_none() {
+        return Ok(None);
+    }
+    let metrics = roomcam::metrics::Metrics::new();
+    let server = roomcam::metrics::server::ServerMetrics::register(&metrics)?;
+    metrics.add_health_check(Arc::new(roomcam::metrics::ListenerHealth { addr }));
+    Ok(Some((metrics, server)))
+}
+
 /// The certificate in use, and for roomcam's own CA where a phone gets it.
 fn log_tls(tls: Option<&ServerTls>, addr: std::net::SocketAddr) {
     let Some(tls) = tls else { return };
@@ -249,7 +274,17 @@ async fn demo(mut config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result
     let listener = roomcam::signaling::server::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
     log_tls(tls.as_deref(), addr);
-    let app = roomcam::signaling::server::app_with_ca(&config.server, tls.as_ref().and_then(|t| t.ca_pem()));
+    // One listener for both sets of metrics: the device's and the server's.
+    let metrics = server_metrics(&config, addr)?;
+    let app = roomcam::signaling::server::app_with(
+        &config.server,
+        tls.as_ref().and_then(|t| t.ca_pem()),
+        metrics.as_ref().map(|(_, server)| server.clone()),
+    );
+    let metrics = metrics.map(|(metrics, _)| metrics);
+    if let (Some(listen), Some(metrics)) = (config.metrics.listen, &metrics) {
+        roomcam::metrics::spawn(listen, metrics.clone()).await?;
+    }
     // Over TLS, the device in this process joins through a second, plain
     // listener on loopback (same app, same rooms): the certificate need not
     // name 127.0.0.1 nor be trusted by the device.
@@ -280,7 +315,9 @@ async fn demo(mut config: Config, tls: Option<Arc<ServerTls>>) -> anyhow::Result
     });
     let server = tokio::spawn(roomcam::signaling::server::serve_router(listener, app, tls, stopped(stop_rx.clone())));
     let mut device_stop = stop_rx;
-    let device = roomcam::daemon::run(config, async move {
+    let devices = roomcam::daemon::Devices::open(&config)?;
+    let notifier = roomcam::daemon::notify::Notifier::from_env();
+    let device = roomcam::daemon::run_observed(config, devices, notifier, metrics, async move {
         let _ = device_stop.wait_for(|stop| *stop).await;
     });
     tokio::pin!(device);

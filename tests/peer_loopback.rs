@@ -147,6 +147,7 @@ fn loopback_settings() -> PeerSettings {
         congestion: None,
         playout_delay: None,
         relay_only: false,
+        measure_every: None,
     }
 }
 
@@ -224,7 +225,10 @@ async fn pump(
                     record.loss_keyframe_requests += usize::from(!new_viewer);
                     keyframe.store(true, Ordering::Release);
                 }
-                PeerEvent::VideoRefused { .. } | PeerEvent::VideoCeiling { .. } | PeerEvent::ListenOnly { .. } => {}
+                PeerEvent::VideoRefused { .. }
+                | PeerEvent::VideoCeiling { .. }
+                | PeerEvent::ListenOnly { .. }
+                | PeerEvent::Measured { .. } => {}
                 PeerEvent::BandwidthEstimate { bitrate_bps, .. } => {
                     record.lock().unwrap().estimates.push((Instant::now(), bitrate_bps));
                 }

@@ -194,11 +194,20 @@ async fn watchdog_pings_stop_when_the_capture_thread_hangs() {
     let notify = NotifyListener::bind("notify-stall");
     let port = free_port();
     let _server = roomcam_serve(port, None);
+    // `/healthz` tells the same truth as the watchdog.
+    let metrics = format!("127.0.0.1:{}", free_port());
     let config = Config::parse(
-        &format!("[signaling]\nserver = \"http://127.0.0.1:{port}\"\nroom = \"stall\"\n[camera]\nsize = \"320x240\"\n"),
+        &format!(
+            "[signaling]\nserver = \"http://127.0.0.1:{port}\"\nroom = \"stall\"\n[camera]\nsize = \"320x240\"\n\
+             [metrics]\nlisten = \"{metrics}\"\n"
+        ),
         Path::new("stall.toml"),
     )
     .unwrap();
+    let healthz = |metrics: String| async move {
+        let response = reqwest::get(format!("http://{metrics}/healthz")).await.expect("GET /healthz");
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
     // 25 fps: the camera hangs about two seconds in, inside next_frame.
     let devices = Devices {
         camera: Box::new(HangingCamera { inner: TestPattern::new(320, 240, 25).unwrap(), left: 50 }),
@@ -214,6 +223,7 @@ async fn watchdog_pings_stop_when_the_capture_thread_hangs() {
     }));
 
     let ready = notify.wait_for("READY=1", Duration::from_secs(30), |l| l == "READY=1").await;
+    assert_eq!(healthz(metrics.clone()).await, (200, "ok\n".to_owned()), "healthy before the hang");
     let stalled = notify
         .wait_for("stuck status", Duration::from_secs(20), |l| {
             l.starts_with("STATUS=camera stuck: the capture thread has not returned for 5s")
@@ -224,6 +234,9 @@ async fn watchdog_pings_stop_when_the_capture_thread_hangs() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = notify.pings_between(stalled, Instant::now());
     assert!(after.is_empty(), "{} WATCHDOG=1 after the capture thread hung", after.len());
+    let (status, body) = healthz(metrics.clone()).await;
+    assert_eq!(status, 503, "/healthz while the capture thread hangs: {body}");
+    assert!(body.contains("capture thread has not returned"), "{body}");
 
     // Shutting down does not wait for the wedged capture thread for ever.
     let t = Instant::now();

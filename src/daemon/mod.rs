@@ -7,6 +7,7 @@ pub mod sources;
 mod stream_rate;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{error, info, warn};
@@ -39,7 +40,12 @@ pub enum DaemonError {
     Media(#[from] MediaError),
     #[error("the rate policy: {0}")]
     Rate(#[from] crate::rate::RateError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
+
+/// How often each viewer's path is measured for `/metrics`.
+const MEASURE_EVERY: Duration = Duration::from_secs(2);
 
 /// The media edges the daemon streams from and plays to.
 pub struct Devices {
@@ -70,13 +76,41 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 }
 
 /// [`run`] with the devices and the systemd notifier given: the seam tests
-/// use to put a failing camera or a private notify socket under the real daemon.
+/// use to put a failing camera or a private notify socket under the real
+/// daemon. Serves `/metrics` on `[metrics] listen` when it is set.
 pub async fn run_with(
     config: Config,
     devices: Devices,
     notifier: notify::Notifier,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let Some(addr) = config.metrics.listen else {
+        return run_observed(config, devices, notifier, None, shutdown).await;
+    };
+    let metrics = crate::metrics::Metrics::new();
+    let exporter = crate::metrics::spawn(addr, metrics.clone()).await?;
+    let result = run_observed(config, devices, notifier, Some(metrics), shutdown).await;
+    exporter.abort();
+    result
+}
+
+/// [`run_with`], counting into `metrics` (which `roomcam demo` also gives
+/// the server, and serves itself).
+pub async fn run_observed(
+    config: Config,
+    devices: Devices,
+    notifier: notify::Notifier,
+    metrics: Option<crate::metrics::Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let device_metrics = metrics
+        .as_ref()
+        .map(|m| crate::metrics::device::DeviceMetrics::register(m, u64::from(config.camera.bitrate) * 1000))
+        .transpose()?;
+    let health = Arc::new(crate::metrics::device::DeviceHealth::default());
+    if let Some(m) = &metrics {
+        m.add_health_check(Arc::clone(&health) as Arc<dyn crate::metrics::HealthCheck>);
+    }
     let Devices { camera, microphone, speaker, hardware_encoder } = devices;
     // The hardware encoder makes one temporal layer.
     let layered = config.camera.temporal_layers > 1 && !camera.delivers_h264() && hardware_encoder.is_none();
@@ -89,6 +123,7 @@ pub async fn run_with(
             .alerts
             .detector()
             .map(|detector| SoundAlerts { room: config.signaling.room.clone(), detector }),
+        encode_times: device_metrics.as_ref().map(|m| m.encode_times()),
         ..PipelineSettings::default()
     };
     // roomcam's encoder follows the estimate, and so does a V4L2 H.264
@@ -112,6 +147,9 @@ pub async fn run_with(
     };
     let pipeline_settings_alerts = pipeline_settings.sound_alerts.is_some();
     let pipeline = MediaPipeline::start(camera, encoder, microphone, speaker, pipeline_settings)?;
+    if let Some(m) = &device_metrics {
+        m.watch_pipeline(pipeline.stats_reader());
+    }
     let alert_outlets = AlertOutlets::start(&config, &pipeline);
     let taps = MediaTaps {
         video: pipeline.video_sender(),
@@ -133,6 +171,7 @@ pub async fn run_with(
             PlayoutDelayChoice::Off => None,
         },
         relay_only: config.webrtc.ice_transport_policy == IceTransportPolicyChoice::Relay,
+        measure_every: device_metrics.is_some().then_some(MEASURE_EVERY),
     };
     if peer_settings.include_loopback {
         info!("webrtc: offering loopback candidates");
@@ -168,6 +207,7 @@ pub async fn run_with(
         taps,
         rate: StreamRate::new(config.signaling.room.clone(), rate_controller),
         turn_expiry: None,
+        metrics: device_metrics,
     };
 
     info!(
@@ -183,7 +223,8 @@ pub async fn run_with(
     );
 
     let mut supervisor =
-        notify::Supervisor::new(notifier, edges.pipeline.stats(), config.camera.fps, std::time::Instant::now());
+        notify::Supervisor::new(notifier, edges.pipeline.stats(), config.camera.fps, std::time::Instant::now())
+            .with_health(health);
     // Announce the starting state now: the first event may already be the
     // signaling connection, and "connecting" would then never be shown.
     supervisor.update(&session, edges.pipeline.stats(), std::time::Instant::now());
@@ -373,6 +414,8 @@ struct Edges {
     rate: StreamRate,
     /// When the oldest TURN credentials a live connection may use expire.
     turn_expiry: Option<std::time::Instant>,
+    /// `[metrics] listen` is set.
+    metrics: Option<Arc<crate::metrics::device::DeviceMetrics>>,
 }
 
 impl Edges {
@@ -393,6 +436,9 @@ impl Edges {
     /// What the session core does not deal with: the rate policy's inputs
     /// (the session still sees every event).
     fn observe(&mut self, event: &Event) {
+        if let Some(metrics) = &self.metrics {
+            count(metrics, event);
+        }
         match event {
             Event::Peer(PeerEvent::BandwidthEstimate { peer, bitrate_bps }) => {
                 let changes = self.rate.on_estimate(peer, *bitrate_bps, &self.pipeline);
@@ -480,8 +526,16 @@ impl Edges {
                     }
                     let changes = self.rate.on_viewer_left(&peer, &self.pipeline);
                     self.send_layers(changes);
+                    if let Some(metrics) = &self.metrics {
+                        metrics.viewer_left(&peer);
+                    }
                 }
-                Action::SetViewers(n) => self.pipeline.set_viewers(n),
+                Action::SetViewers(n) => {
+                    self.pipeline.set_viewers(n);
+                    if let Some(metrics) = &self.metrics {
+                        metrics.set_viewers(n);
+                    }
+                }
                 Action::RequestKeyframe { peer, new_viewer } => {
                     self.rate.on_keyframe_request(&peer, new_viewer, now, &self.pipeline)
                 }
@@ -517,6 +571,18 @@ impl Edges {
     }
 }
 
+/// What `/metrics` learns from the events the main loop handles.
+fn count(metrics: &crate::metrics::device::DeviceMetrics, event: &Event) {
+    match event {
+        Event::SignalingConnected => metrics.signaling(true),
+        Event::SignalingDisconnected => metrics.signaling(false),
+        Event::Peer(PeerEvent::ConnectionState { peer, state }) => metrics.peer_state(peer, *state),
+        Event::Peer(PeerEvent::BandwidthEstimate { peer, bitrate_bps }) => metrics.estimate(peer, *bitrate_bps),
+        Event::Peer(PeerEvent::Measured { peer, round_trip, sent }) => metrics.measured(peer, *round_trip, *sent),
+        _ => {}
+    }
+}
+
 fn peer_of(event: &PeerEvent) -> &PeerId {
     match event {
         PeerEvent::LocalDescription { peer, .. }
@@ -526,7 +592,8 @@ fn peer_of(event: &PeerEvent) -> &PeerId {
         | PeerEvent::BandwidthEstimate { peer, .. }
         | PeerEvent::VideoRefused { peer }
         | PeerEvent::ListenOnly { peer, .. }
-        | PeerEvent::VideoCeiling { peer, .. } => peer,
+        | PeerEvent::VideoCeiling { peer, .. }
+        | PeerEvent::Measured { peer, .. } => peer,
     }
 }
 

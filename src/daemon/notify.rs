@@ -18,9 +18,11 @@
 
 use std::ffi::OsStr;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::media::PipelineStats;
+use crate::metrics::device::DeviceHealth;
 use crate::session::{RoomState, Session};
 
 /// Where to send notifications, and how often systemd wants to hear from us.
@@ -199,6 +201,8 @@ pub struct Supervisor {
     status: String,
     last_ping: Option<Instant>,
     stalled: bool,
+    /// `/healthz`, told the same truth as the watchdog.
+    health: Option<Arc<DeviceHealth>>,
 }
 
 impl Supervisor {
@@ -216,7 +220,13 @@ impl Supervisor {
             status: String::new(),
             last_ping: None,
             stalled: false,
+            health: None,
         }
+    }
+
+    pub fn with_health(mut self, health: Arc<DeviceHealth>) -> Supervisor {
+        self.health = Some(health);
+        self
     }
 
     /// Call after every event the main loop handled.
@@ -232,6 +242,9 @@ impl Supervisor {
             _ => {}
         }
         self.stalled = stalled.is_some();
+        if let Some(health) = &self.health {
+            health.update(stalled, now);
+        }
         // Only the status says so: the pipeline already logs the camera's errors.
         let camera_away = self.frames.observe(stats.frames_captured, now).is_some();
         // The threshold, not the growing duration: one STATUS per stall.

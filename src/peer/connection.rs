@@ -24,7 +24,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType, RTCSessionDescription,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -36,6 +36,7 @@ use super::setup;
 use super::video_packets::VideoPackets;
 use super::{
     ConnectionState, IceCandidate, MediaTaps, PeerError, PeerEvent, PeerId, PeerSettings, PlayoutDelay, SdpKind,
+    SentTotals,
 };
 use crate::media::pipeline::{Talkback, Talker};
 use crate::util::{LogLimit, lock_ignoring_poison};
@@ -284,6 +285,9 @@ impl Peer {
             Err(e) => return Err(e),
         };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        if let Some(every) = settings.measure_every {
+            shared.spawn(measure(Arc::clone(&shared), Arc::downgrade(&pc), every));
+        }
 
         let (video, rtx_ssrc) = new_video_track(&id);
         let audio = new_audio_track(&id)?;
@@ -918,6 +922,34 @@ async fn send_audio(
         if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
             errors.record(&shared.id, "audio", &e);
         }
+    }
+}
+
+/// Reports [`PeerEvent::Measured`] every `every` once connected. Holds the
+/// connection weakly: the peer's owner decides when it goes.
+async fn measure(shared: Arc<Shared>, pc: std::sync::Weak<dyn PeerConnection>, every: Duration) {
+    let mut connected = shared.connected.subscribe();
+    if connected.wait_for(|up| *up).await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pc) = pc.upgrade() else { return };
+        let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+        drop(pc);
+        let round_trip = report
+            .candidate_pairs()
+            .filter(|pair| pair.nominated && pair.current_round_trip_time > 0.0)
+            .map(|pair| Duration::from_secs_f64(pair.current_round_trip_time))
+            .next();
+        let (video, repairs, audio) = shared.sent.totals();
+        shared.emit(PeerEvent::Measured {
+            peer: shared.id.clone(),
+            round_trip,
+            sent: SentTotals { video, repairs, audio },
+        });
     }
 }
 

@@ -48,6 +48,9 @@ pub struct PeerSettings {
     pub playout_delay: Option<PlayoutDelay>,
     /// ICE transport policy `relay`: only TURN-relayed candidates.
     pub relay_only: bool,
+    /// How often to report [`PeerEvent::Measured`]; `None`: never (nobody
+    /// scrapes metrics, and reading the stats takes the connection's lock).
+    pub measure_every: Option<std::time::Duration>,
 }
 
 /// A playout delay range, in milliseconds (sent in 10 ms units).
@@ -141,6 +144,23 @@ pub enum PeerEvent {
         peer: PeerId,
         on: bool,
     },
+    /// What the path to the viewer measures, every
+    /// [`PeerSettings::measure_every`] while connected.
+    Measured {
+        peer: PeerId,
+        /// The selected ICE pair's last STUN round trip; `None` before one.
+        round_trip: Option<std::time::Duration>,
+        sent: SentTotals,
+    },
+}
+
+/// Bytes sent to one viewer so far (RTP headers and payloads), by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentTotals {
+    pub video: u64,
+    /// Retransmissions of lost video packets (RTX).
+    pub repairs: u64,
+    pub audio: u64,
 }
 
 /// Where a peer takes its outgoing media from and gives incoming audio to.

@@ -394,6 +394,7 @@ mod tests {
             congestion: None,
             playout_delay: None,
             relay_only: true,
+            measure_every: None,
         };
         let config = configuration(&settings);
         assert_eq!(config.ice_transport_policy(), RTCIceTransportPolicy::Relay);

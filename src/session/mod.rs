@@ -549,7 +549,8 @@ impl Session {
             PeerEvent::BandwidthEstimate { .. }
             | PeerEvent::VideoRefused { .. }
             | PeerEvent::ListenOnly { .. }
-            | PeerEvent::VideoCeiling { .. } => {}
+            | PeerEvent::VideoCeiling { .. }
+            | PeerEvent::Measured { .. } => {}
             PeerEvent::ConnectionState { peer, state } => {
                 let Some(slot) = self.peers.get_mut(&peer) else { return };
                 if slot.state == state {

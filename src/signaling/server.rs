@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 
 use crate::alerts::webhook::{Webhook, WebhookEvent, WebhookFormat, redacted};
 use crate::config::{IceServerConfig, RoomConfig, ServerConfig};
+use crate::metrics::server::{Occupancy, Refused, ServerMetrics};
 use crate::signaling::limits::{Limits, PeerAddr, tokens_match};
 use crate::signaling::protocol;
 use crate::signaling::tls::{ServerTls, TlsListener};
@@ -188,6 +189,20 @@ struct Hub {
     /// `[server] webhook`, and its sender once started (it needs the runtime).
     webhook: Option<(url::Url, WebhookFormat)>,
     webhook_sender: std::sync::OnceLock<Option<Webhook>>,
+    /// `[metrics] listen` is set.
+    metrics: Option<Arc<ServerMetrics>>,
+}
+
+/// The rooms' occupancy for a scrape; weak, so the metrics do not keep a
+/// stopped server's rooms alive.
+struct HubOccupancy(std::sync::Weak<Hub>);
+
+impl Occupancy for HubOccupancy {
+    fn occupancy(&self) -> (usize, usize) {
+        let Some(hub) = self.0.upgrade() else { return (0, 0) };
+        let rooms = lock_ignoring_poison(&hub.rooms);
+        (rooms.members.len(), rooms.members.values().map(Vec::len).sum())
+    }
 }
 
 /// Refusals a hostile client can repeat many times a second: at most one
@@ -224,6 +239,12 @@ struct Admitted {
 }
 
 impl Hub {
+    fn count(&self, what: impl FnOnce(&ServerMetrics)) {
+        if let Some(metrics) = &self.metrics {
+            what(metrics);
+        }
+    }
+
     fn webhook(&self) -> Option<&Webhook> {
         self.webhook_sender
             .get_or_init(|| {
@@ -299,6 +320,7 @@ impl Hub {
         device.offline_since = Some(since);
         let told = rooms.tell_others(room, id, "device-offline", &(room, json!({ "since": unix_ms(since) })));
         info!("server: room {room}: device {id} {why}: offline ({told} member(s) told)");
+        self.count(ServerMetrics::device_offline);
         if let Some(webhook) = self.webhook() {
             webhook.tell_at(room, WebhookEvent::DeviceOffline, since);
         }
@@ -353,10 +375,12 @@ impl Hub {
         let sid = socket.id.to_string();
         let Some(room) = args.first().and_then(Value::as_str) else {
             warn_limited!(self.refusals.bad_joins, "server: {sid} from {address}: join without a room name; ignored");
+            self.count(|m| m.refused(Refused::BadJoin));
             return None;
         };
         if let Err(why) = self.limits.room_names.check(room) {
             warn_limited!(self.refusals.bad_joins, "server: {sid} from {address}: join refused: {why}");
+            self.count(|m| m.refused(Refused::BadJoin));
             return None;
         }
         let options = args.get(1);
@@ -374,6 +398,7 @@ impl Hub {
                 "server: room {room}: {id} from {address} refused (bad or missing token, {failures} lately from there)"
             );
             let _ = socket.emit("unauthorized", &(room,));
+            self.count(|m| m.refused(Refused::Token));
             return None;
         }
         if lock_ignoring_poison(&self.rooms).room_of.get(&sid).is_some_and(|(r, m)| r != room || *m != id) {
@@ -388,6 +413,7 @@ impl Hub {
         if back.is_none() && members.len() >= capacity {
             info!("server: room {room}: full, {id} refused");
             let _ = socket.emit("full", &(room, id.as_str()));
+            self.count(|m| m.refused(Refused::Full));
             return None;
         }
         let _ = socket.emit("joined", &(room, id.as_str()));
@@ -417,6 +443,7 @@ impl Hub {
             None => info!("server: room {room}: {id} joined ({count} member(s))"),
         }
         self.device_joined(&mut rooms, socket, room, &id);
+        self.count(ServerMetrics::joined);
         Some(Admitted { room: room.to_owned(), id })
     }
 
@@ -434,6 +461,7 @@ impl Hub {
             return;
         };
         let to = args.get(2).and_then(Value::as_str);
+        self.count(ServerMetrics::relayed);
         let members = rooms.members.get(room).map(Vec::as_slice).unwrap_or_default();
         for member in members.iter().filter(|m| m.id != *id && to.is_none_or(|to| to == m.id)) {
             member.emit("message", &(room, data, id.as_str()));
@@ -531,6 +559,11 @@ pub fn app(config: &ServerConfig) -> Router {
 /// [`app`], and with `ca_pem` (roomcam's own local CA, `--self-signed`)
 /// served at `/roomcam-ca.crt` so that a phone can download and install it.
 pub fn app_with_ca(config: &ServerConfig, ca_pem: Option<&[u8]>) -> Router {
+    app_with(config, ca_pem, None)
+}
+
+/// [`app_with_ca`], counting into `metrics` (`[metrics] listen`).
+pub fn app_with(config: &ServerConfig, ca_pem: Option<&[u8]>, metrics: Option<Arc<ServerMetrics>>) -> Router {
     let hub = Arc::new(Hub {
         rooms: Mutex::new(Rooms::default()),
         policy: RoomPolicy {
@@ -542,7 +575,9 @@ pub fn app_with_ca(config: &ServerConfig, ca_pem: Option<&[u8]>) -> Router {
         refusals: RefusalLogs::default(),
         webhook: config.webhook.clone().map(|url| (url, config.webhook_format)),
         webhook_sender: Default::default(),
+        metrics,
     });
+    hub.count(|m| m.watch_rooms(Arc::new(HubOccupancy(Arc::downgrade(&hub)))));
     if let Some(url) = &config.webhook {
         info!("server: rooms' devices going offline and coming back are POSTed to {}", redacted(url));
     }
@@ -575,8 +610,10 @@ pub fn app_with_ca(config: &ServerConfig, ca_pem: Option<&[u8]>) -> Router {
                 socket.id,
                 hub.limits.max_connections_per_address
             );
+            hub.count(|m| m.refused(Refused::TooManyConnections));
             return std::future::ready(Err(Refusal::TooManyConnections));
         }
+        hub.count(ServerMetrics::connected);
         let slot = Arc::new(ConnectionSlot { hub: hub.clone(), address });
         // socketioxide runs every event handler as its own spawned task, so
         // two events of one socket can be handled in either order (seen: a
@@ -694,6 +731,7 @@ struct ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.hub.limits.release_connection(self.address);
+        self.hub.count(ServerMetrics::disconnected);
     }
 }
 
@@ -720,6 +758,7 @@ impl MessageBudget {
                 socket.id,
                 self.hub.limits.max_messages_per_second
             );
+            self.hub.count(|m| m.refused(Refused::Flooding));
             let _ = socket.clone().disconnect();
         }
         false
@@ -748,6 +787,7 @@ async fn guard_socketio(
     let address = client_address(&hub.limits, &parts);
     if let Some(why) = hub.limits.origin_refusal(&parts.headers) {
         warn_limited!(hub.refusals.foreign, "server: connection from {address} refused: {why}");
+        hub.count(|m| m.refused(Refused::Origin));
         return (axum::http::StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     let new_session = !parts.uri.query().unwrap_or_default().split('&').any(|p| p.starts_with("sid="));
@@ -757,6 +797,7 @@ async fn guard_socketio(
             "server: connection from {address} refused, {} connections from {address} already (max-connections-per-address)",
             hub.limits.max_connections_per_address
         );
+        hub.count(|m| m.refused(Refused::TooManyConnections));
         return (axum::http::StatusCode::TOO_MANY_REQUESTS, "too many connections from this address\n").into_response();
     }
     next.run(axum::extract::Request::from_parts(parts, body)).await

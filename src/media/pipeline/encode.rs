@@ -85,6 +85,7 @@ pub(super) fn encode_loop(
     shared: &Shared,
     mut encoder: Box<dyn VideoEncoder>,
     camera_fps: u32,
+    encode_times: Option<&super::EncodeTimes>,
     tx: &broadcast::Sender<EncodedVideo>,
 ) {
     let limit = LogLimit::once_per(Duration::from_secs(10));
@@ -152,7 +153,12 @@ pub(super) fn encode_loop(
             bump(&shared.counters.frames_dropped);
             continue;
         }
-        match encoder.encode(&frame, want_key) {
+        let encode_started = std::time::Instant::now();
+        let encoded = encoder.encode(&frame, want_key);
+        if let Some(times) = encode_times {
+            (times.0)(encode_started.elapsed());
+        }
+        match encoded {
             Ok(Some(ev)) => {
                 if ev.keyframe {
                     want_key = false;

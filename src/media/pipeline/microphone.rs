@@ -36,8 +36,10 @@ pub(super) fn microphone_loop(
             continue;
         }
         retry.reset();
-        if let Some(listener) = listener.as_deref_mut() {
-            listener.hear(&pcm, shared.voice_played_within(SPEAKER_ECHO));
+        if let Some(listener) = listener.as_deref_mut()
+            && listener.hear(&pcm, shared.voice_played_within(SPEAKER_ECHO))
+        {
+            bump(&shared.counters.sound_alerts);
         }
         if shared.viewers.load(Ordering::Acquire) == 0 {
             continue;
@@ -78,12 +80,13 @@ impl Listener {
 
     /// One frame of the room; `talk_back` while the speaker plays (or just
     /// played) a viewer's voice, which is not listened to: without echo
-    /// cancellation the parent's own voice would raise the alert.
-    fn hear(&mut self, pcm: &[i16; AUDIO_FRAME_SAMPLES], talk_back: bool) {
+    /// cancellation the parent's own voice would raise the alert. True
+    /// when an alert starts with this frame.
+    fn hear(&mut self, pcm: &[i16; AUDIO_FRAME_SAMPLES], talk_back: bool) -> bool {
         if talk_back {
             self.level_frames = 0;
             self.level_peak_db = f32::NEG_INFINITY;
-            return;
+            return false;
         }
         let event = self.detector.feed(pcm);
         self.level_peak_db = self.level_peak_db.max(self.detector.level_db());
@@ -93,7 +96,8 @@ impl Listener {
             self.level_frames = 0;
             self.level_peak_db = f32::NEG_INFINITY;
         }
-        let Some(event) = event else { return };
+        let Some(event) = event else { return false };
+        let started = matches!(event, SoundEvent::Started { .. });
         match event {
             SoundEvent::Started { level_db, floor_db } => log::info!(
                 "room {}: sound alert: {level_db:.0} dBFS in the voice band, {:.0} dB over the room's floor",
@@ -105,6 +109,7 @@ impl Listener {
             }
         }
         self.events.tell(RoomSound::Alert(event));
+        started
     }
 }
 

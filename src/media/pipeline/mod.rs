@@ -63,6 +63,18 @@ pub struct PipelineSettings {
     pub camera_fps: u32,
     /// Listen for sound alerts (whether anyone watches or not).
     pub sound_alerts: Option<SoundAlerts>,
+    /// Told how long each picture took the encoder (`/metrics`).
+    pub encode_times: Option<EncodeTimes>,
+}
+
+/// Where the encode thread tells each picture's encode time.
+#[derive(Clone)]
+pub struct EncodeTimes(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for EncodeTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncodeTimes")
+    }
 }
 
 /// What the microphone thread listens for, and for which room (the log).
@@ -82,6 +94,7 @@ impl Default for PipelineSettings {
             placeholder_size: (640, 480),
             camera_fps: 30,
             sound_alerts: None,
+            encode_times: None,
         }
     }
 }
@@ -112,6 +125,11 @@ pub struct PipelineStats {
     /// Talk-back packets that failed to decode or to play.
     pub talkback_errors: u64,
     pub source_errors: u64,
+    /// Sound alerts started.
+    pub sound_alerts: u64,
+    /// The bitrate the encoder is asked for now; 0: the configured one
+    /// (nothing has changed it).
+    pub video_target_bps: u64,
     /// Capture → encoded access unit, over the pictures roomcam encoded:
     /// from the driver's capture stamp to the encoder's output (queueing
     /// in the camera layer, conversion, hand-over, encode).
@@ -147,6 +165,7 @@ struct Counters {
     talkback_muted: AtomicU64,
     talkback_errors: AtomicU64,
     source_errors: AtomicU64,
+    sound_alerts: AtomicU64,
     capture_to_au_count: AtomicU64,
     capture_to_au_us_sum: AtomicU64,
     capture_to_au_max_us: AtomicU64,
@@ -349,7 +368,10 @@ impl MediaPipeline {
         let shared = Arc::clone(&pipeline.shared);
         let tx = pipeline.video_tx.clone();
         let camera_fps = settings.camera_fps;
-        pipeline.threads.push(spawn("encode", move || encode::encode_loop(&shared, encoder, camera_fps, &tx))?);
+        let encode_times = settings.encode_times.clone();
+        pipeline.threads.push(spawn("encode", move || {
+            encode::encode_loop(&shared, encoder, camera_fps, encode_times.as_ref(), &tx)
+        })?);
 
         if let (Some(mut source), Some(mut opus)) = (audio, opus_encoder) {
             let shared = Arc::clone(&pipeline.shared);
@@ -455,7 +477,20 @@ impl MediaPipeline {
     }
 
     pub fn stats(&self) -> PipelineStats {
-        let c = &self.shared.counters;
+        self.shared.stats()
+    }
+
+    /// [`stats`](Self::stats) for whoever reads them from another task
+    /// (a scrape of `/metrics`), for as long as it likes.
+    pub fn stats_reader(&self) -> impl Fn() -> PipelineStats + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.stats()
+    }
+}
+
+impl Shared {
+    fn stats(&self) -> PipelineStats {
+        let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         PipelineStats {
             capture_returns: get(&c.capture_returns),
@@ -470,12 +505,17 @@ impl MediaPipeline {
             talkback_muted: get(&c.talkback_muted),
             talkback_errors: get(&c.talkback_errors),
             source_errors: get(&c.source_errors),
+            sound_alerts: get(&c.sound_alerts),
+            video_target_bps: VideoRate::unpacked(self.video_rate.load(Ordering::Acquire))
+                .map_or(0, |rate| rate.bitrate_bps),
             capture_to_au_count: get(&c.capture_to_au_count),
             capture_to_au_us_sum: get(&c.capture_to_au_us_sum),
             capture_to_au_max_us: get(&c.capture_to_au_max_us),
         }
     }
+}
 
+impl MediaPipeline {
     /// Stops and joins all threads. A source blocked in a read is waited
     /// for (one frame period for a healthy device). Idempotent.
     pub fn stop(&mut self) {
