@@ -148,6 +148,7 @@ fn loopback_settings() -> PeerSettings {
         playout_delay: None,
         relay_only: false,
         measure_every: None,
+        trickle: true,
     }
 }
 

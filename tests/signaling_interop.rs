@@ -322,6 +322,7 @@ async fn own_server_relays_each_members_events_in_order() {
         let n = match data {
             SignalData::Description { sdp, .. } => sdp.split(' ').nth(1).map(str::to_owned),
             SignalData::Candidate(c) => c.candidate.split([':', ' ']).nth(1).map(str::to_owned),
+            SignalData::Bye => None,
         };
         received.push(n.and_then(|n| n.parse::<u32>().ok()).expect("numbered message"));
     }

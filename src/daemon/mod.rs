@@ -172,6 +172,7 @@ pub async fn run_observed(
         },
         relay_only: config.webrtc.ice_transport_policy == IceTransportPolicyChoice::Relay,
         measure_every: device_metrics.is_some().then_some(MEASURE_EVERY),
+        trickle: true,
     };
     if peer_settings.include_loopback {
         info!("webrtc: offering loopback candidates");
@@ -557,10 +558,12 @@ impl Edges {
         let generation = self.next_generation;
         self.next_generation += 1;
         let (ops, ops_rx) = mpsc::unbounded_channel();
+        let settings =
+            PeerSettings { trickle: !protocol::is_whep_member(&id), ..self.peer_settings.clone() };
         let task = tokio::spawn(peer_worker(
             id.clone(),
             generation,
-            self.peer_settings.clone(),
+            settings,
             self.taps.clone(),
             ops_rx,
             self.peer_reports.clone(),

@@ -67,6 +67,9 @@ pub struct Peer {
     playout_delay: Option<PlayoutDelay>,
 }
 
+/// How long a viewer that cannot trickle waits for the candidates.
+const GATHER_WAIT: Duration = Duration::from_secs(3);
+
 struct LocalTrack<T> {
     track: Arc<T>,
     ssrc: u32,
@@ -94,6 +97,10 @@ struct Shared {
     sent: Arc<SentBytes>,
     /// Repairs not sent: over the share of the estimate they may use.
     repairs_dropped: Arc<AtomicU64>,
+    /// [`PeerSettings::trickle`].
+    trickle: bool,
+    /// ICE gathering is complete (what a viewer that cannot trickle waits for).
+    gathered: watch::Sender<bool>,
 }
 
 /// Local candidates can be gathered before `LocalDescription` is emitted
@@ -160,6 +167,10 @@ impl Shared {
     }
 
     fn local_candidate(&self, candidate: String) {
+        if !self.trickle {
+            // It goes out in the local description, once gathering is done.
+            return;
+        }
         let mut signal = lock_ignoring_poison(&self.signal);
         let candidate = IceCandidate { candidate, sdp_mid: signal.bundle_mid.clone(), sdp_mline_index: Some(0) };
         if signal.description_sent {
@@ -213,6 +224,7 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         debug!("peer {}: ICE gathering {state}", self.shared.id);
+        self.shared.gathered.send_replace(state == RTCIceGatheringState::Complete);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -261,6 +273,8 @@ impl Peer {
             listen_only: AtomicBool::new(false),
             sent: Arc::default(),
             repairs_dropped: Arc::default(),
+            trickle: settings.trickle,
+            gathered: watch::channel(false).0,
         });
         let lan = setup::LanInterfaces::detect();
         let udp_addrs = setup::udp_bind_addrs(&lan, settings.include_loopback);
@@ -462,6 +476,10 @@ impl Peer {
             .await
             .map_err(|e| PeerError::WebRtc(format!("set local description: {e}")));
 
+        let sdp = match (&result, self.shared.trickle) {
+            (Ok(()), false) => self.gathered_description(sdp).await,
+            _ => sdp,
+        };
         let mut signal = lock_ignoring_poison(&self.shared.signal);
         if result.is_ok() {
             self.shared.emit(PeerEvent::LocalDescription { peer: self.id.clone(), kind, sdp });
@@ -475,6 +493,20 @@ impl Peer {
             self.shared.emit(PeerEvent::LocalCandidate { peer: self.id.clone(), candidate });
         }
         result
+    }
+
+    /// The local description with every candidate in it, for a viewer that
+    /// cannot take trickled ones: after gathering completes (host candidates
+    /// at once; STUN and TURN ones within [`GATHER_WAIT`], else without them).
+    async fn gathered_description(&self, sdp: String) -> String {
+        let mut gathered = self.shared.gathered.subscribe();
+        if tokio::time::timeout(GATHER_WAIT, gathered.wait_for(|done| *done)).await.is_err() {
+            warn!("peer {}: ICE gathering not complete after {GATHER_WAIT:?}; answering with what it has", self.id);
+        }
+        match self.pc.local_description().await {
+            Some(desc) => desc.sdp,
+            None => sdp,
+        }
     }
 
     /// Adds the video and audio transceivers once, then starts the tasks

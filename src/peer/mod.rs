@@ -51,6 +51,10 @@ pub struct PeerSettings {
     /// How often to report [`PeerEvent::Measured`]; `None`: never (nobody
     /// scrapes metrics, and reading the stats takes the connection's lock).
     pub measure_every: Option<std::time::Duration>,
+    /// Trickle local candidates (`LocalCandidate` events); `false` for a
+    /// viewer that cannot take them (WHEP): the local description then goes
+    /// out once gathering is complete, every candidate in it.
+    pub trickle: bool,
 }
 
 /// A playout delay range, in milliseconds (sent in 10 ms units).

@@ -395,6 +395,7 @@ mod tests {
             playout_delay: None,
             relay_only: true,
             measure_every: None,
+            trickle: true,
         };
         let config = configuration(&settings);
         assert_eq!(config.ice_transport_policy(), RTCIceTransportPolicy::Relay);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::peer::{ConnectionState, IceCandidate, PeerEvent, PeerId, SdpKind};
-use crate::signaling::protocol::{RoomEvent, SignalData};
+use crate::signaling::protocol::{self, RoomEvent, SignalData};
 
 /// In a classic room the device learns nobody's id when it joins second; the
 /// viewer that then offers is known by this name until it says otherwise.
@@ -500,6 +500,12 @@ impl Session {
                 }
                 None => warn!(room:% = room, peer:% = peer; "room {room} peer {peer}: answer for no peer; dropped"),
             },
+            SignalData::Bye => {
+                info!(room:% = room, peer:% = peer; "room {room} peer {peer}: said bye");
+                self.present.remove(&peer);
+                self.recovering.remove(&peer);
+                self.close_peer(&peer, actions);
+            }
             SignalData::Candidate(candidate) => match self.peers.get_mut(&peer) {
                 Some(slot) if slot.has_remote_description => {
                     actions.push(Action::AddRemoteCandidate { peer, candidate });
@@ -685,6 +691,13 @@ impl Session {
     /// room, a new connection will be offered (see `recover_due`).
     fn fail_peer(&mut self, id: &PeerId, now: Instant, actions: &mut Vec<Action>) {
         self.close_peer(id, actions);
+        if protocol::is_whep_member(id) {
+            // A WHEP viewer cannot be offered to (it only ever POSTs an
+            // offer): its session is over, and the server is told to end it.
+            self.present.remove(id);
+            actions.push(Action::Send { data: SignalData::Bye, to: Some(id.clone()) });
+            return;
+        }
         if self.present.contains(id) {
             let recovery = self.recovering.entry(id.clone()).or_insert_with(|| Recovery {
                 since: now,

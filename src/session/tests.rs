@@ -554,3 +554,32 @@ fn renewed_ice_servers_restart_ice_on_live_connections_we_offered_only() {
     // Until v1 answers, a second renewal does not stack another offer.
     assert_eq!(s.send(Event::IceServersRenewed), vec![]);
 }
+
+#[test]
+fn a_failed_whep_viewer_is_told_bye_and_never_offered_to_again() {
+    let whep = "whep-0123456789abcdef0123456789abcdef";
+    let mut s = Script::in_room();
+    s.room(message(offer("o1"), Some(whep)));
+    s.state(whep, S::Connected);
+    assert_eq!(
+        s.state(whep, S::Failed),
+        vec![
+            close(whep),
+            Action::Send { data: SignalData::Bye, to: Some(whep.into()) },
+            Action::SetViewers(0)
+        ],
+        "the server ends its session"
+    );
+    for _ in 0..10 {
+        assert_eq!(s.advance(Duration::from_secs(5)), vec![], "a WHEP player only ever POSTs: no offer to it");
+    }
+}
+
+#[test]
+fn a_viewer_that_says_bye_in_a_message_is_closed_and_not_recovered() {
+    let mut s = Script::in_room();
+    s.room(message(offer("o1"), Some("v1")));
+    s.state("v1", S::Connected);
+    assert_eq!(s.room(message(SignalData::Bye, Some("v1"))), vec![close("v1"), Action::SetViewers(0)]);
+    assert_eq!(s.advance(Duration::from_secs(10)), vec![]);
+}

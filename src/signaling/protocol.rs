@@ -51,6 +51,10 @@ pub enum RoomEvent {
 pub enum SignalData {
     Description { kind: SdpKind, sdp: String },
     Candidate(IceCandidate),
+    /// roomcam's extension, sent only to a WHEP viewer's member on roomcam's
+    /// server (see [`is_whep_member`]): its peer is closed for good (it
+    /// cannot be offered to again), so the server ends its session.
+    Bye,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -149,6 +153,7 @@ impl SignalData {
                     sdp_mline_index: label,
                 }))
             }
+            "bye" => Ok(SignalData::Bye),
             other => Err(ProtocolError::BadData(format!("unknown type {other:?}"))),
         }
     }
@@ -165,6 +170,7 @@ impl SignalData {
                 "id": c.sdp_mid.clone().unwrap_or_else(|| c.sdp_mline_index.unwrap_or(0).to_string()),
                 "candidate": c.candidate,
             }),
+            SignalData::Bye => json!({ "type": "bye" }),
         }
     }
 }
@@ -200,6 +206,16 @@ pub const DEVICE_MEMBER_PREFIX: &str = "device";
 /// Is `id` a device's member id (`device-…`)?
 pub fn is_device_member(id: &str) -> bool {
     id.strip_prefix(DEVICE_MEMBER_PREFIX).is_some_and(|rest| rest.starts_with('-')) && valid_member_id(id)
+}
+
+/// What the member id of a WHEP viewer starts with: roomcam's server makes
+/// one for each `POST /whep/ROOM`, relays its offer, and hands the answer
+/// back over HTTP. It cannot trickle: the device answers it with every
+/// candidate in the SDP, and never offers to it again.
+pub const WHEP_MEMBER_PREFIX: &str = "whep";
+
+pub fn is_whep_member(id: &str) -> bool {
+    id.strip_prefix(WHEP_MEMBER_PREFIX).is_some_and(|rest| rest.starts_with('-')) && valid_member_id(id)
 }
 
 /// A member id for this process: the same across its reconnections, so
@@ -313,6 +329,9 @@ mod tests {
         assert_eq!(join_event("r", Some("s"), Some("m-1")).1, vec![json!("r"), json!({"token":"s", "member":"m-1"})]);
         assert!(valid_member_id(&new_member_id("device")));
         assert!(is_device_member(&new_member_id(DEVICE_MEMBER_PREFIX)));
+        assert!(is_whep_member(&new_member_id(WHEP_MEMBER_PREFIX)) && !is_whep_member("whepx-1"));
+        assert!(!is_whep_member(&new_member_id(DEVICE_MEMBER_PREFIX)));
+        assert_eq!(SignalData::from_json(&SignalData::Bye.to_json()), Ok(SignalData::Bye));
         assert!(!is_device_member("viewer-01") && !is_device_member("devices-1") && !is_device_member("device"));
         assert!(!valid_member_id("") && !valid_member_id("a b") && !valid_member_id(&"x".repeat(65)));
     }

@@ -45,6 +45,8 @@ use crate::signaling::tls::{ServerTls, TlsListener};
 use crate::signaling::turn_credentials::{self, TurnCredentials};
 use crate::util::{LogLimit, lock_ignoring_poison, warn_limited};
 
+mod whep;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
@@ -91,6 +93,8 @@ struct Member {
     /// Counts rejoins, so that an expired hold does not remove a member
     /// that came back meanwhile.
     epoch: u64,
+    /// A WHEP viewer: the server holds its place and its HTTP side.
+    whep: Option<Arc<whep::WhepSession>>,
 }
 
 impl Member {
@@ -274,9 +278,17 @@ impl Hub {
                 );
             } else {
                 let was_gone = current.and_then(|d| d.offline_since);
+                let another_process = current.is_some_and(|d| d.id != id);
                 if current.is_none() && rooms.devices.len() >= MAX_REMEMBERED_DEVICES {
                     let Rooms { devices, members, .. } = rooms;
                     devices.retain(|r, _| members.contains_key(r));
+                }
+                // Another process (a restarted board) has none of the old
+                // one's calls: its WHEP viewers' sessions are over.
+                if another_process {
+                    for whep_id in whep::members_of(&rooms.members, room) {
+                        remove_member(rooms, room, &whep_id, "its camera restarted");
+                    }
                 }
                 rooms.devices.insert(room.to_owned(), RoomDevice { id: id.to_owned(), offline_since: None });
                 if let Some(since) = was_gone {
@@ -389,7 +401,11 @@ impl Hub {
         if member.is_some_and(|m| !crate::signaling::protocol::valid_member_id(m)) {
             warn!("server: {sid}: join with an invalid member id; using the socket id");
         }
-        let id = member.filter(|m| crate::signaling::protocol::valid_member_id(m)).unwrap_or(&sid).to_owned();
+        // A WHEP viewer's id is the server's to give: nobody takes its place.
+        let id = member
+            .filter(|m| crate::signaling::protocol::valid_member_id(m) && !protocol::is_whep_member(m))
+            .unwrap_or(&sid)
+            .to_owned();
         if let Some(secret) = self.policy.token(room)
             && !tokens_match(token, secret)
         {
@@ -424,12 +440,12 @@ impl Hub {
             // Its old socket, if still there, is a connection that died
             // unnoticed: the member now lives on this one.
             Some(i) => {
-                std::mem::replace(&mut members[i], Member { id: id.clone(), socket: Some(socket.clone()), epoch })
+                std::mem::replace(&mut members[i], Member { id: id.clone(), socket: Some(socket.clone()), epoch, whep: None })
                     .socket
                     .map(|old| old.id.to_string())
             }
             None => {
-                members.push(Member { id: id.clone(), socket: Some(socket.clone()), epoch });
+                members.push(Member { id: id.clone(), socket: Some(socket.clone()), epoch, whep: None });
                 None
             }
         };
@@ -453,8 +469,8 @@ impl Hub {
             warn_limited!(self.refusals.stray, "server: {sid}: message without room and data; ignored");
             return;
         };
-        let rooms = lock_ignoring_poison(&self.rooms);
-        let Some((_, id)) = rooms.room_of.get(&sid).filter(|(r, _)| r == room) else {
+        let mut rooms = lock_ignoring_poison(&self.rooms);
+        let Some((_, id)) = rooms.room_of.get(&sid).filter(|(r, _)| r == room).cloned() else {
             // The name is the client's: a short prefix is enough to recognise it.
             let room: String = room.chars().take(64).collect();
             warn_limited!(self.refusals.stray, "server: {sid}: message for room {room:?} it is not in; ignored");
@@ -463,8 +479,19 @@ impl Hub {
         let to = args.get(2).and_then(Value::as_str);
         self.count(ServerMetrics::relayed);
         let members = rooms.members.get(room).map(Vec::as_slice).unwrap_or_default();
+        let mut ended = Vec::new();
         for member in members.iter().filter(|m| m.id != *id && to.is_none_or(|to| to == m.id)) {
-            member.emit("message", &(room, data, id.as_str()));
+            match &member.whep {
+                Some(session) => {
+                    if let whep::Delivered::Ended = session.deliver(data) {
+                        ended.push(member.id.clone());
+                    }
+                }
+                None => member.emit("message", &(room, data, id.as_str())),
+            }
+        }
+        for whep_id in ended {
+            remove_member(&mut rooms, room, &whep_id, "the camera ended its WHEP session");
         }
     }
 
@@ -582,6 +609,7 @@ pub fn app_with(config: &ServerConfig, ca_pem: Option<&[u8]>, metrics: Option<Ar
         info!("server: rooms' devices going offline and coming back are POSTed to {}", redacted(url));
     }
     let config_hub = hub.clone();
+    let whep_hub = hub.clone();
     let max_bytes = config.max_message_bytes;
     let (layer, io) = SocketIo::builder()
         .ping_interval(PING_INTERVAL)
@@ -668,6 +696,7 @@ pub fn app_with(config: &ServerConfig, ca_pem: Option<&[u8]>, metrics: Option<Ar
         );
     }
     router
+        .merge(whep::routes(whep_hub))
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], VIEWER_HTML) }))
         .route("/viewer.js", get(|| async { javascript(VIEWER_JS) }))
         .route("/socketio-lite.js", get(|| async { javascript(SOCKETIO_LITE_JS) }))

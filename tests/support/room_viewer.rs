@@ -69,6 +69,7 @@ impl RoomViewer {
                             SignalData::Candidate(c) => {
                                 let _ = peer.add_candidate(c).await;
                             }
+                            SignalData::Bye => {}
                             }
                         }
                         _ => {}
