@@ -197,6 +197,42 @@ fn video_target_kbps(line: &str) -> Option<u64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// Seconds into the UTC day of a device log line (`[2026-12-06T21:18:49.779Z …`).
+fn log_seconds_of_day(line: &str) -> Option<f64> {
+    let clock = line.strip_prefix('[')?.split_whitespace().next()?.split('T').nth(1)?.strip_suffix('Z')?;
+    let mut parts = clock.split(':');
+    let (h, m, s): (f64, f64, f64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+fn now_seconds_of_day() -> f64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    (since_epoch.as_secs() % 86_400) as f64 + f64::from(since_epoch.subsec_millis()) / 1000.0
+}
+
+/// The target in force for half of the window from `start` to `end` (seconds
+/// of the day), given the one in force at `start` and the changes logged
+/// after it: weighted by how long each lasted, not by how often GCC's saw
+/// logged one (it logs many small steps as it climbs, one big one as it drops).
+fn time_weighted_median(at_start: u64, changes: &[(f64, u64)], start: f64, end: f64) -> u64 {
+    let mut spans: Vec<(u64, f64)> = Vec::new();
+    let (mut from, mut target) = (start, at_start);
+    for &(at, next) in changes.iter().filter(|(at, _)| *at > start && *at < end) {
+        spans.push((target, at - from));
+        (from, target) = (at, next);
+    }
+    spans.push((target, end - from));
+    spans.sort_unstable_by_key(|(target, _)| *target);
+    let half = spans.iter().map(|(_, lasted)| lasted).sum::<f64>() / 2.0;
+    let mut so_far = 0.0;
+    spans.iter().find(|(_, lasted)| {
+        so_far += lasted;
+        so_far >= half
+    })
+    .map_or(at_start, |(target, _)| *target)
+}
+
 /// Waits until the device's latest logged target satisfies `pred`; returns
 /// that target and how long it took.
 fn wait_for_target(device: &mut Proc, what: &str, timeout: Duration, pred: impl Fn(u64) -> bool) -> (u64, Duration) {
@@ -259,20 +295,25 @@ fn a_slow_link_lowers_the_stream_and_its_end_raises_it_again() {
     let settled = last_video_target_kbps(&device).unwrap();
     eprintln!("after {:?} on the slow link: target {settled} kbit/s", shaped.elapsed());
     let lines_before_window = device.lines().len();
+    let window_start = now_seconds_of_day();
     std::fs::write(&adapted, "").unwrap();
     wait_for_file(&measured, &mut page, Duration::from_secs(60));
+    let window_end = now_seconds_of_day();
     let window: Value = serde_json::from_str(&std::fs::read_to_string(&measured).unwrap()).unwrap();
     // GCC saws around the path's capacity (it probes above it until the
-    // queue grows), so one logged target may be over the link: the targets
-    // in force over the window, taken together, must not be.
-    let mut targets: Vec<u64> = std::iter::once(settled)
-        .chain(device.lines()[lines_before_window..].iter().filter_map(|l| video_target_kbps(l)))
+    // queue grows), so one logged target may be over the link: the target
+    // in force for most of the window must not be.
+    let changes: Vec<(f64, u64)> = device.lines()[lines_before_window..]
+        .iter()
+        .filter_map(|l| Some((log_seconds_of_day(l)?, video_target_kbps(l)?)))
         .collect();
-    targets.sort_unstable();
-    let median = targets[targets.len() / 2];
+    let median = time_weighted_median(settled, &changes, window_start, window_end.max(window_start + 1.0));
     eprintln!("the link: {}", netns.tc(&["-s", "qdisc", "show", "dev", "lo"]).replace('\n', " "));
-    eprintln!("on the {LINK_KBPS} kbit/s link: targets {targets:?} kbit/s; the page over its window: {window}");
-    assert!(median < LINK_KBPS, "the target climbed back over the link rate: {targets:?} kbit/s");
+    eprintln!(
+        "on the {LINK_KBPS} kbit/s link: {settled} kbit/s at the window's start, then {changes:?} (s of day, kbit/s); \
+         time-weighted median {median} kbit/s; the page over its window: {window}"
+    );
+    assert!(median < LINK_KBPS, "the target stayed over the link rate: median {median}, changes {changes:?} kbit/s");
     let fps = window["fps"].as_f64().unwrap();
     assert!(fps >= 10.0, "the page got {fps} fps over the slow link: {window}");
     assert!(window["bars"].is_array(), "the picture is not the test pattern any more: {window}");
@@ -298,6 +339,16 @@ fn a_slow_link_lowers_the_stream_and_its_end_raises_it_again() {
     page.terminate(Duration::from_secs(10));
     assert!(device.is_running());
     drop(server);
+}
+
+#[test]
+fn the_time_weighted_median_counts_how_long_each_target_lasted() {
+    // 600 for 1 s, 400 for 8 s, then a climb logged in many short steps.
+    let changes = [(101.0, 400), (109.0, 520), (109.2, 540), (109.4, 560), (109.6, 580)];
+    assert_eq!(time_weighted_median(600, &changes, 100.0, 110.0), 400);
+    // By count of lines the median would have been 540.
+    assert_eq!(time_weighted_median(450, &[], 100.0, 110.0), 450, "no change: the one in force");
+    assert_eq!(log_seconds_of_day("[2026-12-06T21:18:49.779Z INFO  roomcam] x"), Some(76_729.779));
 }
 
 /// Breaks the path of a connected page long enough for the call to fail on
