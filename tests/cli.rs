@@ -12,14 +12,6 @@ fn roomcam(args: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("roomcam-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn example_config_checks_ok() {
     let example = repo_root().join("roomcam.example.toml");
@@ -30,7 +22,7 @@ fn example_config_checks_ok() {
 
 #[test]
 fn bad_config_gives_line_column_and_exit_78() {
-    let path = temp_config("bad.toml", "[signaling]\nroom = \"a\"\n\n[camera]\n  fsp = 30\n");
+    let path = common::temp_file("cli", "bad.toml", "[signaling]\nroom = \"a\"\n\n[camera]\n  fsp = 30\n");
     let (code, _, stderr) = roomcam(&["check-config", path.to_str().unwrap()]);
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains(&format!("{}:5:3:", path.display())), "{stderr}");
@@ -48,7 +40,7 @@ fn missing_or_invalid_values_exit_78() {
     let (code, _, stderr) = roomcam(&["check-config", "/nonexistent/roomcam.toml"]);
     assert_eq!(code, Some(78));
     assert!(stderr.contains("/nonexistent/roomcam.toml"), "{stderr}");
-    let path = temp_config("invalid.toml", "[signaling]\nserver = \"gopher://x\"\n");
+    let path = common::temp_file("cli", "invalid.toml", "[signaling]\nserver = \"gopher://x\"\n");
     let (code, _, stderr) = roomcam(&["check-config", path.to_str().unwrap()]);
     assert_eq!(code, Some(78));
     assert!(stderr.contains("signaling.server"), "{stderr}");

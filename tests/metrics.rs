@@ -96,24 +96,19 @@ async fn scrape_until(addr: &str, what: &str, pred: impl Fn(&Scrape) -> bool) ->
     }
 }
 
-fn config_file(name: &str, body: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("roomcam-metrics-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_and_server_counters_move_when_a_viewer_watches() {
     let (port, server_metrics, device_metrics) = (free_port(), free_port(), free_port());
     let server_addr = format!("127.0.0.1:{server_metrics}");
     let device_addr = format!("127.0.0.1:{device_metrics}");
-    let server_config =
-        config_file("serve.toml", &format!("[server]\ncapacity = 2\n[metrics]\nlisten = \"{server_addr}\"\n"));
+    let server_config = common::temp_file(
+        "metrics",
+        "serve.toml",
+        &format!("[server]\ncapacity = 2\n[metrics]\nlisten = \"{server_addr}\"\n"),
+    );
     let _server = common::roomcam_serve(port, Some(&server_config));
     let url = format!("http://127.0.0.1:{port}");
-    let device_config = config_file("run.toml", &format!("[metrics]\nlisten = \"{device_addr}\"\n"));
+    let device_config = common::temp_file("metrics", "run.toml", &format!("[metrics]\nlisten = \"{device_addr}\"\n"));
     let mut device = common::roomcam_run(&url, "metrics", &["--config", device_config.to_str().unwrap()]);
     device.wait_in_room();
 
@@ -190,7 +185,7 @@ async fn device_and_server_counters_move_when_a_viewer_watches() {
 async fn demo_serves_the_device_and_the_server_on_one_listener() {
     let (port, metrics_port) = (free_port(), free_port());
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let config = config_file("demo.toml", &format!("[metrics]\nlisten = \"{metrics_addr}\"\n"));
+    let config = common::temp_file("metrics", "demo.toml", &format!("[metrics]\nlisten = \"{metrics_addr}\"\n"));
     let mut cmd = Command::new(roomcam_bin());
     cmd.arg("demo")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--config", config.to_str().unwrap()])

@@ -17,30 +17,11 @@ use common::{free_port, repo_root, roomcam_run, roomcam_serve};
 use roomcam::peer::SdpKind;
 use viewer::{Viewer, ViewerOptions, ViewerSignal};
 
-fn config_file(name: &str, body: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("roomcam-whep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    path
-}
-
 /// Runs tests/browser/whep-viewer.mjs; its JSON report.
-fn whep_player(url: &str, extra: &[&str]) -> (bool, serde_json::Value, String) {
-    let output = Command::new("node")
-        .arg(repo_root().join("tests/browser/whep-viewer.mjs"))
-        .args(["--url", url, "--timeout", "30"])
-        .args(extra)
-        .output()
-        .expect("node (scripts/test installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let report: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no report from whep-viewer.mjs:\n{stdout}\n{stderr}"));
-    (output.status.success() && report["ok"] == true, report, stderr)
+fn whep_player(url: &str, extra: &[&str]) -> common::page::ViewerRun {
+    let mut command = Command::new("node");
+    command.arg(repo_root().join("tests/browser/whep-viewer.mjs")).args(["--url", url, "--timeout", "30"]).args(extra);
+    common::page::run_driver(&mut command, "whep-viewer.mjs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,14 +32,13 @@ async fn a_whep_player_in_chromium_watches_then_deletes_its_session() {
     let mut device = roomcam_run(&url, "porch", &[]);
     device.wait_in_room();
 
-    let (ok, report, stderr) = whep_player(&format!("{url}/whep/porch"), &["--delete"]);
-    assert!(ok, "WHEP player: {report}\n{stderr}");
+    let run = whep_player(&format!("{url}/whep/porch"), &["--delete"]);
+    let report = run.report;
+    assert!(run.ok, "WHEP player: {report}\n{}", run.stderr);
     eprintln!("whep: Chromium's whip-whep player: {report}");
     assert!(report["video"]["framesDecoded"].as_u64().unwrap() >= 30);
     assert_eq!(report["deleteStatus"], 200);
-    server.wait_for_line("the session deleted", Duration::from_secs(5), |l| {
-        l.contains("its WHEP session was deleted")
-    });
+    server.wait_for_line("the session deleted", Duration::from_secs(5), |l| l.contains("its WHEP session was deleted"));
     device.wait_for_line("the WHEP peer closed", Duration::from_secs(10), |l| {
         l.contains("peer whep-") && l.contains("closed, ready for the next viewer")
     });
@@ -89,8 +69,11 @@ async fn post(client: &reqwest::Client, url: &str, token: Option<&str>, sdp: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whep_answers_with_every_candidate_and_refuses_what_it_cannot_serve() {
     let port = free_port();
-    let config =
-        config_file("serve.toml", "[[server.rooms]]\nname = \"porch\"\ntoken = \"s3cret\"\ncapacity = 2\n");
+    let config = common::temp_file(
+        "whep",
+        "serve.toml",
+        "[[server.rooms]]\nname = \"porch\"\ntoken = \"s3cret\"\ncapacity = 2\n",
+    );
     let mut server = roomcam_serve(port, Some(&config));
     let url = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
@@ -189,7 +172,6 @@ async fn whep_answers_with_every_candidate_and_refuses_what_it_cannot_serve() {
     });
     let response = post(&client, &endpoint, Some("s3cret"), &other_offer).await;
     assert_eq!(response.status(), 201, "the place is free again");
-    server.wait_for_line("the second session", Duration::from_secs(5), |l| {
-        l.contains("joined over WHEP (2 member(s))")
-    });
+    server
+        .wait_for_line("the second session", Duration::from_secs(5), |l| l.contains("joined over WHEP (2 member(s))"));
 }

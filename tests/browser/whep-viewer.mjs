@@ -19,6 +19,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sampleBars, barsMatch } from './test-pattern.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(join(here, '../classic/package.json'));
@@ -64,26 +65,6 @@ client.view(pc, ${JSON.stringify(opts.url)}, ${JSON.stringify(opts.token)})
   .then(() => { window.player.state = 'viewing'; })
   .catch((e) => { window.player.state = 'refused'; window.player.errors.push(String(e)); });
 </script>`;
-
-function sampleBars() {
-  const video = document.querySelector('#remote');
-  if (!video || !video.videoWidth) return null;
-  const canvas = document.createElement('canvas');
-  canvas.width = video.videoWidth;
-  canvas.height = video.videoHeight;
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  ctx.drawImage(video, 0, 0);
-  const y = Math.round(canvas.height * 0.45);
-  const bars = [];
-  for (let i = 0; i < 8; i++) {
-    const x = Math.round(((i + 0.5) * canvas.width) / 8);
-    bars.push(Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)));
-  }
-  return bars;
-}
-// White, yellow, cyan, green, magenta, red, blue, black (roomcam's test pattern).
-const BARS = [[1, 1, 1], [1, 1, 0], [0, 1, 1], [0, 1, 0], [1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0]];
-const barsMatch = (bars) => !!bars && bars.every((rgb, i) => rgb.every((v, c) => (BARS[i][c] ? v > 150 : v < 100)));
 
 async function inbound(page) {
   return page.evaluate(async () => {

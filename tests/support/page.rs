@@ -34,14 +34,19 @@ pub struct ViewerRun {
 /// Runs `check-viewer.mjs URL ARGS` (in `netns_pid`'s namespace when given)
 /// to its end; panics only when it printed no report at all.
 pub fn run_check_viewer(netns_pid: Option<u32>, url: &str, args: &[&str]) -> ViewerRun {
-    let output = check_viewer_command(netns_pid, url, args).output().expect("run node");
+    run_driver(&mut check_viewer_command(netns_pid, url, args), "check-viewer")
+}
+
+/// Runs a browser driver that ends by printing a JSON report with `"ok"`.
+pub fn run_driver(command: &mut Command, name: &str) -> ViewerRun {
+    let output = command.output().expect("run node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let report: serde_json::Value = stdout
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON report from check-viewer:\n{stdout}\n{stderr}"));
+        .unwrap_or_else(|| panic!("no JSON report from {name}:\n{stdout}\n{stderr}"));
     ViewerRun { ok: output.status.success() && report["ok"] == true, report, stderr }
 }
 
