@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use roomcam::media::AudioSource;
 use roomcam::media::fixtures::add_luma_noise;
 use roomcam::media::{
-    AUDIO_FRAME_SAMPLES, H264Encoder, H264Settings, OpusEncoder, OpusSettings, TestPattern, ToneSource, VideoEncoder,
+    AUDIO_FRAME_SAMPLES, H264Decoder, H264Encoder, H264Settings, OpusEncoder, OpusSettings, TestPattern, ToneSource,
+    VideoEncoder,
 };
 
 const WARMUP: usize = 20;
@@ -48,6 +49,10 @@ fn video(label: &str, settings: H264Settings, picture: Picture) {
     };
     let mut src = src.expect("pattern").without_pacing();
     let mut enc = H264Encoder::new(settings).expect("encoder");
+    // What the viewer sees: luma PSNR of each decoded picture against the
+    // one encoded (the cost of a cheaper encode, at the same bitrate).
+    let mut dec = H264Decoder::new().expect("decoder");
+    let (mut psnr_sum, mut psnr_n) = (0.0f64, 0usize);
     let (mut gen_t, mut enc_t, mut total_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut bytes = 0usize;
     let mut rng: u32 = 0x2545_F491;
@@ -64,6 +69,13 @@ fn video(label: &str, settings: H264Settings, picture: Picture) {
         let t1 = Instant::now();
         let out = enc.encode(&frame, false).expect("encode");
         let t2 = Instant::now();
+        if let Some(Ok(Some(decoded))) = out.as_ref().map(|e| dec.decode(&e.data))
+            && i >= WARMUP
+        {
+            let luma = (w * h) as usize;
+            psnr_sum += luma_psnr(&frame.data[..luma], &decoded.data[..luma]);
+            psnr_n += 1;
+        }
         if i >= WARMUP {
             gen_t.push(t1 - t0);
             enc_t.push(t2 - t1);
@@ -83,10 +95,16 @@ fn video(label: &str, settings: H264Settings, picture: Picture) {
         }
     );
     let kbps = bytes as f64 * 8.0 * f64::from(fps) / FRAMES as f64 / 1000.0;
+    let psnr = psnr_sum / psnr_n.max(1) as f64;
     println!(
-        "{label:<44} pattern {g50:6.2} / {g95:6.2}   encode {e50:6.2} / {e95:6.2}   total {t50:6.2} / {t95:6.2} ms   ({:.0} B/frame, {kbps:.0} of {ceiling_kbps} kbit/s)",
+        "{label:<44} pattern {g50:6.2} / {g95:6.2}   encode {e50:6.2} / {e95:6.2}   total {t50:6.2} / {t95:6.2} ms   ({:.0} B/frame, {kbps:.0} of {ceiling_kbps} kbit/s, luma PSNR {psnr:.1} dB)",
         bytes as f64 / FRAMES as f64
     );
+}
+
+fn luma_psnr(a: &[u8], b: &[u8]) -> f64 {
+    let mse = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>() / a.len() as f64;
+    if mse == 0.0 { 99.0 } else { 10.0 * (255.0f64.powi(2) / mse).log10() }
 }
 
 fn main() {
@@ -113,6 +131,15 @@ fn main() {
         );
     }
     video("640x480@25 1500 kb/s", H264Settings { fps: 25, ..base(640, 480, 1_500) }, Picture::Busy);
+    // The Pi Zero 2 W's profile (board/profiles/pi-zero-2w.toml): what low
+    // complexity saves there, and what it costs the picture.
+    let zero = H264Settings { fps: 15, threads: 2, max_slice_bytes: Some(1_100), ..base(640, 480, 600) };
+    video("640x480@15 600 kb/s, 2 threads (Zero 2 W)", zero.clone(), Picture::Busy);
+    video(
+        "640x480@15 600 kb/s, 2 threads, low complexity",
+        H264Settings { low_complexity: true, ..zero },
+        Picture::Busy,
+    );
 
     for complexity in [10u8, 5] {
         let mut tone = ToneSource::new(660.0).without_pacing();

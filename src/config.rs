@@ -165,6 +165,11 @@ pub struct CameraConfig {
     pub min_bitrate: u32,
     /// OpenH264 threads; above 1 the picture is cut into slices they share.
     pub encoder_threads: u16,
+    /// How hard OpenH264 searches: `medium` (its default) or `low`, which
+    /// costs less CPU per picture for a somewhat worse picture at the same
+    /// bitrate (`benches/encode.rs` prints both); the small boards' profiles
+    /// say `low`.
+    pub encoder_complexity: EncoderComplexity,
     /// 2: every other picture is one no other refers to, so that a viewer
     /// on a much weaker path than the others can be sent only the rest
     /// (half the frame rate) instead of lowering everyone's bitrate; 1:
@@ -178,6 +183,28 @@ pub struct CameraConfig {
     /// The V4L2 memory-to-memory encoder node; default: the first that
     /// encodes H.264 (bcm2835-codec's /dev/video11 on a Pi).
     pub encoder_device: Option<PathBuf>,
+    /// Night mode (a NoIR camera under infrared light): `off`, `on`
+    /// (greyscale pictures), or `auto` (greyscale while the room is dark).
+    pub night: NightChoice,
+}
+
+/// `camera.night`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NightChoice {
+    #[default]
+    Off,
+    On,
+    Auto,
+}
+
+/// `camera.encoder-complexity`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncoderComplexity {
+    Low,
+    #[default]
+    Medium,
 }
 
 /// `camera.encoder`.
@@ -202,9 +229,11 @@ impl Default for CameraConfig {
             bitrate: 1000,
             min_bitrate: 150,
             encoder_threads: 1,
+            encoder_complexity: EncoderComplexity::Medium,
             temporal_layers: 2,
             encoder: EncoderChoice::Auto,
             encoder_device: None,
+            night: NightChoice::Off,
         }
     }
 }

@@ -226,11 +226,13 @@ fn time_weighted_median(at_start: u64, changes: &[(f64, u64)], start: f64, end: 
     spans.sort_unstable_by_key(|(target, _)| *target);
     let half = spans.iter().map(|(_, lasted)| lasted).sum::<f64>() / 2.0;
     let mut so_far = 0.0;
-    spans.iter().find(|(_, lasted)| {
-        so_far += lasted;
-        so_far >= half
-    })
-    .map_or(at_start, |(target, _)| *target)
+    spans
+        .iter()
+        .find(|(_, lasted)| {
+            so_far += lasted;
+            so_far >= half
+        })
+        .map_or(at_start, |(target, _)| *target)
 }
 
 /// Waits until the device's latest logged target satisfies `pred`; returns

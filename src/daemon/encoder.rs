@@ -86,6 +86,7 @@ pub fn video_encoder(
         // picture the extra threads idle. Slices that fit one RTP packet.
         max_slice_bytes: (camera.encoder_threads > 1).then_some(1100),
         temporal_layers,
+        low_complexity: camera.encoder_complexity == crate::config::EncoderComplexity::Low,
         ..H264Settings::default()
     };
     match hardware {

@@ -124,6 +124,7 @@ pub async fn run_observed(
             .detector()
             .map(|detector| SoundAlerts { room: config.signaling.room.clone(), detector }),
         encode_times: device_metrics.as_ref().map(|m| m.encode_times()),
+        night: config.camera.night,
         ..PipelineSettings::default()
     };
     // roomcam's encoder follows the estimate, and so does a V4L2 H.264
@@ -558,8 +559,7 @@ impl Edges {
         let generation = self.next_generation;
         self.next_generation += 1;
         let (ops, ops_rx) = mpsc::unbounded_channel();
-        let settings =
-            PeerSettings { trickle: !protocol::is_whep_member(&id), ..self.peer_settings.clone() };
+        let settings = PeerSettings { trickle: !protocol::is_whep_member(&id), ..self.peer_settings.clone() };
         let task = tokio::spawn(peer_worker(
             id.clone(),
             generation,

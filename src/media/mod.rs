@@ -20,6 +20,7 @@ pub mod devices;
 pub mod encoders;
 pub mod fixtures;
 pub mod fuzzing;
+pub mod night;
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;

@@ -563,11 +563,7 @@ fn a_failed_whep_viewer_is_told_bye_and_never_offered_to_again() {
     s.state(whep, S::Connected);
     assert_eq!(
         s.state(whep, S::Failed),
-        vec![
-            close(whep),
-            Action::Send { data: SignalData::Bye, to: Some(whep.into()) },
-            Action::SetViewers(0)
-        ],
+        vec![close(whep), Action::Send { data: SignalData::Bye, to: Some(whep.into()) }, Action::SetViewers(0)],
         "the server ends its session"
     );
     for _ in 0..10 {

@@ -49,7 +49,10 @@ pub enum RoomEvent {
 /// What travels inside `message` between the two ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SignalData {
-    Description { kind: SdpKind, sdp: String },
+    Description {
+        kind: SdpKind,
+        sdp: String,
+    },
     Candidate(IceCandidate),
     /// roomcam's extension, sent only to a WHEP viewer's member on roomcam's
     /// server (see [`is_whep_member`]): its peer is closed for good (it

@@ -439,11 +439,12 @@ impl Hub {
         let replaced = match back {
             // Its old socket, if still there, is a connection that died
             // unnoticed: the member now lives on this one.
-            Some(i) => {
-                std::mem::replace(&mut members[i], Member { id: id.clone(), socket: Some(socket.clone()), epoch, whep: None })
-                    .socket
-                    .map(|old| old.id.to_string())
-            }
+            Some(i) => std::mem::replace(
+                &mut members[i],
+                Member { id: id.clone(), socket: Some(socket.clone()), epoch, whep: None },
+            )
+            .socket
+            .map(|old| old.id.to_string()),
             None => {
                 members.push(Member { id: id.clone(), socket: Some(socket.clone()), epoch, whep: None });
                 None

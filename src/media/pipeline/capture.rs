@@ -8,14 +8,26 @@ use std::time::{Duration, SystemTime};
 use super::encode::VideoRate;
 use super::{DeviceRetry, Shared, bump};
 use crate::media::encoders::h264::ParameterSets;
+use crate::media::night::{NightChange, NightSwitch};
 use crate::media::sources::placeholder::camera_unavailable;
 use crate::media::{CameraFrame, KeyframeRequest, VideoSource};
+
+fn log_night(change: NightChange) {
+    match change.night {
+        true => log::info!(
+            "camera: night mode on: the room is dark (mean luma {}); pictures in greyscale",
+            change.mean_luma
+        ),
+        false => log::info!("camera: night mode off: the room is lit (mean luma {}); colour again", change.mean_luma),
+    }
+}
 
 pub(super) fn capture_loop(
     shared: &Shared,
     source: &mut dyn VideoSource,
     mut parameter_sets: ParameterSets,
     mut size: (u32, u32),
+    mut night: NightSwitch,
 ) {
     // While the camera is away, viewers get a placeholder picture at least
     // this often, and the camera is retried at least this often.
@@ -51,8 +63,13 @@ pub(super) fn capture_loop(
                 bump(&shared.counters.frames_captured);
                 let watched = shared.video_watched();
                 match frame {
-                    CameraFrame::Picture(picture) => {
+                    CameraFrame::Picture(mut picture) => {
                         size = (picture.width, picture.height);
+                        // Looked at whether watched or not: the room's light
+                        // is the same when a viewer comes.
+                        if let Some(change) = night.process(&mut picture, std::time::Instant::now()) {
+                            log_night(change);
+                        }
                         if watched {
                             shared.handover.put_frame(picture, &shared.counters);
                         } else {

@@ -65,6 +65,8 @@ pub struct PipelineSettings {
     pub sound_alerts: Option<SoundAlerts>,
     /// Told how long each picture took the encoder (`/metrics`).
     pub encode_times: Option<EncodeTimes>,
+    /// Greyscale pictures: never, always, or while the room is dark.
+    pub night: crate::config::NightChoice,
 }
 
 /// Where the encode thread tells each picture's encode time.
@@ -95,6 +97,7 @@ impl Default for PipelineSettings {
             camera_fps: 30,
             sound_alerts: None,
             encode_times: None,
+            night: crate::config::NightChoice::Off,
         }
     }
 }
@@ -361,8 +364,9 @@ impl MediaPipeline {
 
         let shared = Arc::clone(&pipeline.shared);
         let placeholder_size = settings.placeholder_size;
+        let night = crate::media::night::NightSwitch::new(settings.night);
         pipeline.threads.push(spawn("capture", move || {
-            capture::capture_loop(&shared, video.as_mut(), parameter_sets, placeholder_size)
+            capture::capture_loop(&shared, video.as_mut(), parameter_sets, placeholder_size, night)
         })?);
 
         let shared = Arc::clone(&pipeline.shared);

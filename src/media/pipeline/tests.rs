@@ -765,3 +765,26 @@ fn capture_to_au_latency_is_the_mean_and_the_max() {
     assert_eq!(stats.capture_to_au_count, 3);
     assert_eq!(stats.capture_to_au_ms(), Some((20.0, 30.0)));
 }
+
+#[test]
+fn night_mode_sends_greyscale_pictures_whose_stamp_still_reads() {
+    let settings = PipelineSettings { night: crate::config::NightChoice::On, ..PipelineSettings::default() };
+    let p = MediaPipeline::start(pattern(30), h264(320, 240), None, Box::new(NullSpeaker::new()), settings).unwrap();
+    let mut rx = p.video_sender().subscribe();
+    p.set_viewers(1);
+    let mut dec = H264Decoder::new().unwrap();
+    let mut pictures = 0;
+    for ev in collect(&mut rx, 10, Duration::from_secs(10)) {
+        let Some(pic) = dec.decode(&ev.data).unwrap() else { continue };
+        let luma = (pic.width * pic.height) as usize;
+        let off_grey = pic.data[luma..].iter().filter(|&&c| c.abs_diff(128) > 3).count();
+        assert_eq!(off_grey, 0, "chroma samples off neutral grey in a night picture");
+        assert!(read_stamp(&pic).is_some(), "the stamp reads in greyscale");
+        pictures += 1;
+    }
+    assert!(pictures >= 5, "{pictures} pictures decoded");
+    // The test pattern in colour has chroma far from grey: the check can fail.
+    let mut colour = TestPattern::new(320, 240, 30).unwrap().without_pacing();
+    let picture = colour.next_picture();
+    assert!(picture.data[320 * 240..].iter().any(|&c| c.abs_diff(128) > 3));
+}

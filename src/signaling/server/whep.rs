@@ -136,9 +136,11 @@ pub(super) async fn offer(hub: Arc<Hub>, room: String, request: Request) -> Resp
     if let Err(refused) = hub.whep_authorised(&room, &parts).await {
         return refused;
     }
-    let is_sdp = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP))
-    });
+    let is_sdp = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP)));
     if !is_sdp {
         return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("the offer must be sent as {SDP}"));
     }
@@ -286,5 +288,8 @@ pub(super) fn routes(hub: Arc<Hub>) -> axum::Router {
 /// The WHEP members of a room (a device that comes back as a new process
 /// has none of their peers: they go).
 pub(super) fn members_of(members: &HashMap<String, Vec<Member>>, room: &str) -> Vec<String> {
-    members.get(room).map(|ms| ms.iter().filter(|m| m.whep.is_some()).map(|m| m.id.clone()).collect()).unwrap_or_default()
+    members
+        .get(room)
+        .map(|ms| ms.iter().filter(|m| m.whep.is_some()).map(|m| m.id.clone()).collect())
+        .unwrap_or_default()
 }
