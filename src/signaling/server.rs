@@ -113,6 +113,11 @@ impl Member {
 /// take these values from the open packet (socket.io 2 clients ping every
 /// interval and wait the timeout for the pong; socket.io 4 clients answer
 /// the server's pings and wait the sum).
+/// The WebSocket read buffer socketioxide keeps per connection, used or
+/// not (its default is 4 KiB). Signaling messages are small and few, and a
+/// larger one only takes more reads (`benches/idle_members.rs` measures it).
+const WS_READ_BUFFER: usize = 1024;
+
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(12);
 
@@ -618,6 +623,7 @@ pub fn app_with(config: &ServerConfig, ca_pem: Option<&[u8]>, metrics: Option<Ar
         .max_payload(max_bytes as u64)
         .ws_max_message_size(max_bytes)
         .ws_max_frame_size(max_bytes)
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .build_layer();
     let guard_hub = hub.clone();
     // The handlers must be in place before the client hears the namespace
