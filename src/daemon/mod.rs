@@ -89,6 +89,7 @@ pub async fn run_with(
             .alerts
             .detector()
             .map(|detector| SoundAlerts { room: config.signaling.room.clone(), detector }),
+        echo_cancellation: config.audio.echo_cancellation,
         ..PipelineSettings::default()
     };
     // roomcam's encoder follows the estimate, and so does a V4L2 H.264
