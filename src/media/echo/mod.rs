@@ -9,7 +9,7 @@
 //! [`EchoCanceller`] is the seam; [`Aec3`] (the crate `sonora`, a
 //! pure-Rust port of WebRTC's AEC3) is what is behind it. It was chosen
 //! over `aec-rs` (speexdsp, 200 ms filter) by measurement on the room of
-//! this module's tests (docs/echo-comparison runs both): echo 30/80/120 ms
+//! this module's tests (examples/echo_comparison runs both): echo 30/80/120 ms
 //! late at −6/−9/−12 dB with a reverb tail, AEC3 removes 35–50 dB of it
 //! on far-end-only stretches after 2 s, speexdsp 20–24 dB (31–43 dB with
 //! its preprocessor); with a talker in the room as loud as the echo, AEC3

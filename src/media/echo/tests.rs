@@ -5,55 +5,16 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::media::AUDIO_SAMPLE_RATE;
-use crate::media::fixtures::{EchoPath, Noise, energy_ratio_db, speech_like};
+use crate::media::fixtures::{echo_room, energy_ratio_db, speech_like};
 use crate::util::lock_ignoring_poison;
 
 const SECOND: usize = AUDIO_SAMPLE_RATE as usize;
-
-/// What [`run_room`] measured.
-#[derive(Debug)]
-struct Room {
-    /// Echo removed on far-end-only stretches after 2 s: 2–7 s and 10–14 s.
-    erle_db: [f64; 2],
-    /// The output against the clean near-end talker while both talk (7–10 s).
-    double_talk_db: f64,
-    /// The near-end talker against the echo, 7–10 s, for the record.
-    near_to_echo_db: f64,
-}
-
-/// 14 s: the speaker plays a voice throughout; a talker in the room joins
-/// from 7 to 10 s, `near_db` louder than the echo (energy over those 3 s).
-fn run_room(canceller: &mut dyn EchoCanceller, delay_ms: u32, gain_db: f32, near_db: f64) -> Room {
-    let n = 14 * SECOND;
-    let far = speech_like(n, 140.0, 16_000.0, 1);
-    let echo = EchoPath::new(delay_ms, gain_db, 2).process(&far);
-    let mut near = vec![0i16; n];
-    let (dt0, dt1) = (7 * SECOND, 10 * SECOND);
-    let talker = speech_like(dt1 - dt0, 230.0, 16_000.0 * 10f32.powf(gain_db / 20.0), 3);
-    let scale = 10f64.powf((near_db - energy_ratio_db(&talker, &echo[dt0..dt1])) / 20.0);
-    for (n, t) in near[dt0..dt1].iter_mut().zip(&talker) {
-        *n = (f64::from(*t) * scale) as i16;
-    }
-    let mut noise = Noise::new(4);
-    let mic: Vec<i16> = (0..n).map(|i| echo[i] + near[i] + (20.0 * noise.sample()) as i16).collect();
-    let mut out = mic.clone();
-    for (far, mic) in far.chunks_exact(CHUNK_SAMPLES).zip(out.chunks_exact_mut(CHUNK_SAMPLES)) {
-        canceller.played(far).unwrap();
-        canceller.cancel(mic).unwrap();
-    }
-    let erle = |a: usize, b: usize| energy_ratio_db(&mic[a..b], &out[a..b]);
-    Room {
-        erle_db: [erle(2 * SECOND, dt0), erle(dt1, n)],
-        double_talk_db: energy_ratio_db(&out[dt0..dt1], &near[dt0..dt1]),
-        near_to_echo_db: energy_ratio_db(&near[dt0..dt1], &echo[dt0..dt1]),
-    }
-}
 
 #[test]
 fn aec3_removes_25_db_of_echo_and_keeps_a_talker_in_the_room_within_3_db() {
     for (delay_ms, gain_db) in [(30, -6.0), (80, -9.0), (120, -12.0)] {
         // A talker in the room as loud as the echo.
-        let room = run_room(&mut Aec3::new(), delay_ms, gain_db, 0.0);
+        let room = echo_room(&mut Aec3::new(), delay_ms, gain_db, 0.0);
         eprintln!("delay {delay_ms} ms, {gain_db} dB: {room:?}");
         assert!(room.near_to_echo_db.abs() < 0.1, "the talker is as loud as the echo: {room:?}");
         assert!(room.erle_db.iter().all(|&e| e >= 25.0), "delay {delay_ms} ms, {gain_db} dB: {room:?}");
@@ -73,7 +34,7 @@ fn without_a_canceller_the_echo_stays() {
             Ok(())
         }
     }
-    let room = run_room(&mut Nothing, 80, -9.0, 0.0);
+    let room = echo_room(&mut Nothing, 80, -9.0, 0.0);
     assert!(room.erle_db.iter().all(|&e| e.abs() < 0.1), "{room:?}");
     // The echo is in the output too: louder than the talker alone.
     assert!(room.double_talk_db > 1.0, "{room:?}");
