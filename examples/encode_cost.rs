@@ -9,12 +9,22 @@
 //! encode step only. A calibration loop of known length comes first, so the
 //! output says how exact both counters are. Prints numbers, asserts nothing.
 //!
-//! `encode_cost [FRAMES] [WARMUP]` (default 30 and 5).
+//! Then the echo canceller (issue 12 point 5): AEC3 per 10 ms chunk on the
+//! simulated room of the echo tests, after 2 s of convergence, and the
+//! microphone frame while it rests (`ENCODE-COST echo` lines).
+//!
+//! `encode_cost [FRAMES] [WARMUP] [ECHO_CHUNKS] [ECHO_WARMUP]` (default 30,
+//! 5, 100 and 200).
+//! With `ENCODE_COST_ONLY_ECHO=SECONDS` only the echo canceller runs, on
+//! that many seconds of signal, with no calibration: two runs with
+//! different ECHO_CHUNKS under an instruction-counting emulator then
+//! differ by exactly those chunks (scripts/echo-cost-qemu-user does that).
 
 use std::time::Instant;
 
-use roomcam::media::fixtures::add_luma_noise;
-use roomcam::media::{H264Encoder, H264Settings, TestPattern, VideoEncoder};
+use roomcam::media::echo::{Aec3, CHUNK_SAMPLES, EchoCanceller, EchoRemoval, Reference};
+use roomcam::media::fixtures::{EchoPath, Noise, add_luma_noise, speech_like};
+use roomcam::media::{AUDIO_FRAME_SAMPLES, H264Encoder, H264Settings, TestPattern, VideoEncoder};
 
 /// User-mode instruction counter of this thread (perf_event_open), if the
 /// kernel has a PMU that counts them.
@@ -130,10 +140,64 @@ fn video(
     );
 }
 
+/// AEC3 on `seconds` of the echo tests' room (echo 80 ms late, −9 dB,
+/// reverb tail): `chunks` 10 ms chunks measured after `warmup` (200: 2 s)
+/// of convergence. The signals are made whatever `chunks` is.
+fn echo(perf: Option<&PerfInstructions>, seconds: usize, chunks: usize, warmup: usize) {
+    let n = seconds * 48_000;
+    let far = speech_like(n, 140.0, 16_000.0, 1);
+    let room = EchoPath::new(80, -9.0, 2).process(&far);
+    let mut noise = Noise::new(4);
+    let mut mic: Vec<i16> = room.iter().map(|&e| e + (20.0 * noise.sample()) as i16).collect();
+    let mut aec = Aec3::new();
+    let (mut ns, mut ins) = (Vec::new(), Vec::new());
+    let warmup = warmup.min(n / CHUNK_SAMPLES);
+    let chunks = chunks.min(n / CHUNK_SAMPLES - warmup);
+    for (i, (f, m)) in far.chunks_exact(CHUNK_SAMPLES).zip(mic.chunks_exact_mut(CHUNK_SAMPLES)).enumerate() {
+        if i == warmup + chunks {
+            break;
+        }
+        let (t, c) = measure(perf, || {
+            aec.played(f).expect("played");
+            aec.cancel(m).expect("cancel");
+        });
+        if i >= warmup {
+            ns.push(t);
+            ins.extend(c);
+        }
+    }
+    let mi = |v: u64| v as f64 / 1e6;
+    if !ns.is_empty() {
+        let perf_part = if ins.is_empty() {
+            String::new()
+        } else {
+            format!("  perf user instr/chunk median {:6.3} M", mi(median(&mut ins)))
+        };
+        println!(
+            "ENCODE-COST echo AEC3 talk-back      virtual-ns(=instr)/10 ms median {:6.3} M  min {:6.3} M  max {:6.3} M{perf_part}  ({chunks} chunks after {warmup})",
+            mi(median(&mut ns)),
+            mi(ns[0]),
+            mi(ns[ns.len() - 1]),
+        );
+    }
+    // Resting: the speaker silent, the microphone thread's whole echo step.
+    let mut removal = EchoRemoval::new(Box::new(Aec3::new()), std::sync::Arc::new(Reference::new(4_800)));
+    let mut frame = [0i16; AUDIO_FRAME_SAMPLES];
+    let mut ns: Vec<u64> =
+        (0..50).map(|_| measure(perf, || removal.process(&mut frame).expect("process")).0 / 2).collect();
+    println!("ENCODE-COST echo resting (silent)    virtual-ns(=instr)/10 ms median {:9.6} M", mi(median(&mut ns)));
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("FRAMES WARMUP"));
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("FRAMES WARMUP ECHO_CHUNKS ECHO_WARMUP"));
     let frames = args.next().unwrap_or(30);
     let warmup = args.next().unwrap_or(5);
+    let echo_chunks = args.next().unwrap_or(100);
+    let echo_warmup = args.next().unwrap_or(200);
+    if let Ok(seconds) = std::env::var("ENCODE_COST_ONLY_ECHO") {
+        echo(None, seconds.parse().expect("ENCODE_COST_ONLY_ECHO=SECONDS"), echo_chunks, echo_warmup);
+        return;
+    }
     let arch = std::env::consts::ARCH;
     let perf = match PerfInstructions::open() {
         Ok(p) => Some(p),
@@ -159,4 +223,5 @@ fn main() {
         video("640x480 1000 kb/s", base(640, 480, 1_000), noise, perf.as_ref(), frames, warmup);
         video("1280x720 2500 kb/s", base(1280, 720, 2_500), noise, perf.as_ref(), frames, warmup);
     }
+    echo(perf.as_ref(), 6, echo_chunks, echo_warmup);
 }

@@ -378,11 +378,22 @@ pub struct AudioConfig {
     /// 10 ms periods in each ALSA buffer (microphone and speaker). 4 suits
     /// a board; more survive a slow or loaded machine at the price of delay.
     pub periods: u32,
+    /// Cancel the speaker's echo (a viewer's talk-back voice) from the
+    /// microphone, so the viewer does not hear themselves and the sound
+    /// detector listens through talk-back. Off: the detector does not
+    /// listen while a viewer's voice plays.
+    pub echo_cancellation: bool,
 }
 
 impl Default for AudioConfig {
     fn default() -> Self {
-        AudioConfig { microphone: "test".into(), speaker: "null".into(), bitrate: 32, periods: 4 }
+        AudioConfig {
+            microphone: "test".into(),
+            speaker: "null".into(),
+            bitrate: 32,
+            periods: 4,
+            echo_cancellation: true,
+        }
     }
 }
 
@@ -942,6 +953,9 @@ capacity = 4
         let config = parse("[camera]\nformat = \"h264\"\n[audio]\nperiods = 8\n").unwrap();
         assert_eq!(config.camera.format.only(), Some(PixelFormat::H264));
         assert_eq!(config.audio.periods, 8);
+        assert!(config.audio.echo_cancellation, "on by default");
+        let config = parse("[audio]\necho-cancellation = false\n").unwrap();
+        assert!(!config.audio.echo_cancellation);
         assert_eq!(parse("").unwrap().camera.format, CameraFormat::Auto);
         let (line, column, message) = syntax_error("[camera]\nformat = \"RGBP\"\n");
         assert_eq!((line, column), (2, 10));

@@ -14,7 +14,8 @@ pub enum RoomSound {
     /// An alert started or ended.
     Alert(SoundEvent),
     /// The loudest band level (dBFS) of the last [`LEVEL_INTERVAL`], for a
-    /// meter; none while the speaker plays a viewer's voice.
+    /// meter (of the echo-cancelled signal; with echo cancellation off,
+    /// none while the speaker plays a viewer's voice).
     Level { level_db: f32 },
 }
 

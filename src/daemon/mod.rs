@@ -125,6 +125,7 @@ pub async fn run_observed(
             .map(|detector| SoundAlerts { room: config.signaling.room.clone(), detector }),
         encode_times: device_metrics.as_ref().map(|m| m.encode_times()),
         night: config.camera.night,
+        echo_cancellation: config.audio.echo_cancellation,
         ..PipelineSettings::default()
     };
     // roomcam's encoder follows the estimate, and so does a V4L2 H.264

@@ -17,6 +17,7 @@ pub mod alsa_pcm;
 pub mod analysis;
 pub mod convert;
 pub mod devices;
+pub mod echo;
 pub mod encoders;
 pub mod fixtures;
 pub mod fuzzing;

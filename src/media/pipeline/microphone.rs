@@ -1,6 +1,6 @@
-//! The microphone thread (`audio`): reads 20 ms frames, listens to them for
-//! sound alerts, and, while somebody watches, encodes them to Opus and
-//! broadcasts them.
+//! The microphone thread (`audio`): reads 20 ms frames, cancels the
+//! speaker's echo from them (talk-back), listens to them for sound alerts,
+//! and, while somebody watches, encodes them to Opus and broadcasts them.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,12 +10,14 @@ use tokio::sync::broadcast;
 use super::{DeviceRetry, Shared, SoundAlerts, bump};
 use crate::alerts::{LEVEL_INTERVAL, RoomSound, SoundDetector, SoundEvent, SoundTap};
 use crate::media::AUDIO_SAMPLE_RATE;
+use crate::media::echo::EchoRemoval;
 use crate::media::encoders::opus::OpusEncoder;
 use crate::media::{AUDIO_FRAME_SAMPLES, AudioSource, EncodedAudio};
 use crate::util::{LogLimit, warn_limited};
 
 /// How long after a viewer's voice the microphone may still hear it (the
-/// speaker's buffer and the room's echo).
+/// speaker's buffer and the room's echo); without echo cancellation the
+/// sound detector does not listen then.
 const SPEAKER_ECHO: Duration = Duration::from_secs(1);
 
 pub(super) fn microphone_loop(
@@ -24,9 +26,11 @@ pub(super) fn microphone_loop(
     opus: &mut OpusEncoder,
     tx: &broadcast::Sender<EncodedAudio>,
     mut listener: Option<&mut Listener>,
+    mut echo: Option<&mut EchoRemoval>,
 ) {
     let mut retry = DeviceRetry::new(DeviceRetry::MAX);
     let limit = LogLimit::once_per(Duration::from_secs(10));
+    let echo_limit = LogLimit::once_per(Duration::from_secs(10));
     let mut pcm = [0i16; AUDIO_FRAME_SAMPLES];
     while !shared.stopping() {
         if let Err(e) = source.read_frame(&mut pcm) {
@@ -36,8 +40,14 @@ pub(super) fn microphone_loop(
             continue;
         }
         retry.reset();
+        // Before the detector and the encoder: neither hears the speaker.
+        if let Some(echo) = echo.as_deref_mut()
+            && let Err(e) = echo.process(&mut pcm)
+        {
+            warn_limited!(echo_limit, "{e}");
+        }
         if let Some(listener) = listener.as_deref_mut()
-            && listener.hear(&pcm, shared.voice_played_within(SPEAKER_ECHO))
+            && listener.hear(&pcm, echo.is_none() && shared.voice_played_within(SPEAKER_ECHO))
         {
             bump(&shared.counters.sound_alerts);
         }
@@ -78,10 +88,11 @@ impl Listener {
         }
     }
 
-    /// One frame of the room; `talk_back` while the speaker plays (or just
-    /// played) a viewer's voice, which is not listened to: without echo
-    /// cancellation the parent's own voice would raise the alert. True
-    /// when an alert starts with this frame.
+    /// One frame of the room (echo-cancelled if the pipeline cancels echo);
+    /// `talk_back` while the speaker plays (or just played) a viewer's voice
+    /// and there is no echo cancellation: such a frame is not listened to,
+    /// as the parent's own voice would raise the alert. True when an alert
+    /// starts with this frame.
     fn hear(&mut self, pcm: &[i16; AUDIO_FRAME_SAMPLES], talk_back: bool) -> bool {
         if talk_back {
             self.level_frames = 0;

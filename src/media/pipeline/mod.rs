@@ -11,10 +11,13 @@
 //!   encodes, broadcasts (and broadcasts the camera's own access units, in
 //!   order, so that the "camera unavailable" picture and the camera's stream
 //!   never interleave);
-//! * `audio` (`microphone.rs`): microphone → Opus → broadcast (Opus is cheap
-//!   enough to run inline, and 20 ms frames must not queue behind video);
+//! * `audio` (`microphone.rs`): microphone → echo cancellation → sound
+//!   alerts, and Opus → broadcast (Opus is cheap enough to run inline, and
+//!   20 ms frames must not queue behind video);
 //! * `speaker` (`speaker.rs`): talk-back Opus packets → decode (one decoder
-//!   per viewer) → the newest talker's voice ([`talkback`]) → speaker.
+//!   per viewer) → the newest talker's voice ([`talkback`]) → speaker, and
+//!   what it played to the microphone thread's echo canceller
+//!   ([`echo::Reference`](crate::media::echo::Reference)).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use super::echo;
 use super::encoders::h264::ParameterSets;
 use super::encoders::opus::{OpusDecoder, OpusEncoder, OpusSettings};
 use super::{
@@ -44,6 +48,15 @@ mod speaker;
 pub mod talkback;
 #[cfg(test)]
 mod tests;
+
+/// What the speaker played waits this long at most (in samples, 48 kHz:
+/// 100 ms) for the microphone thread. The reference is handed over when
+/// written, before the speaker's jitter buffer (40–80 ms) and ALSA buffer
+/// play it, so it leads its echo; a backlog longer than that lead would
+/// give the canceller the reference after its echo (which it cannot
+/// cancel), so a burst of talk-back beyond 100 ms loses its oldest part,
+/// as the jitter buffer itself trims above 80 ms.
+const ECHO_REFERENCE_SAMPLES: usize = 4_800;
 
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
@@ -67,6 +80,9 @@ pub struct PipelineSettings {
     pub encode_times: Option<EncodeTimes>,
     /// Greyscale pictures: never, always, or while the room is dark.
     pub night: crate::config::NightChoice,
+    /// Cancel the speaker's echo from the microphone (talk-back). Without
+    /// it the sound detector does not listen while a viewer's voice plays.
+    pub echo_cancellation: bool,
 }
 
 /// Where the encode thread tells each picture's encode time.
@@ -98,6 +114,7 @@ impl Default for PipelineSettings {
             sound_alerts: None,
             encode_times: None,
             night: crate::config::NightChoice::Off,
+            echo_cancellation: true,
         }
     }
 }
@@ -377,18 +394,25 @@ impl MediaPipeline {
             encode::encode_loop(&shared, encoder, camera_fps, encode_times.as_ref(), &tx)
         })?);
 
+        // What the speaker played, for the microphone's echo canceller.
+        let reference = (settings.echo_cancellation && audio.is_some())
+            .then(|| Arc::new(echo::Reference::new(ECHO_REFERENCE_SAMPLES)));
         if let (Some(mut source), Some(mut opus)) = (audio, opus_encoder) {
             let shared = Arc::clone(&pipeline.shared);
             let tx = pipeline.audio_tx.clone();
             let mut listener =
                 settings.sound_alerts.map(|alerts| microphone::Listener::new(alerts, pipeline.sound.clone()));
+            let mut echo =
+                reference.as_ref().map(|r| echo::EchoRemoval::new(Box::new(echo::Aec3::new()), Arc::clone(r)));
             pipeline.threads.push(spawn("audio", move || {
-                microphone::microphone_loop(&shared, source.as_mut(), &mut opus, &tx, listener.as_mut())
+                microphone::microphone_loop(&shared, source.as_mut(), &mut opus, &tx, listener.as_mut(), echo.as_mut())
             })?);
         }
 
         let shared = Arc::clone(&pipeline.shared);
-        pipeline.threads.push(spawn("speaker", move || speaker::speaker_loop(&shared, &talkback_rx, speaker))?);
+        pipeline
+            .threads
+            .push(spawn("speaker", move || speaker::speaker_loop(&shared, &talkback_rx, speaker, reference))?);
         Ok(pipeline)
     }
 

@@ -13,13 +13,20 @@ use super::talkback::{Floor, FloorChange, VOICE_DBFS};
 use super::{Shared, Talker, bump};
 use crate::media::AudioSink;
 use crate::media::analysis::rms_dbfs;
+use crate::media::echo::Reference;
 use crate::media::encoders::opus::OpusDecoder;
 use crate::util::{LogLimit, warn_limited};
 
 /// A viewer silent this long loses its decoder (it has most likely left).
 const TALKER_IDLE: Duration = Duration::from_secs(30);
 
-pub(super) fn speaker_loop(shared: &Shared, rx: &Receiver<(Talker, Bytes)>, mut sink: Box<dyn AudioSink>) {
+/// `reference`: where what was played goes, for the echo canceller.
+pub(super) fn speaker_loop(
+    shared: &Shared,
+    rx: &Receiver<(Talker, Bytes)>,
+    mut sink: Box<dyn AudioSink>,
+    reference: Option<Arc<Reference>>,
+) {
     let decode_limit = LogLimit::once_per(Duration::from_secs(5));
     let sink_limit = LogLimit::once_per(Duration::from_secs(10));
     let mut decoders: HashMap<Talker, (OpusDecoder, Instant)> = HashMap::new();
@@ -68,9 +75,16 @@ pub(super) fn speaker_loop(shared: &Shared, rx: &Receiver<(Talker, Bytes)>, mut 
         if voice {
             shared.voice_playing();
         }
-        if let Err(e) = sink.write(&pcm) {
-            bump(&shared.counters.talkback_errors);
-            warn_limited!(sink_limit, "speaker: {e}");
+        match sink.write(&pcm) {
+            Ok(()) => {
+                if let Some(reference) = &reference {
+                    reference.played(&pcm);
+                }
+            }
+            Err(e) => {
+                bump(&shared.counters.talkback_errors);
+                warn_limited!(sink_limit, "speaker: {e}");
+            }
         }
     }
 }

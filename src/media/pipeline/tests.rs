@@ -788,3 +788,184 @@ fn night_mode_sends_greyscale_pictures_whose_stamp_still_reads() {
     let picture = colour.next_picture();
     assert!(picture.data[320 * 240..].iter().any(|&c| c.abs_diff(128) > 3));
 }
+
+/// The room around the board, for echo cancellation: the speaker's
+/// samples wait here until the microphone hears them (through an
+/// [`EchoPath`]) in the same 20 ms as the speaker played them.
+type Air = Arc<Mutex<std::collections::VecDeque<i16>>>;
+
+/// Puts what it plays into the air, and counts its writes.
+struct LoopbackSpeaker(Air, Arc<AtomicU64>);
+impl AudioSink for LoopbackSpeaker {
+    fn write(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
+        lock_ignoring_poison(&self.0).extend(pcm);
+        self.1.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A microphone in that room, read when the test hands it the room's own
+/// sound for the next 20 ms (after that sound's speaker frame was played):
+/// it hears the room plus the speaker's echo, and keeps what it heard.
+struct RoomMicrophone {
+    sounds: Receiver<[i16; AUDIO_FRAME_SAMPLES]>,
+    air: Air,
+    path: crate::media::fixtures::EchoPath,
+    heard: Arc<Mutex<Vec<i16>>>,
+}
+
+impl AudioSource for RoomMicrophone {
+    fn read_frame(&mut self, pcm: &mut [i16; AUDIO_FRAME_SAMPLES]) -> Result<(), MediaError> {
+        let Ok(sound) = self.sounds.recv() else {
+            // The test is over: silence at the microphone's pace.
+            std::thread::sleep(Duration::from_millis(20));
+            pcm.fill(0);
+            return Ok(());
+        };
+        let mut played = [0i16; AUDIO_FRAME_SAMPLES];
+        {
+            let mut air = lock_ignoring_poison(&self.air);
+            let n = air.len().min(AUDIO_FRAME_SAMPLES);
+            for (p, s) in played.iter_mut().zip(air.drain(..n)) {
+                *p = s;
+            }
+        }
+        let echo = self.path.process(&played);
+        for ((p, s), e) in pcm.iter_mut().zip(sound).zip(echo) {
+            *p = s.saturating_add(e);
+        }
+        lock_ignoring_poison(&self.heard).extend_from_slice(pcm);
+        Ok(())
+    }
+}
+
+/// Waits (polling fast) for `cond`; a generous limit only for a stuck thread.
+fn soon(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "{what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// What [`talk_back_in_a_room`] found.
+#[derive(Debug)]
+struct TalkBack {
+    /// The viewer's voice as the microphone heard it against what was
+    /// sent to the viewers (decoded), 4–10 s (talk-back only, after 2 s).
+    voice_removed_db: f64,
+    /// The cry in what was sent, against the clean cry (10.5–13 s).
+    cry_kept_db: f64,
+    /// Sound alerts started before the cry, and during or after it.
+    alerts_before_cry: usize,
+    alerts_with_cry: usize,
+}
+
+/// 14 s in a room, in lock step (each 20 ms: the viewer's talk-back packet
+/// played, then the microphone's frame heard, encoded and listened to):
+/// 2 s quiet, then the viewer talks to the end; from 10 to 13 s a cry in
+/// the room too. The speaker comes back 80 ms late, 10 dB down, with a
+/// reverb tail.
+fn talk_back_in_a_room(echo_cancellation: bool) -> TalkBack {
+    use crate::media::fixtures::{EchoPath, Noise, energy_ratio_db, speech_like};
+    const FRAMES: usize = 700;
+    let (voice_from, cry_from, cry_to) = (100, 500, 650);
+    let air: Air = Arc::default();
+    let writes = Arc::new(AtomicU64::new(0));
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let (sounds, sounds_rx) = channel();
+    let microphone = RoomMicrophone {
+        sounds: sounds_rx,
+        air: Arc::clone(&air),
+        path: EchoPath::new(80, -10.0, 7),
+        heard: Arc::clone(&heard),
+    };
+    // The frame `MediaPipeline::start` reads itself.
+    sounds.send([0; AUDIO_FRAME_SAMPLES]).unwrap();
+    let settings = PipelineSettings {
+        sound_alerts: Some(SoundAlerts { room: "nursery".into(), detector: Default::default() }),
+        echo_cancellation,
+        ..PipelineSettings::default()
+    };
+    let p = MediaPipeline::start(
+        pattern(30),
+        h264(320, 240),
+        Some(Box::new(microphone)),
+        Box::new(LoopbackSpeaker(Arc::clone(&air), Arc::clone(&writes))),
+        settings,
+    )
+    .unwrap();
+    let mut audio = p.audio_sender().subscribe();
+    let mut events = p.sound_events();
+    p.set_viewers(1);
+    let talk = p.talkback_handle();
+    let viewer = Talker::from("viewer");
+    let mut viewer_opus = OpusEncoder::new(32_000).unwrap();
+    let voice = speech_like(FRAMES * AUDIO_FRAME_SAMPLES, 140.0, 16_000.0, 5);
+    let cry: Vec<i16> = (0..(cry_to - cry_from) * AUDIO_FRAME_SAMPLES)
+        .map(|i| {
+            // 450 Hz with a ±30 Hz vibrato at 5 Hz, three harmonics.
+            let (t, w) = (i as f32 / AUDIO_SAMPLE_RATE as f32, 2.0 * std::f32::consts::PI * 5.0);
+            let phase = 2.0 * std::f32::consts::PI * (450.0 * t - 30.0 / w * ((w * t).cos() - 1.0));
+            (6_000.0 * (phase.sin() + 0.5 * (2.0 * phase).sin() + 0.25 * (3.0 * phase).sin()) / 1.75) as i16
+        })
+        .collect();
+    let mut noise = Noise::new(9);
+    let mut room_cry = Vec::new();
+    let mut decoder = OpusDecoder::new().unwrap();
+    let mut sent = Vec::new();
+    let (mut alerts_before_cry, mut alerts_with_cry) = (0, 0);
+    for i in 0..FRAMES {
+        let chunk = i * AUDIO_FRAME_SAMPLES..(i + 1) * AUDIO_FRAME_SAMPLES;
+        let frame: [i16; AUDIO_FRAME_SAMPLES] =
+            if i >= voice_from { voice[chunk].try_into().unwrap() } else { [0; AUDIO_FRAME_SAMPLES] };
+        talk(&viewer, viewer_opus.encode(&frame).unwrap().data);
+        // Played (or muted: nobody talking) before the microphone hears the room.
+        soon("talk-back packet not taken", || talkback_done(&p.stats(), writes.load(Ordering::SeqCst)) == i as u64 + 1);
+        let mut sound = [0i16; AUDIO_FRAME_SAMPLES];
+        for (k, s) in sound.iter_mut().enumerate() {
+            let c = if (cry_from..cry_to).contains(&i) { cry[(i - cry_from) * AUDIO_FRAME_SAMPLES + k] } else { 0 };
+            room_cry.push(c);
+            *s = c.saturating_add((20.0 * noise.sample()) as i16);
+        }
+        sounds.send(sound).unwrap();
+        soon("microphone frame not encoded", || p.stats().audio_packets > i as u64);
+        loop {
+            match audio.try_recv() {
+                Ok(packet) => sent.extend(decoder.decode(&packet.data).unwrap()),
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("audio: {e:?}"),
+            }
+        }
+        while let Ok(event) = events.try_recv() {
+            if let crate::alerts::RoomSound::Alert(crate::alerts::SoundEvent::Started { .. }) = event {
+                if i < cry_from { alerts_before_cry += 1 } else { alerts_with_cry += 1 }
+            }
+        }
+    }
+    drop(sounds);
+    let heard = lock_ignoring_poison(&heard).clone();
+    // `heard` starts with the frame start() read, which was not sent.
+    let heard = &heard[AUDIO_FRAME_SAMPLES..];
+    let s = |from_s: f32, to_s: f32| (from_s * 48_000.0) as usize..(to_s * 48_000.0) as usize;
+    TalkBack {
+        voice_removed_db: energy_ratio_db(&heard[s(4.0, 10.0)], &sent[s(4.0, 10.0)]),
+        cry_kept_db: energy_ratio_db(&sent[s(10.5, 13.0)], &room_cry[s(10.5, 13.0)]),
+        alerts_before_cry,
+        alerts_with_cry,
+    }
+}
+
+#[test]
+fn a_viewers_voice_does_not_come_back_nor_alert_and_a_cry_during_talk_back_does() {
+    let with = talk_back_in_a_room(true);
+    eprintln!("echo cancellation on: {with:?}");
+    assert!(with.voice_removed_db >= 20.0, "{with:?}");
+    assert_eq!((with.alerts_before_cry, with.alerts_with_cry), (0, 1), "{with:?}");
+    assert!(with.cry_kept_db.abs() <= 6.0, "{with:?}");
+    // Without it the voice comes back and the detector is deaf to the cry.
+    let without = talk_back_in_a_room(false);
+    eprintln!("echo cancellation off: {without:?}");
+    assert!(without.voice_removed_db < 3.0, "{without:?}");
+    assert_eq!(without.alerts_with_cry, 0, "{without:?}");
+}
