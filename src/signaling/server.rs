@@ -724,12 +724,7 @@ pub fn app_with(config: &ServerConfig, ca_pem: Option<&[u8]>, metrics: Option<Ar
                     let query =
                         Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
                     // Never from the query string: URLs end up in logs and Referers.
-                    let bearer = parts
-                        .headers
-                        .get(header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("Bearer "))
-                        .map(str::trim);
+                    let bearer = bearer(&parts.headers);
                     let room = query.get("room").map(String::as_str);
                     let address = client_address(&hub.limits, &parts);
                     if bearer.is_some() && hub.turn.is_some() && room.and_then(|r| hub.policy.token(r)).is_some() {
@@ -960,6 +955,15 @@ async fn until_connected(socket: &SocketRef) -> bool {
     }
     warn!("server: {}: never finished connecting; event ignored", socket.id);
     false
+}
+
+/// A request's `Authorization: Bearer` token (a room's token: `/config.json`, WHEP).
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 fn javascript(body: &'static str) -> impl IntoResponse {

@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::util::lock_ignoring_poison;
 
@@ -14,14 +13,13 @@ use crate::util::lock_ignoring_poison;
 pub struct Reference {
     samples: Mutex<VecDeque<i16>>,
     capacity: usize,
-    dropped: AtomicU64,
 }
 
 impl Reference {
     /// Room for `capacity` samples (at least one).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { samples: Mutex::new(VecDeque::with_capacity(capacity)), capacity, dropped: AtomicU64::new(0) }
+        Self { samples: Mutex::new(VecDeque::with_capacity(capacity)), capacity }
     }
 
     /// The speaker's side: `pcm` was just written to the speaker.
@@ -31,7 +29,6 @@ impl Reference {
         let over = (q.len() + pcm.len()).saturating_sub(self.capacity);
         if over > 0 {
             q.drain(..over);
-            self.dropped.fetch_add(over as u64, Ordering::Relaxed);
         }
         q.extend(pcm.iter().copied());
     }
@@ -49,11 +46,6 @@ impl Reference {
         out[n..].fill(0);
         n
     }
-
-    /// Samples dropped because the microphone side did not take them in time.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]
@@ -68,8 +60,8 @@ mod tests {
         assert_eq!(r.take(&mut out), 3);
         assert_eq!(out, [1, 2, 3, 0]);
         r.played(&[1, 2, 3, 4, 5]);
+        // Over capacity by two: the two oldest go.
         r.played(&[6, 7, 8]);
-        assert_eq!(r.dropped(), 2);
         let mut out = [0i16; 6];
         assert_eq!(r.take(&mut out), 6);
         assert_eq!(out, [3, 4, 5, 6, 7, 8]);

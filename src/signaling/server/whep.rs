@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use log::{info, warn};
 use serde_json::{Value, json};
 
-use super::{Hub, Member, remove_member};
+use super::{Hub, Member, Rooms, bearer, remove_member};
 use crate::metrics::server::{Refused, ServerMetrics};
 use crate::peer::SdpKind;
 use crate::signaling::limits::tokens_match;
@@ -95,12 +95,9 @@ pub(super) async fn preflight() -> Response {
     cors(StatusCode::NO_CONTENT.into_response())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+/// The member id of the room's device while it is connected.
+fn connected_device(rooms: &Rooms, room: &str) -> Option<String> {
+    rooms.devices.get(room).filter(|d| d.offline_since.is_none() && rooms.connected(room, &d.id)).map(|d| d.id.clone())
 }
 
 fn session_url(room: &str, id: &str) -> String {
@@ -159,12 +156,7 @@ pub(super) async fn offer(hub: Arc<Hub>, room: String, request: Request) -> Resp
     let session = Arc::new(WhepSession { answer: Mutex::new(Some(answer_tx)) });
     {
         let mut rooms = lock_ignoring_poison(&hub.rooms);
-        let device = rooms
-            .devices
-            .get(&room)
-            .filter(|d| d.offline_since.is_none() && rooms.connected(&room, &d.id))
-            .map(|d| d.id.clone());
-        let Some(device) = device else {
+        let Some(device) = connected_device(&rooms, &room) else {
             return refuse(StatusCode::NOT_FOUND, format!("no camera is connected in room {room}"));
         };
         let capacity = hub.policy.capacity(&room);
@@ -251,8 +243,8 @@ pub(super) async fn patch(hub: Arc<Hub>, room: String, id: String, headers: Head
     if !members.iter().any(|m| m.id == id && m.whep.is_some()) {
         return refuse(StatusCode::NOT_FOUND, format!("no WHEP session {id} in room {room}"));
     }
-    let device = rooms.devices.get(&room).map(|d| d.id.clone()).unwrap_or_default();
-    if let Some(device) = members.iter().find(|m| m.id == device) {
+    let device = connected_device(&rooms, &room);
+    if let Some(device) = members.iter().find(|m| Some(&m.id) == device.as_ref()) {
         for candidate in candidates {
             device.emit("message", &(room.as_str(), candidate, id.as_str()));
             hub.count(ServerMetrics::relayed);
